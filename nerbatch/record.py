@@ -1,0 +1,77 @@
+"""The record that flows through every stage, and tag-scheme helpers.
+
+A :class:`Sentence` carries the tokens, optional gold tags, and whatever its writer needs to
+reproduce the input faithfully (raw CoNLL lines, the JSON object, the Parquet row).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+_TAG_RE = re.compile(r"^(?:O|[BIES]-\S+)$")
+
+
+@dataclass(slots=True)
+class Sentence:
+    """One sentence of one document, in input order.
+
+    ``tokens`` are the words; ``tags`` the gold tags (None when the input has none); ``pred`` and
+    ``scores`` are filled by the tagger, one per token. ``doc_id`` groups sentences into documents
+    (None: the sentence stands alone, no document context); ``index`` is the position within the
+    document. ``path``/``line`` locate the sentence in its input (line or row number, 1-based).
+    ``source`` is format-specific passthrough: raw CoNLL token lines, the JSON object, the Parquet row.
+    ``prefix`` holds the non-token lines (``-DOCSTART-``, blank lines) that precede the sentence in a
+    CoNLL file, so the writer mirrors the input line for line. A sentence with no tokens is a pure
+    passthrough of such lines (the end of a file).
+    ``spans`` are character offsets of the tokens in ``text`` (JSONL ``text`` input).
+    """
+
+    tokens: list[str]
+    tags: list[str] | None = None
+    doc_id: str | None = None
+    index: int = 0
+    path: str = ""
+    line: int = 0
+    source: Any = None
+    prefix: list[str] = field(default_factory=list)
+    text: str | None = None
+    spans: list[tuple[int, int]] | None = None
+    pred: list[str] | None = None
+    scores: list[float] | None = None
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def is_tag(tag: str) -> bool:
+    """True for ``O`` and ``B-X``/``I-X``/``E-X``/``S-X`` shaped tags."""
+    return bool(_TAG_RE.match(tag))
+
+
+def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
+    """Convert IOB1 (``B-`` only between adjacent same-type entities) to IOB2.
+
+    Idempotent on IOB2 input, and it repairs an ``I-X`` that follows ``O`` or another type.
+    """
+    out: list[str] = []
+    prev = "O"
+    for tag in tags:
+        if tag.startswith("I-"):
+            typ = tag[2:]
+            if prev == "O" or prev[2:] != typ:
+                tag = "B-" + typ
+        out.append(tag)
+        prev = tag
+    return out
+
+
+def token_offsets(tokens: Sequence[str]) -> list[tuple[int, int]]:
+    """Character offsets of ``tokens`` in ``" ".join(tokens)``."""
+    offsets = []
+    pos = 0
+    for tok in tokens:
+        offsets.append((pos, pos + len(tok)))
+        pos += len(tok) + 1
+    return offsets

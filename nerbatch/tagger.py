@@ -1,0 +1,187 @@
+"""The tagger: loads a token-classification model and turns a sentence stream into tagged sentences.
+
+``Tagger.tag`` keeps input order, gives every token exactly one tag, and streams: a background
+thread reads, tokenises, builds windows/context and plans length-sorted batches for one block of
+sentences while the model runs the previous block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from .align import Feature, Specials, assign, check_fast, features_for, with_context, word_pieces
+from .batching import background, chunked, plan_batches
+from .errors import ModelError
+from .record import Sentence
+
+NERBATCH_CONFIG = "nerbatch.json"
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TaggerOptions:
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"
+    precision: str = "fp32"
+    max_length: int | None = None  # default: what the model was trained with, else its limit (<= 512)
+    stride: int | None = None  # window step for long sentences, in subwords (default: half a window)
+    context: bool | None = None  # document context; default: what the model was trained with
+    batch_tokens: int | None = None  # padded tokens per batch (default 4096 on CPU, 32768 on GPU)
+    max_batch: int | None = None  # rows per batch (default 128 on CPU, 1024 on GPU)
+    block: int = 2048  # sentences sorted together (bounded window of the stream)
+    threads: int | None = None  # torch intra-op threads on CPU
+
+
+def read_model_config(model: str) -> dict:
+    """nerbatch's own settings saved beside a trained model (empty for other models)."""
+    path = os.path.join(model, NERBATCH_CONFIG)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    return {}
+
+
+def load_model(model: str):
+    """Tokenizer and token-classification model from a folder or hub id, with clear errors."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    local = os.path.isdir(model)
+    if not local and (os.sep in model and os.path.exists(os.path.dirname(model)) or model.startswith(".")):
+        raise ModelError(f"{model}: model folder not found")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local)
+    except Exception as exc:  # transformers raises OSError/ValueError/etc.
+        raise ModelError(f"{model}: cannot load the tokenizer: {str(exc).splitlines()[0]}") from None
+    check_fast(tokenizer, model)
+    try:
+        net = AutoModelForTokenClassification.from_pretrained(model, local_files_only=local)
+    except Exception as exc:
+        raise ModelError(f"{model}: cannot load a token-classification model: {str(exc).splitlines()[0]}") from None
+    labels = [net.config.id2label[i] for i in range(net.config.num_labels)]
+    if all(lab.startswith("LABEL_") for lab in labels):
+        raise ModelError(
+            f"{model}: the model config has no NER labels (id2label is LABEL_0, LABEL_1, ...)",
+            hint="train one with `nerbatch train`, or set id2label in config.json",
+        )
+    return tokenizer, net
+
+
+class Tagger:
+    """Tag sentences with a token-classification model."""
+
+    def __init__(self, model: str, options: TaggerOptions = TaggerOptions()) -> None:
+        import torch
+
+        self.model_name = model
+        self.options = options
+        self.tokenizer, self.model = load_model(model)
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        saved = read_model_config(model) if os.path.isdir(model) else {}
+        self.saved = saved
+        limit = min(
+            getattr(self.model.config, "max_position_embeddings", 512) or 512,
+            self.tokenizer.model_max_length if self.tokenizer.model_max_length < 100_000 else 512,
+            512,
+        )
+        self.max_length = options.max_length or saved.get("max_length") or limit
+        if self.max_length > limit:
+            raise ModelError(f"{model}: max_length {self.max_length} exceeds the model's limit of {limit}")
+        self.context = saved.get("context", False) if options.context is None else options.context
+        self.specials = Specials.of(self.tokenizer)
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        dev = options.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError("--device cuda: no CUDA device is available", hint="use --device cpu")
+        self.device = torch.device(dev)
+        gpu = self.device.type == "cuda"
+        if options.precision not in PRECISIONS:
+            raise ModelError(f"unknown precision {options.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+        if options.precision == "fp16" and not gpu:
+            raise ModelError("--precision fp16 needs a GPU", hint="use fp32 or bf16 on CPU")
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
+        self.model.to(device=self.device, dtype=dtype)
+        self.model.eval()
+        self.batch_tokens = options.batch_tokens or (32768 if gpu else 4096)
+        self.max_batch = options.max_batch or (1024 if gpu else 128)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.forward_seconds = 0.0
+        self.tokens_seen = 0
+        self.padded_tokens = 0
+
+    # -- producer side (background thread) -------------------------------------------------
+    def _jobs(self, sentences: Iterable[Sentence]) -> Iterator[tuple[list[Sentence], list[Feature], list[list[int]]]]:
+        tok = self.tokenizer
+        body = self.max_length - len(self.specials)
+        budget = body if self.context else 0
+
+        def pieces() -> Iterator[tuple[Sentence, list[list[int]]]]:
+            for chunk in chunked(sentences, 256):
+                yield from zip(chunk, word_pieces(tok, [s.tokens for s in chunk]))
+
+        for block in chunked(with_context(pieces(), budget), self.options.block):
+            feats: list[Feature] = []
+            for k, (_sent, p, left, right) in enumerate(block):
+                feats.extend(features_for(k, p, self.specials, self.max_length, self.options.stride, left, right))
+            batches = plan_batches([len(f.input_ids) for f in feats], self.batch_tokens, self.max_batch)
+            yield [b[0] for b in block], feats, batches
+
+    # -- model side ------------------------------------------------------------------------
+    def _forward(self, feats: list[Feature]) -> list[tuple[list[int], list[float]]]:
+        import time
+
+        import numpy as np
+        import torch
+
+        width = max(len(f.input_ids) for f in feats)
+        ids = np.full((len(feats), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(feats), width), dtype=np.int64)
+        rows, cols = [], []
+        for r, f in enumerate(feats):
+            n = len(f.input_ids)
+            ids[r, :n] = f.input_ids
+            mask[r, :n] = 1
+            rows.extend([r] * len(f.positions))
+            cols.extend(f.positions)
+            self.tokens_seen += n
+        self.padded_tokens += ids.size
+        gpu = self.device.type == "cuda"
+        t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        if gpu:
+            t_ids = t_ids.pin_memory().to(self.device, non_blocking=True)
+            t_mask = t_mask.pin_memory().to(self.device, non_blocking=True)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            logits = self.model(input_ids=t_ids, attention_mask=t_mask).logits
+            picked = logits[torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)]
+            probs, labels = picked.float().softmax(-1).max(-1)
+            probs, labels = probs.cpu().tolist(), labels.cpu().tolist()
+        self.forward_seconds += time.perf_counter() - t0
+        out = []
+        k = 0
+        for f in feats:
+            n = len(f.positions)
+            out.append((labels[k : k + n], [round(p, 4) for p in probs[k : k + n]]))
+            k += n
+        return out
+
+    def tag(self, sentences: Iterable[Sentence]) -> Iterator[Sentence]:
+        """Yield the input sentences in order, each with ``pred`` and ``scores`` (one per token)."""
+        for block, feats, batches in background(lambda: self._jobs(sentences)):
+            parts: list[list[tuple[Feature, list[int], list[float]]]] = [[] for _ in block]
+            for batch in batches:
+                fs = [feats[i] for i in batch]
+                for f, (labs, probs) in zip(fs, self._forward(fs)):
+                    parts[f.sent].append((f, labs, probs))
+            for k, sent in enumerate(block):
+                sent.pred, sent.scores = assign(len(sent.tokens), parts[k], self.labels)
+                if len(sent.pred) != len(sent.tokens):  # the core invariant
+                    raise AssertionError(f"{sent.path}:{sent.line}: {len(sent.tokens)} tokens, {len(sent.pred)} tags")
+                yield sent
