@@ -199,7 +199,12 @@ def train(opts: TrainOptions) -> dict:
     check_fast(tokenizer, base)
     try:
         model = AutoModelForTokenClassification.from_pretrained(
-            base, num_labels=len(labels), id2label=id2label, label2id=label2id, local_files_only=local
+            base,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+            local_files_only=local,
+            ignore_mismatched_sizes=True,  # a base that already has a classifier gets a fresh one
         )
     except Exception as exc:
         raise ModelError(f"{base}: cannot load the encoder: {str(exc).splitlines()[0]}") from None

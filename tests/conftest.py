@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny random BERT with a WordPiece tokenizer, built at test time (no download)."""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data"
+CONLL2003 = ROOT.parent / "shared" / "data" / "conll2003"
+LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+
+
+def build_tiny_model(folder: Path, *, max_positions: int = 64, labels: list[str] | None = LABELS, seed: int = 0) -> str:
+    """Save a 2-layer, 32-wide random BERT for token classification and its fast tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForTokenClassification, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["the", "is", "in", "of", "and", "city", "finland", "turku", "oldest", "a", "to"]
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation) + ["é", "ü", "ø", "å"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars] + words
+    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=max_positions)
+    tokenizer.save_pretrained(folder)
+    kwargs = {}
+    if labels is not None:
+        kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_positions,
+        **kwargs,
+    )
+    torch.manual_seed(seed)
+    if labels is None:  # an encoder without a head, like the MiniLM base model
+        BertModel(config).save_pretrained(folder)
+    else:
+        BertForTokenClassification(config).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A random tiny NER model whose window is 64 subwords (so long sentences get windowed)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """A tiny random encoder without NER labels: a base model for `train`."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-enc") / "model", max_positions=128, labels=None)
+
+
+@pytest.fixture(scope="session")
+def tagger(tiny_model):
+    from nerbatch.tagger import Tagger, TaggerOptions
+
+    return Tagger(tiny_model, TaggerOptions(device="cpu"))

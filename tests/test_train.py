@@ -1,0 +1,85 @@
+"""`nerbatch train` on sample data with a tiny random encoder: a plain transformers folder comes out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from nerbatch.cli import cli
+from nerbatch.errors import InputError
+from nerbatch.io import ReadOptions, read
+from nerbatch.train import TrainOptions, collect_labels, train
+
+from .conftest import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_encoder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "model"
+    res = CliRunner().invoke(
+        cli,
+        ["train", "--train", str(SAMPLE / "train.conll"), "--dev", str(SAMPLE / "dev.conll"), "-o", str(out),
+         "--base-model", tiny_encoder, "--epochs", "2", "--lr", "5e-3", "--max-length", "64", "--every", "2", "-q"],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    assert "f1" in res.stdout  # the per-epoch table
+    return out
+
+
+def test_output_is_a_plain_transformers_model(trained):
+    from transformers import pipeline
+
+    config = json.loads((trained / "config.json").read_text())
+    labels = set(config["id2label"].values())
+    assert labels == {"O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"}
+    assert config["label2id"]["O"] == 0
+    nlp = pipeline("token-classification", model=str(trained))
+    out = nlp("Turku is the oldest city in Finland")
+    assert all(item["entity"] in labels for item in out)
+
+
+def test_metrics_and_settings_are_saved(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 2
+    for row in metrics["epochs"]:
+        assert 0.0 <= row["f1"] <= 1.0 and row["seconds"] > 0
+    assert metrics["settings"]["every"] == 2
+    saved = json.loads((trained / "nerbatch.json").read_text())
+    assert saved == {"nerbatch_version": saved["nerbatch_version"], "max_length": 64, "context": True, "scheme": "IOB2"}
+    assert "Dev scores per epoch" in (trained / "README.md").read_text()
+
+
+def test_trained_model_tags_with_its_training_context(trained):
+    from nerbatch.tagger import Tagger
+
+    tagger = Tagger(str(trained))
+    assert tagger.context is True and tagger.max_length == 64
+    sents = list(tagger.tag(read(str(SAMPLE / "dev.conll"))))
+    assert all(len(s.pred) == len(s.tokens) for s in sents)
+
+
+def test_iob1_training_data_is_converted():
+    labels = collect_labels([str(SAMPLE / "train_iob1.conll")], None, ReadOptions())
+    assert labels[0] == "O" and all(lab[:2] in ("B-", "I-") for lab in labels[1:])
+    assert any(lab.startswith("B-") for lab in labels)
+
+
+def test_unknown_tag_in_training_data(tmp_path, tiny_encoder):
+    bad = tmp_path / "bad.conll"
+    bad.write_text("EU B-ORG\nrejects O\n\nPeter PERSON\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad.conll:4: unknown tag 'PERSON'"):
+        train(TrainOptions(train=[str(bad)], output_dir=str(tmp_path / "m"), base_model=tiny_encoder))
+    res = CliRunner().invoke(cli, ["train", "--train", str(bad), "-o", str(tmp_path / "m2"), "--base-model", tiny_encoder])
+    assert res.exit_code == 2 and "bad.conll:4: unknown tag 'PERSON'" in res.stderr
+
+
+def test_dev_tag_not_seen_in_training(tmp_path, tiny_encoder):
+    tr = tmp_path / "tr.conll"
+    tr.write_text("EU B-ORG\nrejects O\n", encoding="utf-8")
+    dev = tmp_path / "dev.conll"
+    dev.write_text("EU B-ORG\n\nBonn B-LOC\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"dev.conll:3: tag 'B-LOC' does not occur in the training data"):
+        train(TrainOptions(train=[str(tr)], dev=str(dev), output_dir=str(tmp_path / "m"), base_model=tiny_encoder, epochs=1))
