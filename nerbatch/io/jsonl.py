@@ -155,4 +155,8 @@ class JsonlWriter(Writer):
             return  # CoNLL passthrough lines have no JSONL counterpart
         if len(sentence.pred or []) != len(sentence.tokens):
             raise AssertionError(f"{sentence.path}:{sentence.line}: tag count differs from token count")
-        self.out.write(json.dumps(output_record(sentence), ensure_ascii=False) + "\n")
+        obj = output_record(sentence)
+        try:
+            self.out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        except UnicodeEncodeError:  # lone surrogates (from "\ud800" escapes in the input) stay escaped
+            self.out.write(json.dumps(obj) + "\n")
