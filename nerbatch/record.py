@@ -26,6 +26,8 @@ class Sentence:
     CoNLL file, so the writer mirrors the input line for line. A sentence with no tokens is a pure
     passthrough of such lines (the end of a file).
     ``spans`` are character offsets of the tokens in ``text`` (JSONL ``text`` input).
+    ``error`` marks a record that could not be read (``--on-error skip``): it has no tokens and
+    ``source`` holds its raw input, so the engine can write it to the reject file.
     """
 
     tokens: list[str]
@@ -40,6 +42,7 @@ class Sentence:
     spans: list[tuple[int, int]] | None = None
     pred: list[str] | None = None
     scores: list[float] | None = None
+    error: str | None = None  # set (with no tokens) for a record rejected under --on-error skip
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from itertools import islice
 from typing import Iterable, Iterator
 
 from .align import Feature, Specials, assign, check_fast, features_for, with_context, word_pieces
@@ -117,7 +118,9 @@ class Tagger:
         self.padded_tokens = 0
 
     # -- producer side (background thread) -------------------------------------------------
-    def _jobs(self, sentences: Iterable[Sentence]) -> Iterator[tuple[list[Sentence], list[Feature], list[list[int]]]]:
+    def _jobs(
+        self, sentences: Iterable[Sentence], skip: int = 0
+    ) -> Iterator[tuple[list[Sentence], list[Feature], list[list[int]]]]:
         tok = self.tokenizer
         body = self.max_length - len(self.specials)
         budget = body if self.context else 0
@@ -126,7 +129,10 @@ class Tagger:
             for chunk in chunked(sentences, 256):
                 yield from zip(chunk, word_pieces(tok, [s.tokens for s in chunk]))
 
-        for block in chunked(with_context(pieces(), budget), self.options.block):
+        stream = with_context(pieces(), budget)
+        if skip:  # already done (resume): still read, for the context of what follows
+            stream = islice(stream, skip, None)
+        for block in chunked(stream, self.options.block):
             feats: list[Feature] = []
             for k, (_sent, p, left, right) in enumerate(block):
                 feats.extend(features_for(k, p, self.specials, self.max_length, self.options.stride, left, right))
@@ -172,9 +178,13 @@ class Tagger:
             k += n
         return out
 
-    def tag(self, sentences: Iterable[Sentence]) -> Iterator[Sentence]:
-        """Yield the input sentences in order, each with ``pred`` and ``scores`` (one per token)."""
-        for block, feats, batches in background(lambda: self._jobs(sentences)):
+    def tag(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]:
+        """Yield the input sentences in order, each with ``pred`` and ``scores`` (one per token).
+
+        The first ``skip`` sentences are read (they give context to the next ones) but not tagged
+        or yielded: resuming a file that was interrupted after ``skip`` sentences.
+        """
+        for block, feats, batches in background(lambda: self._jobs(sentences, skip)):
             parts: list[list[tuple[Feature, list[int], list[float]]]] = [[] for _ in block]
             for batch in batches:
                 fs = [feats[i] for i in batch]

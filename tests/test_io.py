@@ -279,7 +279,7 @@ def check_mirror(src: Path, out: Path) -> None:
     inp, got = file_lines(src), file_lines(out)
     assert len(got) == len(inp)
     it = iter(preds)
-    for line_in, line_out in zip(inp, got):
+    for line_in, line_out in zip(inp, got, strict=True):
         stripped = line_in.rstrip()
         if not stripped or stripped.startswith("-DOCSTART-"):
             assert line_out == stripped
@@ -305,7 +305,7 @@ def test_conll_writer_mirrors_input(tmp_path, variant):
     elif variant == "bom":
         bom = True
     elif variant == "tabs":
-        text = "\n".join(l if l.startswith("-DOCSTART-") else l.replace(" ", "\t") for l in text.split("\n"))
+        text = "\n".join(x if x.startswith("-DOCSTART-") else x.replace(" ", "\t") for x in text.split("\n"))
     elif variant == "trailing_spaces":
         text = text.replace("\n", "  \n")
     src = write_text(tmp_path / "in.conll", text, newline=newline, bom=bom)
@@ -652,7 +652,7 @@ def test_jsonl_writer_keeps_order_and_overwrites_old_predictions(tmp_path):
     src = write_text(tmp_path / "in.jsonl", "".join(json.dumps(o) + "\n" for o in objs))
     out = tmp_path / "out.jsonl"
     tag_file(src, out, "jsonl")
-    got = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
+    got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [g["id"] for g in got] == list(range(5))
     assert all(g["pred_tags"] == ["B-PRED"] + ["I-PRED"] * i for i, g in enumerate(got))
     assert all(g["entities"][0]["label"] == "PRED" for g in got)
@@ -662,7 +662,7 @@ def test_jsonl_writer_from_conll_input(tmp_path):
     src = write_text(tmp_path / "in.conll", CONLL_DOCS)
     out = tmp_path / "out.jsonl"
     tag_file(src, out, "jsonl")
-    got = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
+    got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     # passthrough (blank/-DOCSTART-) records are not written
     assert [(g["tokens"], g["tags"], g["doc_id"], g["index"]) for g in got] == EXPECTED_DOCS
     assert got[0]["entities"][0]["text"] == "EU rejects German"
@@ -1085,7 +1085,7 @@ def test_property_jsonl_round_trip(records, ensure_ascii):
                 w.write(s)
         second = list(read_jsonl(str(out)))
         assert len(second) == len(objs)
-        for s, obj in zip(second, objs):
+        for s, obj in zip(second, objs, strict=True):
             assert s.tokens == obj["tokens"]
             assert s.source == {**obj, "pred_tags": ["O"] * len(obj["tokens"]), "entities": []}
             assert s.tags == obj.get("tags")
@@ -1107,7 +1107,7 @@ def test_jsonl_lone_surrogate_escapes_round_trip(tmp_path):
     out = tmp_path / "out.jsonl"
     with open_writer(str(out), "jsonl") as w:
         for s in first:
-            s.pred = ["B-X"] * len(s.tokens)
+            s.pred = ["B-X"] + ["I-X"] * (len(s.tokens) - 1)
             w.write(s)
     raw = out.read_bytes().decode("utf-8")  # valid UTF-8
     assert "Zürich" in raw and "😀" in raw  # lines without surrogates are still plain UTF-8
@@ -1119,7 +1119,10 @@ def test_jsonl_lone_surrogate_escapes_round_trip(tmp_path):
     assert listing(tmp_path) == ["in.jsonl", "out.jsonl"]
 
 
-ANY_CODE_POINT = st.text(st.characters(codec=None, exclude_categories=()), max_size=5)
+# st.text never yields surrogates, so build the strings from code points (lone surrogates included)
+ANY_CODE_POINT = st.lists(
+    st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(chr)), max_size=5
+).map("".join)
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1135,4 +1138,6 @@ def test_property_jsonl_round_trip_with_surrogates(tokens, extra):
         with open_writer(str(out), "jsonl") as w:
             w.write(s)
         (back,) = read_jsonl(str(out))
-        assert back.source == {**obj, "pred_tags": s.pred, "entities": []}
+        # compare with what the first read gave: JSON itself joins an escaped surrogate *pair* into one character
+        assert back.source == {**s.source, "pred_tags": s.pred, "entities": []}
+        assert back.tokens == s.tokens

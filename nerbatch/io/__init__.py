@@ -97,20 +97,32 @@ def read(path: str, fmt: str | None = None, options: ReadOptions = ReadOptions()
     return reader_for(input_format(path, fmt))(path, options)
 
 
-def open_writer(path: str, fmt: str, *, input_path: str | None = None, input_fmt: str | None = None) -> Writer:
-    """A writer for ``path`` (``-`` is stdout) in ``fmt``; Parquet keeps the input's columns."""
+def open_writer(
+    path: str,
+    fmt: str,
+    *,
+    input_path: str | None = None,
+    input_fmt: str | None = None,
+    part: str | None = None,
+    resume: dict | None = None,
+) -> Writer:
+    """A writer for ``path`` (``-`` is stdout) in ``fmt``; Parquet keeps the input's columns.
+
+    ``part``/``resume``: the fixed partial-file name and checkpoint of a resumable run.
+    """
+    kw = {"part": part, "resume": resume}
     if fmt == "conll":
         from .conll import ConllWriter
 
-        return ConllWriter(path)
+        return ConllWriter(path, **kw)
     if fmt == "jsonl":
         from .jsonl import JsonlWriter
 
-        return JsonlWriter(path)
+        return JsonlWriter(path, **kw)
     if fmt == "html":
         from .html import HtmlWriter
 
-        return HtmlWriter(path)
+        return HtmlWriter(path, **kw)
     if fmt == "parquet":
         if path == STDIO:
             raise InputError("Parquet output cannot go to stdout", hint="pass -o FILE.parquet")
@@ -121,7 +133,7 @@ def open_writer(path: str, fmt: str, *, input_path: str | None = None, input_fmt
             import pyarrow.parquet as pq
 
             schema = pq.read_schema(input_path)
-        return ParquetWriter(path, input_schema=schema)
+        return ParquetWriter(path, input_schema=schema, **kw)
     raise InputError(f"unknown output format {fmt!r}", hint=f"use one of {', '.join(OUTPUT_FORMATS)}")
 
 

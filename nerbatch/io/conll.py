@@ -20,7 +20,12 @@ def _split(line: str) -> list[str]:
 
 
 def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
-    """Stream sentences from a CoNLL file; every token line of the input lands in one sentence."""
+    """Stream sentences from a CoNLL file; every token line of the input lands in one sentence.
+
+    Under ``on_error="skip"`` a sentence with a bad line is yielded with ``error`` set and no
+    tokens (its raw lines in ``source``), and reading goes on with the next sentence.
+    """
+    skip = options.on_error == "skip"
     ncols: int | None = None
     doc = 0
     index = 0
@@ -29,40 +34,60 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
     tags: list[str] = []
     preds: list[str] = []
     raw: list[str] = []
+    error: str | None = None
     start = 0
     has_tags = options.tag_column is not None
     has_pred = options.pred_column is not None
 
     def flush() -> Sentence:
-        nonlocal prefix, tokens, tags, preds, raw, index
-        sent = Sentence(
-            tokens=tokens,
-            tags=tags if has_tags and ncols and ncols > 1 else None,
-            doc_id=f"{doc}",
-            index=index,
-            path=path,
-            line=start,
-            source=raw,
-            prefix=prefix,
-            pred=preds if has_pred else None,
-        )
-        index += 1
-        prefix, tokens, tags, preds, raw = [], [], [], [], []
+        nonlocal prefix, tokens, tags, preds, raw, index, error
+        if error is not None:
+            sent = Sentence(tokens=[], doc_id=f"{doc}", path=path, line=start, source=raw, prefix=prefix, error=error)
+        else:
+            sent = Sentence(
+                tokens=tokens,
+                tags=tags if has_tags and ncols and ncols > 1 else None,
+                doc_id=f"{doc}",
+                index=index,
+                path=path,
+                line=start,
+                source=raw,
+                prefix=prefix,
+                pred=preds if has_pred else None,
+            )
+            index += 1
+        prefix, tokens, tags, preds, raw, error = [], [], [], [], [], None
         return sent
 
-    for lineno, line in decoded_lines(path, options):
+    def bad(message: str, lineno: int, hint: str | None = None) -> None:
+        nonlocal error
+        err = InputError(message, path=path, line=lineno, hint=hint)
+        if not skip:
+            raise err
+        if error is None:
+            error = str(err)
+
+    for lineno, line, decode_error in decoded_lines(path, options):
         stripped = line.rstrip()
         if not stripped:
-            if tokens:
+            if raw:
                 yield flush()
             prefix.append("")
             continue
         if stripped.startswith(DOCSTART) and (len(stripped) == len(DOCSTART) or stripped[len(DOCSTART)].isspace()):
-            if tokens:
+            if raw:
                 yield flush()
             doc += 1
             index = 0
             prefix.append(stripped)
+            continue
+        if not raw:
+            start = lineno
+        raw.append(stripped)
+        if decode_error is not None:
+            if not skip:  # pragma: no cover - decoded_lines raises already
+                raise InputError(decode_error)
+            error = error or decode_error
             continue
         cols = _split(stripped)
         if ncols is None:
@@ -75,28 +100,29 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
                     hint="evaluate needs the output of `nerbatch tag` on a file with gold tags",
                 )
         elif len(cols) != ncols:
-            raise InputError(
+            bad(
                 f"expected {ncols} columns like the first token line, found {len(cols)}",
-                path=path,
-                line=lineno,
-                hint="every token line needs the same columns; separate them with spaces or tabs, not both",
+                lineno,
+                "every token line needs the same columns; separate them with spaces or tabs, not both",
             )
+            continue
         if any(not c for c in cols):
-            raise InputError("empty column (two tabs in a row?)", path=path, line=lineno)
-        if not tokens:
-            start = lineno
+            bad("empty column (two tabs in a row?)", lineno)
+            continue
         try:
-            tokens.append(cols[options.token_column])
-            if has_tags and ncols > 1:
-                tags.append(cols[options.tag_column])  # type: ignore[index]
-            if has_pred:
-                preds.append(cols[options.pred_column])  # type: ignore[index]
+            token = cols[options.token_column]
+            tag = cols[options.tag_column] if has_tags and ncols > 1 else None  # type: ignore[index]
+            pred = cols[options.pred_column] if has_pred else None  # type: ignore[index]
         except IndexError:
             raise InputError(
                 f"column index out of range for a line of {ncols} columns", path=path, line=lineno
             ) from None
-        raw.append(stripped)
-    if tokens:
+        tokens.append(token)
+        if tag is not None:
+            tags.append(tag)
+        if pred is not None:
+            preds.append(pred)
+    if raw:
         yield flush()
     if prefix:
         # trailing blank / -DOCSTART- lines: an empty passthrough sentence keeps them
@@ -106,10 +132,15 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
 class ConllWriter(Writer):
     """Input line + one tag column; non-CoNLL input becomes ``word [gold] pred`` lines."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self._last_doc: str | None = None
+    def __init__(self, path: str, **kw) -> None:
         self._first = True
+        super().__init__(path, **kw)
+
+    def state(self) -> dict:
+        return {"first": self._first}
+
+    def restore(self, state: dict) -> None:
+        self._first = state.get("first", True)
 
     def write(self, sentence: Sentence) -> None:
         out = self.out
@@ -118,6 +149,9 @@ class ConllWriter(Writer):
             raise AssertionError(f"{sentence.path}:{sentence.line}: {len(sentence.tokens)} tokens, {len(pred)} tags")
         raw = sentence.source if isinstance(sentence.source, list) else None
         parts: list[str] = []
+        if sentence.error is not None:  # rejected: keep the document structure, drop its lines
+            out.write("".join(line + "\n" for line in sentence.prefix))
+            return
         if raw is not None:
             parts.extend(line + "\n" for line in sentence.prefix)
             for line, tag in zip(raw, pred):

@@ -53,11 +53,19 @@ def render_sentence(sentence: Sentence) -> str:
 
 
 class HtmlWriter(Writer):
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self.out.write(_HEAD)
+    def __init__(self, path: str, **kw) -> None:
         self._doc: object = object()
         self._open = False
+        super().__init__(path, **kw)
+        if not self.resumed:
+            self.out.write(_HEAD)
+
+    def state(self) -> dict:
+        return {"doc": self._doc if self._open else None, "open": self._open}
+
+    def restore(self, state: dict) -> None:
+        self._open = state.get("open", False)
+        self._doc = state.get("doc") if self._open else object()
 
     def write(self, sentence: Sentence) -> None:
         if not sentence.tokens:

@@ -99,18 +99,25 @@ def record_to_sentence(
 def read_jsonl(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
     """Stream sentences from a JSON Lines file (blank lines are skipped)."""
     index = 0
-    for lineno, line in decoded_lines(path, options):
-        if not line.strip():
+    for lineno, line, error in decoded_lines(path, options):
+        if error is None and not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg} at column {exc.colno}", path=path, line=lineno) from None
-        if not isinstance(obj, dict):
-            raise InputError(
-                f"expected a JSON object, found {type(obj).__name__}", path=path, line=lineno
-            )
-        yield record_to_sentence(obj, options, path, lineno, index)
+            if error is not None:
+                raise InputError(error)
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"invalid JSON: {exc.msg} at column {exc.colno}", path=path, line=lineno) from None
+            if not isinstance(obj, dict):
+                raise InputError(f"expected a JSON object, found {type(obj).__name__}", path=path, line=lineno)
+            sent = record_to_sentence(obj, options, path, lineno, index)
+        except InputError as exc:
+            if options.on_error != "skip":
+                raise
+            yield Sentence(tokens=[], path=path, line=lineno, source=line, error=str(exc))
+            continue
+        yield sent
         index += 1
 
 

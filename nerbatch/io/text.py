@@ -12,7 +12,10 @@ from .jsonl import split_text
 def read_text(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
     """Each non-blank line is one sentence of one document (the file)."""
     index = 0
-    for lineno, line in decoded_lines(path, options):
+    for lineno, line, error in decoded_lines(path, options):
+        if error is not None:
+            yield Sentence(tokens=[], doc_id="0", path=path, line=lineno, source=line, error=error)
+            continue
         if not line.strip():
             continue
         tokens, spans = split_text(line)
