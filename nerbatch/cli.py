@@ -13,7 +13,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import EXIT_INTERNAL, NerbatchError
+from .errors import EXIT_INTERNAL, EXIT_PARTIAL, NerbatchError
 
 INPUT_FORMATS = ["conll", "jsonl", "parquet", "text"]
 OUTPUT_FORMATS = ["conll", "jsonl", "parquet", "html"]
@@ -139,9 +139,13 @@ def cli() -> None:
 @tagger_options_decorator
 @click.option("--report", "report_path", default=None, help="Also score gold tags found in the inputs and write the text report here.")
 @click.option("--report-json", default=None, help="Write that report as JSON too.")
+@click.option("--resume", is_flag=True, help="Skip outputs already complete for the same input, model and options; continue interrupted ones from their last checkpoint.")
+@click.option("--checkpoint-every", type=int, default=10_000, show_default=True, help="Make the partial output durable every N sentences, so --resume continues near where a killed run stopped (0: never).")
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="fail: stop at the first bad record (exit 2). skip: leave it out, log it with file and line in OUTPUT.rejects.jsonl, go on (exit 3).")
+@click.option("--log-json", default=None, help="Append one JSON record per file (counts, seconds, status) to this file, for monitoring.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (for cron).")
 @user_errors
-def tag(inputs, output, output_format, report_path, report_json, quiet, **kw):
+def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, quiet, **kw):
     """Tag INPUTS (files, or - for stdin) and write one output per input.
 
     CoNLL output repeats each input line with one predicted-tag column appended (so a file with gold
@@ -158,11 +162,23 @@ def tag(inputs, output, output_format, report_path, report_json, quiet, **kw):
     from .engines import plan_jobs, tag_files
     from .scoring import Scorer, format_report
 
-    read_options = build_read_options(kw)
+    from dataclasses import asdict, replace
+
+    from .engines.local import RunOptions
+
+    read_options = replace(build_read_options(kw), on_error=on_error)
     jobs = plan_jobs(list(inputs), output, input_fmt=kw.pop("input_format"), output_fmt=output_format)
     tagger = build_tagger(kw)
     scorer = Scorer() if (report_path or report_json) else None
-    summary = tag_files(jobs, tagger, options=read_options, scorer=scorer, progress=not quiet)
+    changes_output = {
+        "read": asdict(read_options),
+        "max_length": tagger.max_length,
+        "context": tagger.context,
+        "stride": tagger.options.stride,
+        "precision": tagger.options.precision,
+    }
+    run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json, output_options=changes_output)
+    summary = tag_files(jobs, tagger, options=read_options, scorer=scorer, progress=not quiet, run=run)
     if scorer is not None:
         from .evaluate import write_report
 
@@ -174,6 +190,8 @@ def tag(inputs, output, output_format, report_path, report_json, quiet, **kw):
             click.echo(format_report(result), err=True)
     if not quiet:
         click.echo(summary.line(), err=True)
+    if summary.skipped:
+        sys.exit(EXIT_PARTIAL)
 
 
 @cli.command()

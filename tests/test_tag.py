@@ -124,7 +124,10 @@ def test_many_files_into_a_folder(tiny_model, tmp_path):
         "-o", str(outdir), "--model", tiny_model, "-q",
     )
     assert res.exit_code == 0, res.output
-    assert sorted(os.listdir(outdir)) == ["sentences.conll", "test.conll", "test.jsonl"]
+    names = sorted(os.listdir(outdir))
+    assert [n for n in names if not n.startswith(".")] == ["sentences.conll", "test.conll", "test.jsonl"]
+    # beside each output: its run manifest (for --resume), and no partial file or lock is left
+    assert [n for n in names if n.startswith(".")] == [f".{n}.nerbatch.json" for n in ("sentences.conll", "test.conll", "test.jsonl")]
     n_in = sum(1 for line in open(SAMPLE / "sentences.txt", encoding="utf-8") if line.strip())
     assert len(list(read(str(outdir / "sentences.conll")))) == n_in
 

@@ -25,6 +25,7 @@ import os
 import pickle
 import sys
 import time
+import warnings
 from collections import deque
 from typing import Any, Iterable, Iterator
 
@@ -147,42 +148,26 @@ def _row(file: int, block: int, kind: str, payload: bytes = b"", sentences: int 
     return {"file": file, "block": block, "kind": kind, "payload": payload, "sentences": sentences, "tokens": tokens}
 
 
-class _ReadFile:
+def _read_file(item: dict, options: ReadOptions, size: int, need: int) -> Iterator[dict]:
     """flat_map UDF: one input file -> rows of pickled blocks, then an ``end`` row (or an ``error`` row)."""
-
-    def __init__(self, options: ReadOptions, size: int, need: int) -> None:
-        self.options = options
-        self.size = size
-        self.need = need
-
-    def __call__(self, item: dict) -> Iterator[dict]:
-        file, name, path, fmt = int(item["file"]), item["name"], item["path"], item["fmt"]
-        block = 0
-        n_sent = n_tok = 0
-        try:
-            for left, core, right, left_cut, right_cut in split_blocks(
-                read(path, fmt, self.options), self.size, self.need
-            ):
-                for s in core:
-                    s.path = name
-                    n_sent += 1
-                    n_tok += len(s.tokens)
-                payload = {
-                    "left": left,
-                    "core": core,
-                    "right": right,
-                    "left_cut": left_cut,
-                    "right_cut": right_cut,
-                    "need": self.need,
-                }
-                yield _row(file, block, "block", pickle.dumps(payload, protocol=5), len(core))
-                block += 1
-        except NerbatchError as exc:
-            if isinstance(exc, InputError) and exc.path == path:
-                exc.path = name  # report the path the user gave, not the absolute one
-            yield _row(file, block, "error", pickle.dumps(exc))
-            return
-        yield _row(file, block, "end", b"", n_sent, n_tok)
+    file, name, path, fmt = int(item["file"]), item["name"], item["path"], item["fmt"]
+    block = 0
+    n_sent = n_tok = 0
+    try:
+        for left, core, right, left_cut, right_cut in split_blocks(read(path, fmt, options), size, need):
+            for s in core:
+                s.path = name
+                n_sent += 1
+                n_tok += len(s.tokens)
+            payload = {"left": left, "core": core, "right": right, "left_cut": left_cut, "right_cut": right_cut, "need": need}
+            yield _row(file, block, "block", pickle.dumps(payload, protocol=5), len(core))
+            block += 1
+    except NerbatchError as exc:
+        if isinstance(exc, InputError) and exc.path == path:
+            exc.path = name  # report the path the user gave, not the absolute one
+        yield _row(file, block, "error", pickle.dumps(exc))
+        return
+    yield _row(file, block, "end", b"", n_sent, n_tok)
 
 
 # -- tagging (Ray actors) ----------------------------------------------------------------------
@@ -200,16 +185,14 @@ def tag_block(tagger, left: list[Sentence], core: list[Sentence], right: list[Se
 
     body = tagger.max_length - len(tagger.specials)
     budget = body if tagger.context else 0
-    if budget > need and (left or right or left_cut or right_cut or need == 0) and budget:
-        # The reader carried fewer neighbours than this model's context needs (it guessed the
-        # model's settings from the driver's copy of the model folder): tag from what we have only
-        # if nothing was cut off, else refuse rather than write different output.
-        if left_cut or right_cut or need == 0:
-            raise NerbatchError(
-                f"{tagger.model_name}: the model uses document context of {budget} subwords but the blocks "
-                f"carry context for {need}",
-                hint="pass --context/--no-context and --max-length explicitly",
-            )
+    if budget > need:
+        # the reader guessed the model's settings from the driver's copy of the model folder
+        raise NerbatchError(
+            f"{tagger.model_name}: the model uses document context of {budget} subwords but the blocks "
+            f"carry neighbours for {need}",
+            hint="the model folder differs between the driver and the workers; pass --context/--no-context "
+            "and --max-length explicitly",
+        )
     items = left + core + right
     pieces: list[list[list[int]]] = []
     for chunk in chunked(items, 256):
@@ -219,7 +202,7 @@ def tag_block(tagger, left: list[Sentence], core: list[Sentence], right: list[Se
             raise AssertionError(f"{core[0].path}:{core[0].line}: not enough left context carried")
         if right_cut and sum(len(p) for ws in pieces[len(left) + len(core) :] for p in ws) < budget:
             raise AssertionError(f"{core[-1].path}:{core[-1].line}: not enough right context carried")
-    ctx = list(with_context(zip(items, pieces), budget))[len(left) : len(left) + len(core)]
+    ctx = list(with_context(zip(items, pieces, strict=True), budget))[len(left) : len(left) + len(core)]
     for block in chunked(ctx, tagger.options.block):
         feats = []
         for k, (_sent, p, lc, rc) in enumerate(block):
@@ -227,7 +210,7 @@ def tag_block(tagger, left: list[Sentence], core: list[Sentence], right: list[Se
         parts: list[list] = [[] for _ in block]
         for batch in plan_batches([len(f.input_ids) for f in feats], tagger.batch_tokens, tagger.max_batch):
             fs = [feats[i] for i in batch]
-            for f, (labs, probs) in zip(fs, tagger._forward(fs)):
+            for f, (labs, probs) in zip(fs, tagger._forward(fs), strict=True):
                 parts[f.sent].append((f, labs, probs))
         for k, (sent, *_rest) in enumerate(block):
             sent.pred, sent.scores = assign(len(sent.tokens), parts[k], tagger.labels)
@@ -278,10 +261,14 @@ class _TagActor:
                 else:
                     self._maybe_crash()
                     data = pickle.loads(row["payload"])
-                    core = tag_block(
-                        self.tagger, data["left"], data["core"], data["right"],
-                        data["left_cut"], data["right_cut"], data["need"],
-                    )
+                    try:
+                        core = tag_block(
+                            self.tagger, data["left"], data["core"], data["right"],
+                            data["left_cut"], data["right_cut"], data["need"],
+                        )
+                    except NerbatchError as exc:
+                        out.append(_row(row["file"], row["block"], "error", pickle.dumps(exc)))
+                        continue
                     row = dict(row, payload=pickle.dumps(core, protocol=5))
                     self.done += 1
             out.append(row)
@@ -322,7 +309,7 @@ def _context_need(model: str, options: TaggerOptions) -> int:
     return min(int(window), MAX_WINDOW)
 
 
-def _start_ray(ray, address: str | None, workers: int | None, quiet: bool) -> bool:
+def _start_ray(ray, address: str | None, quiet: bool) -> bool:
     """Connect to ``address``, reuse a running Ray in this process, or start a local one (returns True)."""
     if ray.is_initialized():
         return False
@@ -364,6 +351,8 @@ def tag_files_ray(
 
     if any(job.input == STDIO for job in jobs):
         raise InputError("--engine ray cannot read stdin", hint="pass a file, or use --engine local")
+    if workers is not None and workers < 1:
+        raise InputError("--workers must be at least 1")
     ray = _import_ray()
     from ray.data import DataContext
 
@@ -375,9 +364,13 @@ def tag_files_ray(
 
     summary = TagSummary()
     t0 = time.perf_counter()
-    started = _start_ray(ray, address, workers, quiet=not progress)
+    started = _start_ray(ray, address, quiet=not progress)
     ctx = DataContext.get_current()
     saved_ctx = (ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars)
+    data_log = logging.getLogger("ray.data")
+    saved_level = data_log.level
+    if not progress:
+        data_log.setLevel(logging.WARNING)  # no "Starting execution ..." lines in quiet runs
     writer = None
     bar = tqdm(unit=" sent", disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
     try:
@@ -390,31 +383,38 @@ def tag_files_ray(
         cpus_per_actor = 1 if use_gpu else max(1, tagger_options.threads or 1)
         if workers is None:
             workers = gpus if use_gpu else max(1, int(resources.get("CPU", 1) // cpus_per_actor))
-        if workers < 1:
-            raise InputError("--workers must be at least 1")
-        remote: dict[str, Any] = {"num_cpus": cpus_per_actor, "max_restarts": -1, "max_task_retries": TASK_RETRIES}
-        if use_gpu:
-            remote["num_gpus"] = 1
 
         items = [
             {"file": i, "name": job.input, "path": os.path.abspath(job.input), "fmt": job.input_format}
             for i, job in enumerate(jobs)
         ]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+        readers = max(1, min(len(items), workers))
+        if hasattr(ray.data, "TaskPoolStrategy"):
+            read_compute: dict[str, Any] = {"compute": ray.data.TaskPoolStrategy(size=readers)}
+        else:  # Ray < 2.51
+            read_compute = {"concurrency": readers}
         ds = ds.flat_map(
-            _ReadFile,
-            fn_constructor_args=(options, size, need),
+            _read_file,
+            fn_kwargs={"options": options, "size": size, "need": need},
             num_cpus=0,  # light work; must never wait behind the actors for a CPU
-            concurrency=(1, max(1, min(len(items), workers))),
+            **read_compute,
         )
-        ds = ds.map_batches(
-            _TagActor,
-            fn_constructor_args=(model, tagger_options),
-            batch_size=1,
-            batch_format="pyarrow",
-            concurrency=workers,
-            **remote,
-        )
+        tag_args: dict[str, Any] = {
+            "fn_constructor_args": (model, tagger_options),
+            "batch_size": 1,
+            "batch_format": "pyarrow",
+            "compute": ray.data.ActorPoolStrategy(size=workers),
+            "num_cpus": cpus_per_actor,
+        }
+        if use_gpu:
+            tag_args["num_gpus"] = 1
+        try:
+            with warnings.catch_warnings():  # Ray >= 2.60 deprecates these pass-through actor options
+                warnings.simplefilter("ignore")
+                ds = ds.map_batches(_TagActor, max_restarts=-1, max_task_retries=TASK_RETRIES, **tag_args)
+        except TypeError:  # a Ray that no longer passes them through: its defaults restart actors and retry
+            ds = ds.map_batches(_TagActor, **tag_args)
 
         file, block = 0, 0
         stats: dict = {}
@@ -475,6 +475,7 @@ def tag_files_ray(
             writer.abort()
         bar.close()
         ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars = saved_ctx
+        data_log.setLevel(saved_level)
         if started:
             ray.shutdown()
         summary.seconds = time.perf_counter() - t0
