@@ -1,21 +1,24 @@
-"""The Ray engine: the same file jobs as the local engine, tagged by a pool of Ray actors.
+"""The Ray engine: the local engine's file jobs, with the model run by a pool of Ray actors.
 
-Pipeline (one Ray Dataset)::
+Pipeline (one Ray Dataset, streamed)::
 
-    from_items(jobs) -> flat_map(read one file into blocks) -> map_batches(tag, actor pool) -> driver writes
+    from_items(files) -> flat_map(read a file into blocks) -> map_batches(tag, actor pool) -> driver
 
-* Reading: one Ray task per input file runs nerbatch's own reader (so ``source`` passthrough, CoNLL
-  prefixes and line numbers are exactly what the local engine sees) and cuts the sentence stream into
-  blocks of ``k x TaggerOptions.block`` sentences, at the same positions where the local tagger cuts
-  its sort blocks, so every model batch holds exactly the same rows as with the local engine.
-  A block also carries the neighbouring sentences of the same document (token lists only) that the
-  document context of its first and last sentences needs, so context is identical too.
+* Reading: one Ray task per input file runs nerbatch's own reader and cuts the sentence stream into
+  blocks of ``k x TaggerOptions.block`` sentences, at the positions where the local tagger cuts its
+  sort blocks, so every model batch holds exactly the rows it holds with the local engine. A block
+  carries tokens and document ids only, plus the neighbouring sentences of the same document that
+  the document context of its first and last sentences needs, so the context is identical too.
 * Tagging: ``map_batches`` with a callable class; each actor loads ``Tagger(model, options)`` once
-  (one GPU per actor when the cluster has GPUs, else ``threads or 1`` CPUs). Actors are restarted
-  and their in-flight block retried when they die; a block's result replaces nothing and is written
-  once, because the driver checks the ``(file, block)`` sequence.
-* Writing: results come back in input order (``preserve_order``) and the driver writes them with
-  nerbatch's writers (temporary file + rename), checking that every token got exactly one tag.
+  (one GPU per actor when the cluster has GPUs, else ``threads or 1`` CPUs) and returns ``pred`` and
+  ``scores`` per sentence. A dead actor is restarted and its block retried by Ray.
+* Writing: the driver runs the local engine's :func:`~nerbatch.engines.local.tag_files` with
+  :class:`RayTagger` in place of the tagger: the driver reads each file again with the same reader
+  (for the passthrough columns, CoNLL lines, ``source``) and zips its sentences with the results,
+  which arrive in input order (``preserve_order``) and are checked block by block (no block lost or
+  repeated) and sentence by sentence (same token count and checksum). Writers, atomic outputs, the
+  output lock, manifests, ``--resume``, ``--on-error skip`` and the summary are therefore exactly
+  the local engine's.
 """
 
 from __future__ import annotations
@@ -23,27 +26,28 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import sys
 import time
 import warnings
+import zlib
 from collections import deque
+from itertools import chain
 from typing import Any, Iterable, Iterator
 
 from ..errors import InputError, NerbatchError
-from ..io import ReadOptions, open_writer, read
+from ..io import ReadOptions, read
 from ..io.base import STDIO
 from ..record import Sentence
-from ..scoring import Scorer, conll_chunks
+from ..scoring import Scorer
 from ..tagger import TaggerOptions, read_model_config
-from .local import FileJob, TagSummary
+from .local import FileJob, TagSummary, tag_files
 
 RAY_HINT = "pip install 'nerbatch[ray]'"
-# Test hook: path of a file holding a number N; the first actor that finishes N blocks while the
-# file exists renames it away and dies with os._exit (the actor is restarted, the block retried).
+# Test hook: the path of a file holding a number N. The first actor that has tagged N blocks while
+# the file exists renames it away and dies (os._exit), so Ray must restart it and retry the block.
 CRASH_ENV = "NERBATCH_RAY_TEST_CRASH"
 # Upper bound on the context budget in subwords (a model window is at most 512 subwords).
 MAX_WINDOW = 512
-# A dying actor is restarted without limit (a lost node must not end the run), but one block is
+# A dead actor is restarted without limit (losing a node must not end the run), but one block is
 # retried at most this many times, so a block that kills every actor fails the run instead of looping.
 TASK_RETRIES = 3
 
@@ -55,6 +59,10 @@ def _import_ray():
     except ImportError:
         raise InputError("--engine ray needs Ray Data, which is not installed", hint=RAY_HINT) from None
     return ray
+
+
+def checksum(tokens: list[str]) -> int:
+    return zlib.crc32("\x1f".join(tokens).encode("utf-8", "surrogatepass"))
 
 
 # -- reading (Ray tasks) -----------------------------------------------------------------------
@@ -144,41 +152,60 @@ def split_blocks(
         core = take(size)
 
 
-def _row(file: int, block: int, kind: str, payload: bytes = b"", sentences: int = 0, tokens: int = 0) -> dict:
-    return {"file": file, "block": block, "kind": kind, "payload": payload, "sentences": sentences, "tokens": tokens}
+
+
+def _row(file: int, block: int, kind: str, payload: bytes = b"", sentences: int = 0) -> dict:
+    return {"file": file, "block": block, "kind": kind, "payload": payload, "sentences": sentences}
+
+
+def _light_list(sents: list[Sentence]) -> list[tuple[list[str], str | None]]:
+    return [(s.tokens, s.doc_id) for s in sents]
 
 
 def _read_file(item: dict, options: ReadOptions, size: int, need: int) -> Iterator[dict]:
-    """flat_map UDF: one input file -> rows of pickled blocks, then an ``end`` row (or an ``error`` row)."""
+    """flat_map UDF: one input file -> one row per block, then an ``end`` row (or an ``error`` row)."""
     file, name, path, fmt = int(item["file"]), item["name"], item["path"], item["fmt"]
     block = 0
-    n_sent = n_tok = 0
+    n_sent = 0
     try:
         for left, core, right, left_cut, right_cut in split_blocks(read(path, fmt, options), size, need):
-            for s in core:
-                s.path = name
-                n_sent += 1
-                n_tok += len(s.tokens)
-            payload = {"left": left, "core": core, "right": right, "left_cut": left_cut, "right_cut": right_cut, "need": need}
+            payload = {
+                "left": _light_list(left),
+                "core": _light_list(core),
+                "right": _light_list(right),
+                "left_cut": left_cut,
+                "right_cut": right_cut,
+                "need": need,
+                "where": (name, core[0].line),
+            }
+            n_sent += len(core)
             yield _row(file, block, "block", pickle.dumps(payload, protocol=5), len(core))
             block += 1
     except NerbatchError as exc:
         if isinstance(exc, InputError) and exc.path == path:
-            exc.path = name  # report the path the user gave, not the absolute one
+            exc.path = name  # the path the user gave, as the local engine reports it
         yield _row(file, block, "error", pickle.dumps(exc))
         return
-    yield _row(file, block, "end", b"", n_sent, n_tok)
+    yield _row(file, block, "end", b"", n_sent)
 
 
 # -- tagging (Ray actors) ----------------------------------------------------------------------
 
 
-def tag_block(tagger, left: list[Sentence], core: list[Sentence], right: list[Sentence],
-              left_cut: bool = False, right_cut: bool = False, need: int = 0) -> list[Sentence]:
+def tag_block(
+    tagger,
+    left: list[Sentence],
+    core: list[Sentence],
+    right: list[Sentence],
+    left_cut: bool = False,
+    right_cut: bool = False,
+    need: int = MAX_WINDOW,
+) -> list[Sentence]:
     """Fill ``pred``/``scores`` of the ``core`` sentences exactly as ``Tagger.tag`` does on the whole file.
 
-    Subwords and document context are computed over ``left + core + right`` and only the core is
-    tagged, in sort blocks of ``tagger.options.block`` sentences (the core starts at a multiple of it).
+    Subwords and document context are computed over ``left + core + right``; only the core is tagged,
+    in sort blocks of ``tagger.options.block`` sentences (the core starts at a multiple of it in the
+    file, so the batches are the local engine's).
     """
     from ..align import assign, features_for, with_context, word_pieces
     from ..batching import chunked, plan_batches
@@ -186,9 +213,9 @@ def tag_block(tagger, left: list[Sentence], core: list[Sentence], right: list[Se
     body = tagger.max_length - len(tagger.specials)
     budget = body if tagger.context else 0
     if budget > need:
-        # the reader guessed the model's settings from the driver's copy of the model folder
+        # the driver guessed the model's settings from its own copy of the model folder
         raise NerbatchError(
-            f"{tagger.model_name}: the model uses document context of {budget} subwords but the blocks "
+            f"{tagger.model_name}: the model uses {budget} subwords of document context but the blocks "
             f"carry neighbours for {need}",
             hint="the model folder differs between the driver and the workers; pass --context/--no-context "
             "and --max-length explicitly",
@@ -197,7 +224,7 @@ def tag_block(tagger, left: list[Sentence], core: list[Sentence], right: list[Se
     pieces: list[list[list[int]]] = []
     for chunk in chunked(items, 256):
         pieces.extend(word_pieces(tagger.tokenizer, [s.tokens for s in chunk]))
-    if budget:
+    if budget:  # a side cut short must still hold a full budget of subwords
         if left_cut and sum(len(p) for ws in pieces[: len(left)] for p in ws) < budget:
             raise AssertionError(f"{core[0].path}:{core[0].line}: not enough left context carried")
         if right_cut and sum(len(p) for ws in pieces[len(left) + len(core) :] for p in ws) < budget:
@@ -219,8 +246,12 @@ def tag_block(tagger, left: list[Sentence], core: list[Sentence], right: list[Se
     return core
 
 
+def _sentences(light: list[tuple[list[str], str | None]], path: str = "", line: int = 0) -> list[Sentence]:
+    return [Sentence(tokens=t, doc_id=d, path=path, line=line) for t, d in light]
+
+
 class _TagActor:
-    """map_batches UDF: loads the tagger once per actor; tags one block per row."""
+    """map_batches UDF: loads the tagger once per actor, then tags one block per row."""
 
     def __init__(self, model: str, options: TaggerOptions) -> None:
         self.error: NerbatchError | None = None
@@ -230,7 +261,7 @@ class _TagActor:
             from ..tagger import Tagger
 
             self.tagger = Tagger(model, options)
-        except NerbatchError as exc:  # reported through the data, so the driver raises it as is
+        except NerbatchError as exc:  # travels as data, so the driver raises it as the local engine would
             self.error = exc
 
     def _maybe_crash(self) -> None:
@@ -249,29 +280,39 @@ class _TagActor:
                 return
             os._exit(1)
 
+    def _tag(self, row: dict) -> dict:
+        if self.error is not None:
+            return _row(row["file"], row["block"], "error", pickle.dumps(self.error))
+        self._maybe_crash()
+        data = pickle.loads(row["payload"])
+        name, line = data["where"]
+        core = _sentences(data["core"], name, line)
+        forward0 = self.tagger.forward_seconds
+        try:
+            tag_block(
+                self.tagger,
+                _sentences(data["left"]),
+                core,
+                _sentences(data["right"]),
+                data["left_cut"],
+                data["right_cut"],
+                data["need"],
+            )
+        except NerbatchError as exc:
+            return _row(row["file"], row["block"], "error", pickle.dumps(exc))
+        result = {
+            "pred": [s.pred for s in core],
+            "scores": [s.scores for s in core],
+            "check": [(len(s.tokens), checksum(s.tokens)) for s in core],
+            "forward_seconds": self.tagger.forward_seconds - forward0,
+        }
+        self.done += 1
+        return dict(row, payload=pickle.dumps(result, protocol=5))
+
     def __call__(self, batch):
         import pyarrow as pa
 
-        rows = batch.to_pylist()
-        out = []
-        for row in rows:
-            if row["kind"] == "block":
-                if self.error is not None:
-                    row = _row(row["file"], row["block"], "error", pickle.dumps(self.error))
-                else:
-                    self._maybe_crash()
-                    data = pickle.loads(row["payload"])
-                    try:
-                        core = tag_block(
-                            self.tagger, data["left"], data["core"], data["right"],
-                            data["left_cut"], data["right_cut"], data["need"],
-                        )
-                    except NerbatchError as exc:
-                        out.append(_row(row["file"], row["block"], "error", pickle.dumps(exc)))
-                        continue
-                    row = dict(row, payload=pickle.dumps(core, protocol=5))
-                    self.done += 1
-            out.append(row)
+        out = [self._tag(row) if row["kind"] == "block" else row for row in batch.to_pylist()]
         return pa.Table.from_pylist(out, schema=_schema())
 
 
@@ -285,7 +326,6 @@ def _schema():
             pa.field("kind", pa.string()),
             pa.field("payload", pa.large_binary()),
             pa.field("sentences", pa.int64()),
-            pa.field("tokens", pa.int64()),
         ]
     )
 
@@ -293,11 +333,96 @@ def _schema():
 # -- driver ------------------------------------------------------------------------------------
 
 
-def _context_need(model: str, options: TaggerOptions) -> int:
-    """Words of neighbouring sentences each block carries (0 when the model uses no document context).
+class RayTagger:
+    """Stands in for :class:`~nerbatch.tagger.Tagger` in :func:`tag_files`: ``tag`` zips the sentences
+    the driver reads with the results of the Ray pipeline for the same file.
 
-    Decided from the driver's view of the model folder (``nerbatch.json``); a hub id or a folder
-    the driver cannot see gets the safe bound.
+    Results arrive file by file in job order; ``tag`` finds its file from the sentences' ``path`` and
+    drops the results of files the local engine did not ask for (up to date under ``--resume``,
+    empty, or failed to read in the driver too).
+    """
+
+    def __init__(self, model_name: str, rows: Iterator[dict], files: dict[str, int]) -> None:
+        self.model_name = model_name
+        self.forward_seconds = 0.0
+        self._rows = rows
+        self._files = files
+        self._pending: dict | None = None
+        self._next = (0, 0)  # (file, block) expected next
+
+    def _peek(self) -> dict | None:
+        while self._pending is None:
+            row = next(self._rows, None)
+            if row is None:
+                return None
+            key = (row["file"], row["block"])
+            if key < self._next:
+                continue  # a repeated block (never expected: a retried block replaces, it doesn't add)
+            if key != self._next:  # every file gives blocks 0, 1, ... and one end (or error) row
+                raise AssertionError(f"ray engine: block {key} arrived, {self._next} expected (a lost block)")
+            self._pending = row
+        return self._pending
+
+    def _take(self) -> dict:
+        row = self._pending
+        assert row is not None
+        self._pending = None
+        if row["kind"] == "block":
+            self._next = (row["file"], row["block"] + 1)
+        else:
+            self._next = (row["file"] + 1, 0)
+        return row
+
+    def _results(self, file: int) -> Iterator[tuple[list[str], list[float], tuple[int, int]]]:
+        while True:
+            row = self._peek()
+            if row is None:
+                raise AssertionError(f"ray engine: the results of file {file} ended early")
+            if row["file"] < file:
+                self._take()  # a file the local engine skipped
+                continue
+            if row["file"] > file:
+                raise AssertionError(f"ray engine: the results of file {file} are missing")
+            row = self._take()
+            if row["kind"] == "error":
+                raise pickle.loads(row["payload"])
+            if row["kind"] == "end":
+                return
+            data = pickle.loads(row["payload"])
+            if not len(data["pred"]) == len(data["scores"]) == len(data["check"]) == row["sentences"]:
+                raise AssertionError(f"ray engine: block {row['block']} of file {file} is incomplete")
+            self.forward_seconds += data["forward_seconds"]
+            yield from zip(data["pred"], data["scores"], data["check"], strict=True)
+
+    def tag(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]:
+        """Yield the sentences in order with ``pred``/``scores`` from Ray (the first ``skip`` are dropped)."""
+        it = iter(sentences)
+        first = next(it, None)
+        if first is None:
+            return
+        if first.path not in self._files:
+            raise AssertionError(f"ray engine: {first.path} is not one of the files sent to Ray")
+        results = self._results(self._files[first.path])
+        for k, sent in enumerate(chain([first], it)):
+            got = next(results, None)
+            if got is None:
+                raise AssertionError(f"{sent.path}:{sent.line}: no result from Ray for this sentence")
+            pred, scores, (n, crc) = got
+            if n != len(sent.tokens) or crc != checksum(sent.tokens) or len(pred) != len(sent.tokens):
+                raise AssertionError(f"{sent.path}:{sent.line}: the result from Ray is for another sentence")
+            if k < skip:
+                continue
+            sent.pred, sent.scores = pred, scores
+            yield sent
+        if next(results, None) is not None:
+            raise AssertionError(f"{first.path}: Ray tagged more sentences than the driver read")
+
+
+def _context_need(model: str, options: TaggerOptions) -> int:
+    """Words of neighbouring sentences a block carries (0 when the model uses no document context).
+
+    Decided from the driver's view of the model folder (``nerbatch.json``), like ``Tagger`` does;
+    a hub id or a folder the driver cannot see gets the safe bound.
     """
     saved = read_model_config(model) if os.path.isdir(model) else None
     context = options.context
@@ -310,7 +435,7 @@ def _context_need(model: str, options: TaggerOptions) -> int:
 
 
 def _start_ray(ray, address: str | None, quiet: bool) -> bool:
-    """Connect to ``address``, reuse a running Ray in this process, or start a local one (returns True)."""
+    """Connect to ``address``, or reuse a Ray started in this process, or start a local one (then True)."""
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
@@ -320,11 +445,50 @@ def _start_ray(ray, address: str | None, quiet: bool) -> bool:
         try:
             ray.init(address=address, **kwargs)
         except Exception as exc:  # ConnectionError, RuntimeError, ... depending on the Ray version
-            raise InputError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}",
-                             hint="start it with `ray start --head`, or check the address") from None
+            raise InputError(
+                f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                hint="start one with `ray start --head`, or check the address",
+            ) from None
         return False
     ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
     return True
+
+
+def build_dataset(ray, jobs: list[FileJob], model: str, tagger_options: TaggerOptions, options: ReadOptions,
+                  workers: int, use_gpu: bool, size: int, need: int):
+    """The Ray Dataset of tagged blocks: rows ``file, block, kind (block|end|error), payload, sentences``."""
+    items = [
+        {"file": i, "name": job.input, "path": os.path.abspath(job.input), "fmt": job.input_format}
+        for i, job in enumerate(jobs)
+    ]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    readers = max(1, min(len(items), workers))
+    if hasattr(ray.data, "TaskPoolStrategy"):
+        read_compute: dict[str, Any] = {"compute": ray.data.TaskPoolStrategy(size=readers)}
+    else:  # Ray < 2.51
+        read_compute = {"concurrency": readers}
+    ds = ds.flat_map(
+        _read_file,
+        fn_kwargs={"options": options, "size": size, "need": need},
+        num_cpus=0,  # light work, and it must never wait behind the actors for a CPU
+        **read_compute,
+    )
+    cpus = 1 if use_gpu else max(1, tagger_options.threads or 1)
+    tag_args: dict[str, Any] = {
+        "fn_constructor_args": (model, tagger_options),
+        "batch_size": 1,
+        "batch_format": "pyarrow",
+        "compute": ray.data.ActorPoolStrategy(size=workers),
+        "num_cpus": cpus,
+    }
+    if use_gpu:
+        tag_args["num_gpus"] = 1
+    try:
+        with warnings.catch_warnings():  # Ray 2.60 deprecates passing actor options through
+            warnings.simplefilter("ignore")
+            return ds.map_batches(_TagActor, max_restarts=-1, max_task_retries=TASK_RETRIES, **tag_args)
+    except TypeError:  # a Ray without pass-through: its own defaults restart actors and retry tasks
+        return ds.map_batches(_TagActor, **tag_args)
 
 
 def tag_files_ray(
@@ -338,17 +502,17 @@ def tag_files_ray(
     scorer: Scorer | None = None,
     progress: bool = True,
     block_sentences: int = 2000,
+    run=None,
 ) -> TagSummary:
-    """Tag each job's input into its output on Ray Data; outputs are identical to :func:`tag_files`.
+    """Tag each job's input into its output on Ray Data; the outputs are those of :func:`tag_files`.
 
     ``workers``: tagging actors (default: one per GPU of the cluster, else one per ``threads or 1``
-    CPUs). ``address``: an existing cluster (``auto``, ``ray://host:10001``); without it a local Ray
-    is started for the run and shut down after it (a Ray already initialised in this process is used
-    as is). ``block_sentences`` is rounded up to a multiple of ``tagger_options.block`` so that the
-    model sees the same batches as with the local engine.
+    CPUs). ``address``: join that cluster (``auto``, ``ray://host:10001``) and leave it running;
+    without it a Ray already initialised in this process is used, else a local one is started for
+    the run and shut down after it. ``block_sentences`` is rounded up to a multiple of
+    ``tagger_options.block`` so the model sees the local engine's batches. ``run``: the local
+    engine's ``RunOptions`` (resume, checkpoints, JSON log), passed through to :func:`tag_files`.
     """
-    from tqdm import tqdm
-
     if any(job.input == STDIO for job in jobs):
         raise InputError("--engine ray cannot read stdin", hint="pass a file, or use --engine local")
     if workers is not None and workers < 1:
@@ -356,127 +520,42 @@ def tag_files_ray(
     ray = _import_ray()
     from ray.data import DataContext
 
-    if os.path.isdir(model):
-        model = os.path.abspath(model)
+    model_path = os.path.abspath(model) if os.path.isdir(model) else model
     tb = max(1, tagger_options.block)
-    size = max(1, -(-max(1, block_sentences) // tb)) * tb
+    size = -(-max(1, block_sentences) // tb) * tb
     need = _context_need(model, tagger_options)
 
-    summary = TagSummary()
     t0 = time.perf_counter()
     started = _start_ray(ray, address, quiet=not progress)
     ctx = DataContext.get_current()
-    saved_ctx = (ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars)
+    saved = (ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars)
     data_log = logging.getLogger("ray.data")
     saved_level = data_log.level
-    if not progress:
-        data_log.setLevel(logging.WARNING)  # no "Starting execution ..." lines in quiet runs
-    writer = None
-    bar = tqdm(unit=" sent", disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+    rows = None
     try:
-        ctx.execution_options.preserve_order = True  # results come back in (file, block) order
-        ctx.target_max_block_size = 1  # one row (= one block of sentences) per Ray block: spreads a file over actors
-        ctx.enable_progress_bars = False  # the driver's bar counts written sentences like the local engine's
+        ctx.execution_options.preserve_order = True  # results in (file, block) order
+        ctx.target_max_block_size = 1  # one row (one block of sentences) per Ray block: a file spreads over actors
+        ctx.enable_progress_bars = False  # the local engine's bar counts written sentences
+        if not progress:
+            data_log.setLevel(logging.ERROR)
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         use_gpu = gpus > 0 and tagger_options.device != "cpu"
-        cpus_per_actor = 1 if use_gpu else max(1, tagger_options.threads or 1)
         if workers is None:
-            workers = gpus if use_gpu else max(1, int(resources.get("CPU", 1) // cpus_per_actor))
-
-        items = [
-            {"file": i, "name": job.input, "path": os.path.abspath(job.input), "fmt": job.input_format}
-            for i, job in enumerate(jobs)
-        ]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-        readers = max(1, min(len(items), workers))
-        if hasattr(ray.data, "TaskPoolStrategy"):
-            read_compute: dict[str, Any] = {"compute": ray.data.TaskPoolStrategy(size=readers)}
-        else:  # Ray < 2.51
-            read_compute = {"concurrency": readers}
-        ds = ds.flat_map(
-            _read_file,
-            fn_kwargs={"options": options, "size": size, "need": need},
-            num_cpus=0,  # light work; must never wait behind the actors for a CPU
-            **read_compute,
-        )
-        tag_args: dict[str, Any] = {
-            "fn_constructor_args": (model, tagger_options),
-            "batch_size": 1,
-            "batch_format": "pyarrow",
-            "compute": ray.data.ActorPoolStrategy(size=workers),
-            "num_cpus": cpus_per_actor,
-        }
-        if use_gpu:
-            tag_args["num_gpus"] = 1
-        try:
-            with warnings.catch_warnings():  # Ray >= 2.60 deprecates these pass-through actor options
-                warnings.simplefilter("ignore")
-                ds = ds.map_batches(_TagActor, max_restarts=-1, max_task_retries=TASK_RETRIES, **tag_args)
-        except TypeError:  # a Ray that no longer passes them through: its defaults restart actors and retry
-            ds = ds.map_batches(_TagActor, **tag_args)
-
-        file, block = 0, 0
-        stats: dict = {}
-        t1 = time.perf_counter()
-        for row in ds.iter_rows():
-            key = (row["file"], row["block"])
-            if key < (file, block):
-                continue  # a duplicate of a block already written (never expected; harmless)
-            if key != (file, block):
-                raise AssertionError(f"ray engine: expected block {(file, block)} next, got {key}")
-            if row["kind"] == "error":
-                raise pickle.loads(row["payload"])
-            job = jobs[file]
-            if writer is None:
-                stats = {"input": job.input, "output": job.output, "sentences": 0, "tokens": 0, "entities": 0}
-                t1 = time.perf_counter()
-                bar.set_description(os.path.basename(job.input))
-                writer = open_writer(job.output, job.output_format, input_path=job.input, input_fmt=job.input_format)
-                read_sentences = read_tokens = 0
-            if row["kind"] == "end":
-                if (read_sentences, read_tokens) != (row["sentences"], row["tokens"]):
-                    raise AssertionError(
-                        f"{job.input}: read {row['sentences']} sentences / {row['tokens']} tokens, "
-                        f"wrote {read_sentences} / {read_tokens}"
-                    )
-                writer.commit()
-                writer = None
-                stats["seconds"] = round(time.perf_counter() - t1, 3)
-                summary.per_file.append(stats)
-                summary.files += 1
-                summary.sentences += stats["sentences"]
-                summary.tokens += stats["tokens"]
-                summary.entities += stats["entities"]
-                file, block = file + 1, 0
-                continue
-            core: list[Sentence] = pickle.loads(row["payload"])
-            if len(core) != row["sentences"]:
-                raise AssertionError(f"{job.input}: block {block} has {len(core)} sentences, expected {row['sentences']}")
-            for sent in core:
-                if len(sent.pred or []) != len(sent.tokens):
-                    raise AssertionError(f"{sent.path}:{sent.line}: {len(sent.tokens)} tokens, {len(sent.pred or [])} tags")
-                writer.write(sent)
-                read_sentences += 1
-                read_tokens += len(sent.tokens)
-                if not sent.tokens:
-                    continue
-                stats["sentences"] += 1
-                stats["tokens"] += len(sent.tokens)
-                stats["entities"] += len(conll_chunks(sent.pred or []))
-                if scorer is not None and sent.tags is not None:
-                    scorer.add(sent.tags, sent.pred or [])
-                bar.update(1)
-            block += 1
-        if file != len(jobs):
-            raise AssertionError(f"ray engine: {len(jobs) - file} file(s) never finished")
+            per_actor = 1 if use_gpu else max(1, tagger_options.threads or 1)
+            workers = gpus if use_gpu else max(1, int(resources.get("CPU", 1) // per_actor))
+        ds = build_dataset(ray, jobs, model_path, tagger_options, options, workers, use_gpu, size, need)
+        rows = iter(ds.iter_rows())  # lazy: runs from the first result asked for
+        tagger = RayTagger(model, rows, {job.input: i for i, job in enumerate(jobs)})
+        kwargs = {} if run is None else {"run": run}
+        summary = tag_files(jobs, tagger, options=options, scorer=scorer, progress=progress, **kwargs)
     finally:
-        if writer is not None:
-            writer.abort()
-        bar.close()
-        ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars = saved_ctx
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()  # stops the execution if the run ended early
+        ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars = saved
         data_log.setLevel(saved_level)
         if started:
             ray.shutdown()
-        summary.seconds = time.perf_counter() - t0
+    summary.seconds = time.perf_counter() - t0  # Ray and actor start-up included
     return summary

@@ -1,0 +1,169 @@
+"""`--engine ray` writes the same outputs as the local engine, also with document context and a dying actor."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'nerbatch[ray]')")
+pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'nerbatch[ray]')")
+
+import pyarrow.parquet as pq  # noqa: E402
+
+from nerbatch.engines import plan_jobs, tag_files  # noqa: E402
+from nerbatch.engines.ray import CRASH_ENV, _context_need, split_blocks, tag_block, tag_files_ray  # noqa: E402
+from nerbatch.errors import InputError  # noqa: E402
+from nerbatch.record import Sentence  # noqa: E402
+from nerbatch.tagger import Tagger, TaggerOptions  # noqa: E402
+
+from .conftest import SAMPLE  # noqa: E402
+
+INPUTS = ["test.conll", "test.jsonl", "test.parquet", "sentences.txt"]
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    """A local Ray with 2 CPUs for the whole module; its workers see the crash-hook variable."""
+    crash = tmp_path_factory.mktemp("ray-crash") / "crash-after"
+    old = os.environ.get(CRASH_ENV)
+    os.environ[CRASH_ENV] = str(crash)  # inherited by the workers; armed only when the file exists
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        yield crash
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop(CRASH_ENV, None)
+        else:
+            os.environ[CRASH_ENV] = old
+
+
+@pytest.fixture(scope="module")
+def context_model(tiny_model, tmp_path_factory) -> str:
+    """The tiny model, trained (so to speak) with document context in 64-subword windows."""
+    folder = tmp_path_factory.mktemp("ctx") / "model"
+    shutil.copytree(tiny_model, folder)
+    (folder / "nerbatch.json").write_text(json.dumps({"context": True, "max_length": 64}), encoding="utf-8")
+    return str(folder)
+
+
+def _inputs(names=INPUTS) -> list[str]:
+    return [str(SAMPLE / n) for n in names]
+
+
+def run_local(out: Path, model: str, options: TaggerOptions, names=INPUTS):
+    jobs = plan_jobs(_inputs(names), str(out) + os.sep)
+    return jobs, tag_files(jobs, Tagger(model, options), progress=False)
+
+
+def run_ray(out: Path, model: str, options: TaggerOptions, names=INPUTS, **kw):
+    jobs = plan_jobs(_inputs(names), str(out) + os.sep)
+    return jobs, tag_files_ray(jobs, model, options, progress=False, workers=2, **kw)
+
+
+def assert_same_outputs(a_jobs, b_jobs) -> None:
+    for a, b in zip(a_jobs, b_jobs, strict=True):
+        fmt = a.output_format
+        if fmt == "parquet":
+            ta, tb = pq.read_table(a.output), pq.read_table(b.output)
+            assert ta.schema == tb.schema
+            assert ta.num_rows == tb.num_rows > 0
+            assert ta.to_pylist() == tb.to_pylist(), a.output  # row for row
+        else:
+            da, db = Path(a.output).read_bytes(), Path(b.output).read_bytes()
+            assert da and da == db, a.output  # byte for byte
+            if fmt == "jsonl":
+                assert [json.loads(x) for x in da.splitlines()] == [json.loads(x) for x in db.splitlines()]
+
+
+def assert_same_summary(a, b) -> None:
+    assert (a.files, a.sentences, a.tokens, a.entities) == (b.files, b.sentences, b.tokens, b.entities)
+    assert [(f["input"], f["sentences"], f["tokens"], f["entities"]) for f in a.per_file] == [
+        (f["input"], f["sentences"], f["tokens"], f["entities"]) for f in b.per_file
+    ]
+
+
+def test_same_outputs_as_local_engine(ray_local, tiny_model, tmp_path):
+    options = TaggerOptions(device="cpu")
+    a_jobs, a = run_local(tmp_path / "local", tiny_model, options)
+    b_jobs, b = run_ray(tmp_path / "ray", tiny_model, options)
+    assert [j.output_format for j in b_jobs] == ["conll", "jsonl", "parquet", "conll"]
+    assert_same_outputs(a_jobs, b_jobs)
+    assert_same_summary(a, b)
+    assert b.sentences > 100 and b.seconds > 0
+
+
+def test_same_outputs_with_document_context_across_many_blocks(ray_local, context_model, tmp_path):
+    """Blocks of 8 sentences: most sentences take context from a neighbour in another block."""
+    options = TaggerOptions(device="cpu", block=8)
+    a_jobs, a = run_local(tmp_path / "local", context_model, options)
+    b_jobs, b = run_ray(tmp_path / "ray", context_model, options, block_sentences=8)
+    assert_same_outputs(a_jobs, b_jobs)
+    assert_same_summary(a, b)
+    # and the context is really used: without it the scores differ
+    c_jobs, _ = run_local(tmp_path / "plain", context_model, TaggerOptions(device="cpu", block=8, context=False))
+    assert pq.read_table(c_jobs[2].output).column("pred_scores") != pq.read_table(b_jobs[2].output).column("pred_scores")
+
+
+def test_a_dying_actor_is_replaced_and_nothing_is_lost_or_repeated(ray_local, context_model, tmp_path):
+    ray_local.write_text("1", encoding="utf-8")  # the first actor to finish a block dies at its next one
+    options = TaggerOptions(device="cpu", block=8)
+    b_jobs, b = run_ray(tmp_path / "ray", context_model, options, block_sentences=8)
+    assert not ray_local.exists() and Path(str(ray_local) + ".fired").exists(), "no actor was killed"
+    a_jobs, a = run_local(tmp_path / "local", context_model, options)
+    assert_same_outputs(a_jobs, b_jobs)
+    assert_same_summary(a, b)
+
+
+def test_bad_input_fails_like_the_local_engine(ray_local, tiny_model, tmp_path):
+    missing = str(tmp_path / "missing.conll")
+    options = TaggerOptions(device="cpu")
+    errors = []
+    for name, engine in (("local", lambda jobs: tag_files(jobs, Tagger(tiny_model, options), progress=False)),
+                         ("ray", lambda jobs: tag_files_ray(jobs, tiny_model, options, progress=False, workers=1))):
+        jobs = plan_jobs([str(SAMPLE / "test.conll"), missing], str(tmp_path / name) + os.sep)
+        with pytest.raises(InputError) as info:
+            engine(jobs)
+        errors.append(str(info.value))
+        assert Path(jobs[0].output).exists() and not Path(jobs[1].output).exists()
+    assert errors[0] == errors[1] and missing in errors[0]
+    with pytest.raises(InputError, match="stdin"):
+        tag_files_ray(plan_jobs(["-"], None), tiny_model, options)
+
+
+def _stream(seed: int) -> list[Sentence]:
+    """Documents that interleave, sentences without a document or without tokens, long sentences."""
+    rng = random.Random(seed)
+    words = ["Turku", "is", "the", "oldest", "city", "in", "Finland", ".", "Aino", "\u200b", "xylophone", "-"]
+    out = []
+    for i in range(150):
+        r = rng.random()
+        doc = None if r < 0.1 else str(rng.randrange(3) if r < 0.3 else i // 15)
+        n = 0 if rng.random() < 0.08 else rng.randrange(1, 40 if rng.random() < 0.9 else 90)
+        out.append(Sentence(tokens=[rng.choice(words) for _ in range(n)], doc_id=doc, line=i + 1))
+    return out
+
+
+@pytest.mark.parametrize("tagger_block,size", [(4, 4), (4, 12), (2048, 2048)])
+def test_blocks_with_their_neighbours_tag_like_the_whole_stream(context_model, tagger_block, size):
+    """The worker-side pieces alone (no Ray): split_blocks + tag_block == Tagger.tag, scores included."""
+    options = TaggerOptions(device="cpu", block=tagger_block)
+    tagger = Tagger(context_model, options)
+    need = _context_need(context_model, options)
+    assert need == 64
+    whole = list(tagger.tag(_stream(7)))
+    for carried in (need, tagger.max_length - len(tagger.specials)):  # the bound, and exactly the budget
+        pieces = []
+        for left, core, right, left_cut, right_cut in split_blocks(_stream(7), size, carried):
+            pieces.extend(tag_block(tagger, left, core, right, left_cut, right_cut, carried))
+        assert [s.pred for s in pieces] == [s.pred for s in whole]
+        assert [s.scores for s in pieces] == [s.scores for s in whole]
+    with pytest.raises(Exception, match="document context"):
+        left, core, right, lc, rc = next(iter(split_blocks(_stream(7), size, 8)))
+        tag_block(tagger, left, core, right, lc, rc, 8)
