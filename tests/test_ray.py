@@ -17,7 +17,14 @@ pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install '
 import pyarrow.parquet as pq  # noqa: E402
 
 from nerbatch.engines import plan_jobs, tag_files  # noqa: E402
-from nerbatch.engines.ray import CRASH_ENV, _context_need, split_blocks, tag_block, tag_files_ray  # noqa: E402
+from nerbatch.engines.ray import (  # noqa: E402
+    CRASH_ENV,
+    _context_need,
+    model_settings,
+    split_blocks,
+    tag_block,
+    tag_files_ray,
+)
 from nerbatch.errors import InputError  # noqa: E402
 from nerbatch.record import Sentence  # noqa: E402
 from nerbatch.tagger import Tagger, TaggerOptions  # noqa: E402
@@ -167,3 +174,45 @@ def test_blocks_with_their_neighbours_tag_like_the_whole_stream(context_model, t
     with pytest.raises(Exception, match="document context"):
         left, core, right, lc, rc = next(iter(split_blocks(_stream(7), size, 8)))
         tag_block(tagger, left, core, right, lc, rc, 8)
+
+
+def test_model_settings_match_the_tagger(tiny_model, context_model):
+    for model in (tiny_model, context_model):
+        for options in (TaggerOptions(device="cpu"), TaggerOptions(device="cpu", max_length=32, context=False)):
+            tagger = Tagger(model, options)
+            assert model_settings(model, options) == {"max_length": tagger.max_length, "context": tagger.context}
+
+
+def test_on_error_skip_rejects_and_resume_like_the_local_engine(ray_local, tiny_model, tmp_path):
+    """The driver runs the local engine's job loop, so reject files and --resume behave the same."""
+    from nerbatch.engines.local import RunOptions
+    from nerbatch.io import ReadOptions
+
+    parts = (SAMPLE / "dev.conll").read_text(encoding="utf-8").split("\n\n")
+    parts[3] = parts[3].replace("\n", "\nBROKEN LINE\n", 1)
+    (tmp_path / "broken.conll").write_text("\n\n".join(parts), encoding="utf-8")
+    lines = (SAMPLE / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "broken.jsonl").write_text("\n".join(lines[:5] + ["{not json"] + lines[5:]) + "\n", encoding="utf-8")
+    inputs = [str(tmp_path / "broken.conll"), str(tmp_path / "missing.conll"), str(tmp_path / "broken.jsonl")]
+    read_options = ReadOptions(on_error="skip")
+    options = TaggerOptions(device="cpu", block=16)
+    jobs = {}
+    summaries = {}
+    for name in ("local", "ray"):
+        jobs[name] = plan_jobs(inputs, str(tmp_path / name) + os.sep)
+        if name == "local":
+            summaries[name] = tag_files(jobs[name], Tagger(tiny_model, options), options=read_options, progress=False, run=RunOptions())
+        else:
+            summaries[name] = tag_files_ray(jobs[name], tiny_model, options, options=read_options, progress=False,
+                                            workers=2, block_sentences=16, run=RunOptions())
+    a, b = summaries["local"], summaries["ray"]
+    assert a.skipped == b.skipped == 3  # one line, one file, one JSON record
+    assert_same_summary(a, b)
+    done = [i for i in (0, 2)]
+    assert_same_outputs([jobs["local"][i] for i in done], [jobs["ray"][i] for i in done])
+    for i in done:
+        rejects = jobs["local"][i].output + ".rejects.jsonl"
+        assert Path(rejects).read_bytes() == Path(jobs["ray"][i].output + ".rejects.jsonl").read_bytes()
+    again = tag_files_ray(jobs["ray"], tiny_model, options, options=read_options, progress=False, workers=2,
+                          block_sentences=16, run=RunOptions(resume=True))
+    assert again.up_to_date == 2 and again.files == 0 and again.skipped == 1

@@ -434,8 +434,37 @@ def _context_need(model: str, options: TaggerOptions) -> int:
     return min(int(window), MAX_WINDOW)
 
 
+def model_settings(model: str, options: TaggerOptions = TaggerOptions()) -> dict:
+    """``max_length`` and ``context`` as ``Tagger(model, options)`` resolves them, without loading the
+    weights (for the run manifest of ``--resume``, which records them, when the driver has no Tagger)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ..errors import ModelError
+
+    local = os.path.isdir(model)
+    try:
+        config = AutoConfig.from_pretrained(model, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local)
+    except Exception as exc:  # transformers raises OSError/ValueError/etc.
+        raise ModelError(f"{model}: cannot load the model config: {str(exc).splitlines()[0]}") from None
+    saved = read_model_config(model) if local else {}
+    limit = min(
+        getattr(config, "max_position_embeddings", 512) or 512,
+        tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else 512,
+        512,
+    )
+    return {
+        "max_length": options.max_length or saved.get("max_length") or limit,
+        "context": saved.get("context", False) if options.context is None else options.context,
+    }
+
+
 def _start_ray(ray, address: str | None, quiet: bool) -> bool:
-    """Connect to ``address``, or reuse a Ray started in this process, or start a local one (then True)."""
+    """Connect to ``address``, or reuse a Ray started in this process, or start a local one (then True).
+
+    ``quiet``: the workers' output is not relayed (it would land on the driver's stdout, which may
+    be the output itself with ``-o -``).
+    """
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
@@ -526,7 +555,7 @@ def tag_files_ray(
     need = _context_need(model, tagger_options)
 
     t0 = time.perf_counter()
-    started = _start_ray(ray, address, quiet=not progress)
+    started = _start_ray(ray, address, quiet=not progress or any(job.output == STDIO for job in jobs))
     ctx = DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars)
     data_log = logging.getLogger("ray.data")

@@ -130,9 +130,15 @@ def open_writer(
 
         schema = None
         if input_fmt == "parquet" and input_path:
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            schema = pq.read_schema(input_path)
+            try:
+                schema = pq.read_schema(input_path)
+            except FileNotFoundError:
+                raise InputError("no such file", path=input_path, hint="check the path") from None
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"not a readable Parquet file: {exc}", path=input_path) from None
         return ParquetWriter(path, input_schema=schema, **kw)
     raise InputError(f"unknown output format {fmt!r}", hint=f"use one of {', '.join(OUTPUT_FORMATS)}")
 

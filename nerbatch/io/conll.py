@@ -107,7 +107,7 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
             )
             continue
         if any(not c for c in cols):
-            bad("empty column (two tabs in a row?)", lineno)
+            bad("empty column: an empty token or tag, or two tabs in a row", lineno)
             continue
         try:
             token = cols[options.token_column]

@@ -1,0 +1,844 @@
+"""nerbatch throughput benchmark on CoNLL-2003 test (see benchmarks/README.md).
+
+    .venv/bin/python benchmarks/bench.py                    # full run (make bench)
+    .venv/bin/python benchmarks/bench.py --quick            # smoke run on the first 300 sentences
+    .venv/bin/python benchmarks/bench.py --int8-candidates  # int8 back-ends on the first 1000 sentences
+
+Every row runs in its own child process (this script re-run with ``--worker``, or the ``nerbatch``
+command itself), so each row's peak RSS is its own (``os.wait4`` rusage) and one crash cannot take
+the rest down. Library rows (HF pipeline, plain loop, nerbatch in-process) time the tagging call
+with the model already loaded (after a few warm-up sentences); process rows time the whole command.
+F1 uses conlleval rules (``nerbatch.scoring.score``) against the gold tags of the same sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "conll2003"
+DEFAULT_MODEL = ROOT / "build" / "bench-model"
+EXTRA_SITE = ROOT / "build" / "bench-extra"  # optional packages for --int8-candidates (torchao)
+TRAIN_ARGS = ["--every", "5", "--epochs", "1", "--no-context", "--bf16"]
+PIPELINE_BATCHES = (8, 16, 32, 64)
+CHILD_TIMEOUT = 3600
+
+
+# --------------------------------------------------------------------------------------------- #
+# CoNLL helpers (own tiny parser: the benchmark must not depend on the reader it measures)
+# --------------------------------------------------------------------------------------------- #
+
+
+def conll_blocks(path: Path) -> list[list[str]]:
+    """Raw token-line blocks (sentences) of a CoNLL file; -DOCSTART- lines are skipped."""
+    blocks: list[list[str]] = []
+    cur: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip() or line.startswith("-DOCSTART-"):
+                if cur:
+                    blocks.append(cur)
+                    cur = []
+                continue
+            cur.append(line)
+    if cur:
+        blocks.append(cur)
+    return blocks
+
+
+def read_gold(path: Path) -> list[tuple[list[str], list[str]]]:
+    """(words, gold tags) per sentence: first and last column."""
+    out = []
+    for block in conll_blocks(path):
+        cols = [ln.split() for ln in block]
+        out.append(([c[0] for c in cols], [c[-1] for c in cols]))
+    return out
+
+
+def read_tagged(path: Path) -> list[tuple[list[str], list[str]]]:
+    """(gold, pred) per sentence of a `nerbatch tag` CoNLL output (`word ... gold pred`)."""
+    out = []
+    for block in conll_blocks(path):
+        cols = [ln.split() for ln in block]
+        out.append(([c[-2] for c in cols], [c[-1] for c in cols]))
+    return out
+
+
+def f1_of(pairs) -> float:
+    from nerbatch.scoring import score
+
+    pairs = list(pairs)
+    return score([g for g, _ in pairs], [p for _, p in pairs])["overall"]["f1"]
+
+
+def write_subset(src: Path, dst: Path, limit: int | None) -> int:
+    """Copy ``src`` (whole, or its first ``limit`` sentences, -DOCSTART- lines kept); returns sentences."""
+    n = 0
+    with open(src, encoding="utf-8") as fh, open(dst, "w", encoding="utf-8") as out:
+        in_sent = False
+        for line in fh:
+            blank = not line.strip()
+            if blank and in_sent:
+                n += 1
+                in_sent = False
+                out.write(line)
+                if limit is not None and n >= limit:
+                    break
+                continue
+            if not blank and not line.startswith("-DOCSTART-"):
+                in_sent = True
+            out.write(line)
+        if in_sent:
+            n += 1
+            out.write("\n")
+    return n
+
+
+def write_repeated(src: Path, dst: Path, times: int) -> None:
+    data = src.read_bytes()
+    if not data.endswith(b"\n\n"):
+        data = data.rstrip(b"\n") + b"\n\n"
+    with open(dst, "wb") as out:
+        for _ in range(times):
+            out.write(data)
+
+
+# --------------------------------------------------------------------------------------------- #
+# child processes: wall time and peak RSS of exactly that process
+# --------------------------------------------------------------------------------------------- #
+
+
+def run_child(cmd: list[str], log: Path, timeout: float = CHILD_TIMEOUT, env: dict | None = None) -> dict:
+    """Run ``cmd`` (stdout/stderr to ``log``); wall seconds, exit code and peak RSS (MiB) from wait4."""
+    with open(log, "wb") as fh:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"rc": proc.returncode, "wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def log_tail(log: Path, lines: int = 6) -> str:
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    keep = [ln for ln in text if ln.strip() and "Loading weights" not in ln]
+    return " | ".join(keep[-lines:])
+
+
+def run_worker(spec: dict, work: Path, name: str) -> dict:
+    """Re-run this script as ``--worker`` with ``spec``; returns the worker's result + rc/wall/RSS."""
+    spec_path = work / f"{name}.spec.json"
+    result_path = work / f"{name}.result.json"
+    spec = dict(spec, result=str(result_path))
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    if result_path.exists():
+        result_path.unlink()
+    log = work / f"{name}.log"
+    proc = run_child([sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path)], log)
+    if proc["rc"] != 0 or not result_path.exists():
+        raise RuntimeError(f"worker exit {proc['rc']}: {log_tail(log)}")
+    res = json.loads(result_path.read_text(encoding="utf-8"))
+    res["peak_rss_mb"] = proc["peak_rss_mb"]
+    res["process_wall_s"] = proc["wall_s"]
+    return res
+
+
+# --------------------------------------------------------------------------------------------- #
+# workers (run in the child process)
+# --------------------------------------------------------------------------------------------- #
+
+
+def worker_info(spec: dict) -> dict:
+    """Model size, subword lengths of the x1 set, and this machine's matmul GFLOP/s."""
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    model = AutoModelForTokenClassification.from_pretrained(spec["model"])
+    tok = AutoTokenizer.from_pretrained(spec["model"])
+    total = sum(p.numel() for p in model.parameters())
+    base = getattr(model, model.base_model_prefix, model)
+    emb = sum(p.numel() for p in base.embeddings.parameters()) if hasattr(base, "embeddings") else 0
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    cfg = model.config
+    sents = read_gold(Path(spec["input"]))
+    lengths = []
+    for i in range(0, len(sents), 256):
+        enc = tok([w for w, _ in sents[i : i + 256]], is_split_into_words=True, add_special_tokens=True)
+        lengths.extend(len(x) for x in enc["input_ids"])
+
+    def gflops(dtype, n: int, reps: int = 5) -> float:
+        a = torch.randn(n, n).to(dtype)
+        b = torch.randn(n, n).to(dtype)
+        torch.matmul(a, b)
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            torch.matmul(a, b)
+            best = min(best, time.perf_counter() - t0)
+        return 2 * n**3 / best / 1e9
+
+    fp32 = max(gflops(torch.float32, n) for n in (1024, 2048, 3072))
+    bf16 = max(gflops(torch.bfloat16, n) for n in (1024, 2048, 3072))
+    return {
+        "params": total,
+        "embedding_params": emb,
+        "non_embedding_params": total - emb,
+        "linear_weights": linear,
+        "layers": cfg.num_hidden_layers,
+        "hidden": cfg.hidden_size,
+        "heads": cfg.num_attention_heads,
+        "intermediate": getattr(cfg, "intermediate_size", None),
+        "model_type": cfg.model_type,
+        "labels": cfg.num_labels,
+        "sentences": len(sents),
+        "words": sum(len(w) for w, _ in sents),
+        "subword_tokens": sum(lengths),
+        "mean_seq": sum(lengths) / max(1, len(lengths)),
+        "max_seq": max(lengths) if lengths else 0,
+        "matmul_fp32_gflops": fp32,
+        "matmul_bf16_gflops": bf16,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def entities_to_tags(words: list[str], entities: list[dict]) -> list[str]:
+    """HF pipeline entities (character offsets in " ".join(words)) -> one IOB2 tag per word."""
+    from nerbatch.record import token_offsets
+
+    offsets = token_offsets(words)
+    owner: list[tuple[str, int] | None] = [None] * len(words)
+    for k, ent in enumerate(entities):
+        label = ent.get("entity_group") or ent.get("entity") or ""
+        label = label[2:] if label[:2] in ("B-", "I-") else label
+        for i, (s, e) in enumerate(offsets):
+            if owner[i] is None and s < ent["end"] and ent["start"] < e:
+                owner[i] = (label, k)
+    tags = []
+    for i, own in enumerate(owner):
+        if own is None:
+            tags.append("O")
+        elif i > 0 and owner[i - 1] is not None and owner[i - 1][1] == own[1]:
+            tags.append("I-" + own[0])
+        else:
+            tags.append("B-" + own[0])
+    return tags
+
+
+def worker_pipeline(spec: dict) -> dict:
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    sents = read_gold(Path(spec["input"]))
+    texts = [" ".join(w) for w, _ in sents]
+    bs = spec["batch_size"]
+    t0 = time.perf_counter()
+    pipe = pipeline("token-classification", model=spec["model"], aggregation_strategy="first", device="cpu")
+    load = time.perf_counter() - t0
+    pipe(texts[:8], batch_size=bs)  # warm-up
+    t0 = time.perf_counter()
+    out = pipe(texts, batch_size=bs)
+    wall = time.perf_counter() - t0
+    preds = [entities_to_tags(w, ents) for (w, _), ents in zip(sents, out, strict=True)]
+    lengths = [len(x) for x in pipe.tokenizer(texts)["input_ids"]]
+    real = sum(lengths)
+    padded = sum(max(lengths[i : i + bs]) * len(lengths[i : i + bs]) for i in range(0, len(lengths), bs))
+    return {
+        "wall_s": wall,
+        "load_s": load,
+        "f1": f1_of(zip([g for _, g in sents], preds, strict=True)),
+        "padding_share": 1 - real / padded,
+    }
+
+
+def worker_loop(spec: dict) -> dict:
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    sents = read_gold(Path(spec["input"]))
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(spec["model"])
+    model = AutoModelForTokenClassification.from_pretrained(spec["model"]).eval()
+    id2label = model.config.id2label
+    load = time.perf_counter() - t0
+
+    def predict_ner(words: list[str]) -> list[str]:  # what a notebook does
+        enc = tok(words, is_split_into_words=True, return_tensors="pt", truncation=True)
+        with torch.no_grad():
+            logits = model(**enc).logits[0]
+        ids = logits.argmax(-1).tolist()
+        tags = ["O"] * len(words)
+        seen = set()
+        for i, w in enumerate(enc.word_ids()):
+            if w is not None and w not in seen:
+                seen.add(w)
+                tags[w] = id2label[ids[i]]
+        return tags
+
+    for w, _ in sents[:8]:  # warm-up
+        predict_ner(w)
+    t0 = time.perf_counter()
+    preds = [predict_ner(w) for w, _ in sents]
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "load_s": load, "f1": f1_of(zip([g for _, g in sents], preds, strict=True)), "padding_share": 0.0}
+
+
+def _ort_variant(model, weight_type: str = "QInt8", per_channel: bool = False, quantize: bool = True):
+    """Candidate: nerbatch.quantize's export + an onnxruntime quantization variant (or none: fp32)."""
+    import logging
+
+    from nerbatch import quantize as q
+
+    ort, _ = q._require()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = model.float().eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "fp32.onnx")
+        q._export(model, src)
+        path = src
+        if quantize:
+            path = os.path.join(tmp, "int8.onnx")
+            logging.getLogger().setLevel(logging.ERROR)
+            quantize_dynamic(
+                src, path, weight_type=getattr(QuantType, weight_type), per_channel=per_channel, op_types_to_quantize=["MatMul", "Gemm"]
+            )
+        session = q._session(ort, path, None)
+    return q.Int8Model(session, model.config, None)
+
+
+def build_candidate(name: str, model):
+    """int8 candidates for --int8-candidates; each returns something called like the model."""
+    import torch
+
+    if name == "nerbatch.quantize":
+        from nerbatch.quantize import quantize_int8
+
+        return quantize_int8(model, cache_dir=None)  # no cache: prep_s includes export + quantization
+    if name == "ort-fp32":
+        return _ort_variant(model, quantize=False)
+    if name == "ort-int8-perchannel":
+        return _ort_variant(model, per_channel=True)
+    if name == "ort-int8-u8weights":
+        return _ort_variant(model, weight_type="QUInt8")
+    if name == "torch.ao.quantize_dynamic":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
+            return torch.ao.quantization.quantize_dynamic(model.float(), {torch.nn.Linear}, dtype=torch.qint8)
+    if name.startswith("torchao"):
+        if EXTRA_SITE.is_dir() and str(EXTRA_SITE) not in sys.path:
+            sys.path.append(str(EXTRA_SITE))
+        try:
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        except ImportError:
+            raise RuntimeError(f"torchao is not installed (pip install --target {EXTRA_SITE} torchao)") from None
+        model = model.float()
+        quantize_(model, Int8DynamicActivationInt8WeightConfig())
+        if name == "torchao-int8+compile":
+            model = torch.compile(model, dynamic=True)
+        return model
+    raise ValueError(f"unknown candidate {name!r}")
+
+
+def worker_nerbatch(spec: dict) -> dict:
+    """nerbatch in-process: Tagger + engines.tag_files, with the Tagger's forward counters."""
+    from nerbatch.engines import plan_jobs, tag_files
+    from nerbatch.tagger import Tagger, TaggerOptions
+
+    t0 = time.perf_counter()
+    tagger = Tagger(spec["model"], TaggerOptions(precision=spec["precision"], context=False))
+    if spec.get("swap"):
+        tagger.model = build_candidate(spec["swap"], tagger.model)
+    warm = Path(spec["output"] + ".warm.conll")
+    write_subset(Path(spec["input"]), warm, 32)
+    tag_files(plan_jobs([str(warm)], str(warm) + ".out"), tagger, progress=False)  # warm-up
+    prep = time.perf_counter() - t0
+    best = None
+    for _ in range(spec.get("passes", 1)):
+        tagger.forward_seconds, tagger.tokens_seen, tagger.padded_tokens = 0.0, 0, 0
+        t1 = time.perf_counter()
+        tag_files(plan_jobs([spec["input"]], spec["output"]), tagger, progress=False)
+        wall = time.perf_counter() - t1
+        run = {
+            "wall_s": wall,
+            "forward_s": tagger.forward_seconds,
+            "tokens_seen": tagger.tokens_seen,
+            "padded_tokens": tagger.padded_tokens,
+        }
+        if best is None or wall < best["wall_s"]:
+            best = run
+    best["load_s"] = prep
+    best["padding_share"] = 1 - best["tokens_seen"] / best["padded_tokens"] if best["padded_tokens"] else None
+    best["model_repr"] = type(tagger.model).__name__
+    return best
+
+
+WORKERS = {"info": worker_info, "pipeline": worker_pipeline, "loop": worker_loop, "nerbatch": worker_nerbatch}
+
+
+def worker_main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    sys.path.insert(0, str(ROOT))
+    res = WORKERS[spec["kind"]](spec)
+    Path(spec["result"]).write_text(json.dumps(res), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------- #
+# the benchmark (parent)
+# --------------------------------------------------------------------------------------------- #
+
+
+def nerbatch_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "nerbatch"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "nerbatch"]
+
+
+def ensure_model(args, work: Path) -> Path:
+    if args.model:
+        return Path(args.model)
+    model = DEFAULT_MODEL
+    if all((model / f).exists() for f in ("config.json", "nerbatch.json")):
+        print(f"model: {model} (cached; delete it to retrain)")
+        return model
+    cmd = nerbatch_cmd() + ["train", "--train", str(args.data / "train.txt"), "--dev", str(args.data / "valid.txt")]
+    cmd += TRAIN_ARGS + ["-o", str(model)]
+    print("training the benchmark model (a few minutes on 2 cores):", " ".join(cmd), flush=True)
+    if model.exists():
+        shutil.rmtree(model)
+    res = run_child(cmd, work / "train.log", timeout=6 * 3600)
+    if res["rc"] != 0:
+        raise SystemExit(f"training failed: {log_tail(work / 'train.log')}")
+    print(f"  trained in {res['wall_s']:.0f} s")
+    return model
+
+
+def cli_features() -> dict:
+    """What this nerbatch's `tag` command offers (precisions, a stats/log JSON option)."""
+    import re
+
+    out = subprocess.run(nerbatch_cmd() + ["tag", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=300).stdout
+    m = re.search(r"--precision \[([^\]]+)\]", out)
+    precisions = m.group(1).split("|") if m else ["fp32"]
+    stats = next((opt for opt in ("--log-json", "--stats-json") if opt in out), None)
+    return {"precisions": precisions, "stats_option": stats}
+
+
+def cpu_precisions(names) -> list[str]:
+    return [p for p in names if p != "fp16"]  # fp16 needs a GPU
+
+
+def stats_from_log(path: Path) -> dict:
+    """Forward seconds, subword tokens and padded tokens of one run from the CLI's --log-json file.
+
+    The file holds one JSON record per line (one per input file); the numbers are summed over them.
+    Records without the keys (a CLI that does not log them yet) give an empty dict.
+    """
+    names = {
+        "forward_s": ("forward_seconds", "forward_s"),
+        "tokens_seen": ("tokens_seen", "subword_tokens"),
+        "padded_tokens": ("padded_tokens",),
+    }
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            records.extend(rec if isinstance(rec, list) else [rec])
+    out = {}
+    for key, keys in names.items():
+        vals = [next((r[k] for k in keys if isinstance(r.get(k), (int, float))), None) for r in records if isinstance(r, dict)]
+        vals = [v for v in vals if v is not None]
+        if vals:
+            out[key] = sum(vals)
+    return out
+
+
+class Bench:
+    def __init__(self, args) -> None:
+        self.args = args
+        self.rows: list[dict] = []
+        self.extra: dict = {}
+
+    def row(self, name: str, fn, **meta) -> dict | None:
+        print(f"  {name} ...", end="", flush=True)
+        t0 = time.perf_counter()
+        try:
+            r = fn()
+        except Exception as exc:  # noqa: BLE001 - one failed row must not stop the others
+            msg = str(exc).strip().splitlines()
+            reason = f"{type(exc).__name__}: {msg[0] if msg else ''}"[:400]
+            print(f" failed: {reason}", flush=True)
+            if self.args.verbose:
+                traceback.print_exc()
+            self.rows.append({"row": name, **meta, "error": reason})
+            return None
+        r = {"row": name, **meta, **r}
+        self.rows.append(r)
+        print(f" {time.perf_counter() - t0:.1f} s", flush=True)
+        return r
+
+
+def fill_rates(r: dict, info: dict | None, mult: int, base: dict) -> None:
+    if r.get("error") or not r.get("wall_s"):
+        return
+    wall = r["wall_s"]
+    r["sentences"] = base["sentences"] * mult
+    r["words"] = base["words"] * mult
+    r["subword_tokens"] = base["subword_tokens"] * mult
+    r["sentences_per_s"] = r["sentences"] / wall
+    r["words_per_s"] = r["words"] / wall
+    r["tokens_per_s"] = r["subword_tokens"] / wall
+    if r.get("forward_s") is not None:
+        r["forward_share"] = r["forward_s"] / wall
+    if info and info.get("ceiling_tokens_per_s"):
+        r["ceiling_fraction"] = r["tokens_per_s"] / info["ceiling_tokens_per_s"]
+
+
+def fmt(v, spec: str, scale: float = 1.0) -> str:
+    return "-" if v is None else format(v * scale, spec)
+
+
+def print_table(rows: list[dict]) -> None:
+    head = f"{'row':44s} {'input':>5s} {'wall s':>7s} {'sent/s':>7s} {'words/s':>8s} {'tok/s':>8s} {'pad%':>5s} {'fwd%':>5s} {'RSS MB':>7s} {'F1':>6s} {'x pipe':>6s} {'x ceil':>6s}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        if r.get("error"):
+            print(f"{r['row']:44s} failed: {r['error']}")
+            continue
+        print(
+            f"{r['row']:44s} {r.get('input', ''):>5s} {fmt(r.get('wall_s'), '7.2f')} {fmt(r.get('sentences_per_s'), '7.0f')} "
+            f"{fmt(r.get('words_per_s'), '8.0f')} {fmt(r.get('tokens_per_s'), '8.0f')} {fmt(r.get('padding_share'), '5.1f', 100)} "
+            f"{fmt(r.get('forward_share'), '5.1f', 100)} {fmt(r.get('peak_rss_mb'), '7.0f')} {fmt(r.get('f1'), '6.2f', 100)} "
+            f"{fmt(r.get('vs_pipeline_best'), '6.2f')} {fmt(r.get('ceiling_fraction'), '6.3f')}"
+        )
+
+
+def main_bench(args) -> None:
+    work = ROOT / "build" / ("bench-work-quick" if args.quick else "bench-work")
+    work.mkdir(parents=True, exist_ok=True)
+    load0 = os.getloadavg()
+    ncpu = os.cpu_count() or 1
+    print(f"nerbatch benchmark{' (quick)' if args.quick else ''}: {platform.processor() or platform.machine()}, {ncpu} CPUs, load average {load0[0]:.2f}")
+    if load0[0] > 0.5:
+        print(f"WARNING: load average {load0[0]:.2f}: other work is running, timings are not reliable")
+    model = ensure_model(args, work)
+    limit = 300 if args.quick else None
+    x1 = work / "test.x1.conll"
+    n1 = write_subset(args.data / "test.txt", x1, limit)
+    x2 = work / "test.x2.conll"
+    write_repeated(x1, x2, 2)
+    xn = work / f"test.x{args.repeat}.conll"
+    write_repeated(x1, xn, args.repeat)
+    empty = work / "empty.conll"
+    empty.write_text("", encoding="utf-8")
+    print(f"data: {x1} ({n1} sentences), x2, x{args.repeat}; model: {model}")
+    bench = Bench(args)
+    only = set(args.only.split(",")) if args.only else None
+
+    def want(group: str) -> bool:
+        return only is None or group in only
+
+    # -- calibration and model size ----------------------------------------------------------------
+    info = None
+    try:
+        info = run_worker({"kind": "info", "model": str(model), "input": str(x1)}, work, "info")
+        attn = 4 * info["layers"] * info["mean_seq"] * info["hidden"]
+        info["flops_per_token"] = 2 * info["non_embedding_params"] + attn
+        info["flops_assumption"] = (
+            f"FLOPs/token = 2 x non-embedding params ({info['non_embedding_params']:,}) + attention "
+            f"4 x L({info['layers']}) x seq({info['mean_seq']:.1f}, mean subwords incl. specials) x hidden({info['hidden']}) "
+            f"= {info['flops_per_token'] / 1e6:.2f} MFLOP"
+        )
+        info["ceiling_tokens_per_s"] = info["matmul_fp32_gflops"] * 1e9 / info["flops_per_token"]
+        print(
+            f"machine: fp32 matmul {info['matmul_fp32_gflops']:.0f} GFLOP/s, bf16 {info['matmul_bf16_gflops']:.0f} GFLOP/s "
+            f"({info['torch_threads']} torch threads, {info['cpu_capability']})"
+        )
+        print(f"model: {info['model_type']}, {info['params']:,} params; {info['flops_assumption']}")
+        print(f"ceiling: {info['ceiling_tokens_per_s']:,.0f} subword tokens/s at the fp32 matmul rate")
+        base = {k: info[k] for k in ("sentences", "words", "subword_tokens")}
+    except Exception as exc:  # noqa: BLE001
+        print(f"calibration failed: {exc}")
+        gold = read_gold(x1)
+        base = {"sentences": len(gold), "words": sum(len(w) for w, _ in gold), "subword_tokens": None}
+    if base["subword_tokens"] is None:
+        base["subword_tokens"] = 0
+
+    feats = {"precisions": ["fp32"], "stats_option": None}
+    try:
+        feats = cli_features()
+    except Exception as exc:  # noqa: BLE001
+        print(f"cannot read `nerbatch tag --help`: {exc}")
+    try:
+        from nerbatch.tagger import PRECISIONS as lib_precisions
+    except Exception:  # noqa: BLE001
+        lib_precisions = ("fp32",)
+    print(f"nerbatch precisions: library {', '.join(cpu_precisions(lib_precisions))}; CLI {', '.join(cpu_precisions(feats['precisions']))}; "
+          f"per-file stats option: {feats['stats_option'] or 'none (process rows have no forward share)'}")
+    print("rows:")
+
+    def mark(r, mult):
+        if r is not None:
+            fill_rates(r, info, mult, base)
+
+    # -- HF pipeline ---------------------------------------------------------------------------------
+    if want("pipeline"):
+        mark(bench.row("hf pipeline, batch 1", lambda: run_worker(
+            {"kind": "pipeline", "model": str(model), "input": str(x1), "batch_size": 1}, work, "pipeline-b1"), input="x1"), 1)
+        sweep = []
+        for bs in PIPELINE_BATCHES:
+            r = bench.row(f"hf pipeline, batch {bs}", lambda bs=bs: run_worker(
+                {"kind": "pipeline", "model": str(model), "input": str(x1), "batch_size": bs}, work, f"pipeline-b{bs}"), input="x1")
+            mark(r, 1)
+            sweep.append(bench.rows.pop())  # the sweep is kept apart; only the best becomes a row
+        ok = [r for r in sweep if not r.get("error")]
+        bench.extra["pipeline_batch_sweep"] = sweep
+        if ok:
+            best = dict(min(ok, key=lambda r: r["wall_s"]))
+            best["row"] = f"hf pipeline, best batch ({best['row'].split()[-1]} of {'/'.join(map(str, PIPELINE_BATCHES))})"
+            best["pipeline_best"] = True
+            bench.rows.append(best)
+            print("    sweep: " + ", ".join(f"b{r['row'].split()[-1]} {r['wall_s']:.2f}s" for r in ok))
+        else:
+            bench.rows.append({"row": "hf pipeline, best batch", "input": "x1", "error": "every batch size failed"})
+
+    # -- plain loop -----------------------------------------------------------------------------------
+    if want("loop"):
+        mark(bench.row("plain loop, one sentence at a time", lambda: run_worker(
+            {"kind": "loop", "model": str(model), "input": str(x1)}, work, "loop"), input="x1"), 1)
+
+    # -- nerbatch in-process --------------------------------------------------------------------------
+    if want("inproc"):
+        precs = cpu_precisions(lib_precisions)
+        swap_int8 = "int8" not in precs
+        for p in precs + (["int8"] if swap_int8 else []):
+            spec = {"kind": "nerbatch", "model": str(model), "input": str(x1), "output": str(work / f"inproc-{p}.conll"), "precision": p}
+            label = f"nerbatch in-process {p}"
+            if p == "int8" and swap_int8:
+                spec.update(precision="fp32", swap="nerbatch.quantize")
+                label += " (quantize.py swapped in)"
+
+            def go(spec=spec):
+                r = run_worker(spec, work, Path(spec["output"]).stem)
+                r["f1"] = f1_of(read_tagged(Path(spec["output"])))
+                return r
+
+            mark(bench.row(label, go, input="x1"), 1)
+
+    # -- nerbatch tag, whole process -----------------------------------------------------------------
+    def tag_process(inp: Path, precision: str, tag: str):
+        out = work / f"proc-{tag}.conll"
+        cmd = nerbatch_cmd() + ["tag", str(inp), "-o", str(out), "--model", str(model), "--precision", precision, "--no-context", "-q"]
+        stats = work / f"proc-{tag}.stats.json"
+        if feats["stats_option"]:
+            cmd += [feats["stats_option"], str(stats)]
+        if stats.exists():
+            stats.unlink()
+        res = run_child(cmd, work / f"proc-{tag}.log")
+        if res["rc"] != 0:
+            raise RuntimeError(f"exit {res['rc']}: {log_tail(work / f'proc-{tag}.log')}")
+        res["f1"] = f1_of(read_tagged(out))
+        res["command"] = " ".join(cmd)
+        if stats.exists():
+            s = stats_from_log(stats)
+            res.update(s)
+            if s.get("tokens_seen") and s.get("padded_tokens"):
+                res["padding_share"] = 1 - s["tokens_seen"] / s["padded_tokens"]
+        return res
+
+    if want("process"):
+        for p in cpu_precisions(feats["precisions"]):
+            mark(bench.row(f"nerbatch tag {p} (process)", lambda p=p: tag_process(x2, p, f"{p}-x2"), input="x2"), 2)
+
+    if want("scaling"):
+        r1 = bench.row("nerbatch tag fp32 (process) x1", lambda: tag_process(x1, "fp32", "fp32-x1"), input="x1")
+        mark(r1, 1)
+        rn = bench.row(f"nerbatch tag fp32 (process) x{args.repeat}", lambda: tag_process(xn, "fp32", f"fp32-x{args.repeat}"), input=f"x{args.repeat}")
+        mark(rn, args.repeat)
+        if r1 and rn:
+            ratio = rn["peak_rss_mb"] / r1["peak_rss_mb"]
+            bench.extra["rss_scaling"] = {"x1_mb": r1["peak_rss_mb"], f"x{args.repeat}_mb": rn["peak_rss_mb"], "ratio": ratio, "target": 1.1, "ok": ratio <= 1.1}
+            bench.extra["time_scaling"] = {"x1_s": r1["wall_s"], f"x{args.repeat}_s": rn["wall_s"], "ratio": rn["wall_s"] / r1["wall_s"]}
+
+    if want("startup"):
+        def startup(cmd, log):
+            res = run_child(cmd, work / log)
+            if res["rc"] != 0:
+                raise RuntimeError(f"exit {res['rc']}: {log_tail(work / log)}")
+            return res
+
+        bench.row("start-up: nerbatch --help", lambda: startup(nerbatch_cmd() + ["--help"], "help.log"), input="-")
+        bench.row("start-up: nerbatch tag <empty file>", lambda: startup(
+            nerbatch_cmd() + ["tag", str(empty), "-o", str(work / "empty.out.conll"), "--model", str(model), "--no-context", "-q"], "empty.log"), input="-")
+
+    # -- ratios and output ----------------------------------------------------------------------------
+    best = next((r for r in bench.rows if r.get("pipeline_best")), None)
+    for r in bench.rows:
+        if best and r.get("sentences_per_s"):
+            r["vs_pipeline_best"] = r["sentences_per_s"] / best["sentences_per_s"]
+    load1 = os.getloadavg()
+    print()
+    print_table(bench.rows)
+    print()
+    print("wall: library rows time the tagging call (model loaded, warmed up); process rows time the whole command.")
+    print("pad%: padding share of the model's input; fwd%: share of wall time inside the model forward (Tagger.forward_seconds).")
+    print("x pipe: sentences/s relative to the best HF pipeline row; x ceil: subword tokens/s over the fp32 matmul ceiling.")
+    if info:
+        print(info["flops_assumption"])
+    if "rss_scaling" in bench.extra:
+        s = bench.extra["rss_scaling"]
+        print(f"RSS scaling: x{args.repeat} / x1 = {s['ratio']:.2f} (target <= 1.1: {'ok' if s['ok'] else 'NOT MET'})")
+    if load1[0] > 0.5 + (1.0 if args.quick else 0):
+        print(f"WARNING: load average {load1[0]:.2f} at the end; other work may have skewed the timings")
+    result = {
+        "meta": {
+            "quick": args.quick,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpus": ncpu,
+            "loadavg_start": load0,
+            "loadavg_end": load1,
+            "model": str(model),
+            "data": str(x1),
+            "repeat": args.repeat,
+            "versions": versions(),
+            "cli": feats,
+        },
+        "machine_and_model": info,
+        "rows": bench.rows,
+        **bench.extra,
+    }
+    out = Path(args.out) if args.out else (ROOT / "benchmarks" / "results" / ("bench-quick.json" if args.quick else "bench.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(f"written: {out}")
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "tokenizers", "onnxruntime", "onnx", "onnxscript", "nerbatch"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def main_candidates(args) -> None:
+    """int8 back-ends on the first N test sentences, batched like nerbatch (the Tagger with its model swapped)."""
+    work = ROOT / "build" / "bench-int8"
+    work.mkdir(parents=True, exist_ok=True)
+    load0 = os.getloadavg()
+    print(f"int8 candidates, load average {load0[0]:.2f}")
+    if load0[0] > 0.5:
+        print(f"WARNING: load average {load0[0]:.2f}: other work is running, timings are not reliable")
+    model = ensure_model(args, work)
+    inp = work / f"test.first{args.sentences}.conll"
+    n = write_subset(args.data / "test.txt", inp, args.sentences)
+    gold = read_gold(inp)
+    words = sum(len(w) for w, _ in gold)
+    names = args.candidates.split(",")
+    rows = []
+    ref_pred = None
+    for name in names:
+        print(f"  {name} ...", end="", flush=True)
+        out = work / f"{name}.conll"
+        spec = {"kind": "nerbatch", "model": str(model), "input": str(inp), "output": str(out), "passes": args.passes}
+        if name in ("fp32", "bf16"):
+            spec["precision"] = name
+        else:
+            spec.update(precision="fp32", swap=name)
+        try:
+            r = run_worker(spec, work, name)
+            tagged = read_tagged(out)
+            r["f1"] = f1_of(tagged)
+            preds = [p for _, ps in tagged for p in ps]
+            if name == "fp32":
+                ref_pred = preds
+            if ref_pred is not None:
+                r["agree_fp32"] = sum(a == b for a, b in zip(preds, ref_pred, strict=False)) / max(1, len(preds))
+            r["words_per_s"] = words / r["wall_s"]
+            r["sentences_per_s"] = n / r["wall_s"]
+            rows.append({"candidate": name, **r})
+            print(f" {r['wall_s']:.2f} s", flush=True)
+        except Exception as exc:  # noqa: BLE001
+            msg = str(exc).strip().splitlines()
+            rows.append({"candidate": name, "error": f"{type(exc).__name__}: {msg[0] if msg else ''}"[:400]})
+            print(f" failed: {rows[-1]['error']}", flush=True)
+    ref = next((r for r in rows if r["candidate"] == "fp32" and not r.get("error")), None)
+    print()
+    print(f"first {n} CoNLL-2003 test sentences ({words} words), nerbatch batching (length-sorted, padded per batch), best of {args.passes}")
+    print(f"{'candidate':28s} {'wall s':>7s} {'sent/s':>7s} {'x fp32':>6s} {'fwd s':>6s} {'prep s':>7s} {'RSS MB':>7s} {'F1':>6s} {'dF1':>6s} {'agree':>6s}")
+    for r in rows:
+        if r.get("error"):
+            print(f"{r['candidate']:28s} failed: {r['error']}")
+            continue
+        r["speedup_vs_fp32"] = ref["wall_s"] / r["wall_s"] if ref else None
+        r["f1_delta_points"] = 100 * (r["f1"] - ref["f1"]) if ref else None
+        print(
+            f"{r['candidate']:28s} {r['wall_s']:7.2f} {r['sentences_per_s']:7.0f} {fmt(r['speedup_vs_fp32'], '6.2f')} {r['forward_s']:6.2f} "
+            f"{r['load_s']:7.1f} {r['peak_rss_mb']:7.0f} {100 * r['f1']:6.2f} {fmt(r['f1_delta_points'], '+6.2f')} {fmt(r.get('agree_fp32'), '6.4f')}"
+        )
+    print("prep s: Tagger load + building the candidate (export/quantize/compile) + a 32-sentence warm-up.")
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "int8-candidates.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": {"sentences": n, "words": words, "model": str(model), "loadavg_start": load0,
+                                        "loadavg_end": os.getloadavg(), "versions": versions()}, "rows": rows}, indent=2), encoding="utf-8")
+    print(f"written: {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="model folder (default: train build/bench-model once and reuse it)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CoNLL-2003 folder with train.txt, valid.txt, test.txt")
+    ap.add_argument("--repeat", type=int, default=10, help="the scaling row tags test repeated this many times")
+    ap.add_argument("--out", help="JSON results (default benchmarks/results/bench.json, bench-quick.json with --quick)")
+    ap.add_argument("--quick", action="store_true", help="smoke run on the first 300 test sentences")
+    ap.add_argument("--only", help="comma list of row groups: pipeline,loop,inproc,process,scaling,startup")
+    ap.add_argument("--int8-candidates", action="store_true", help="compare int8 back-ends instead of the main table")
+    ap.add_argument("--candidates", default="fp32,bf16,nerbatch.quantize,ort-fp32,ort-int8-perchannel,ort-int8-u8weights,"
+                    "torch.ao.quantize_dynamic,torchao-int8,torchao-int8+compile", help="with --int8-candidates")
+    ap.add_argument("--sentences", type=int, default=1000, help="with --int8-candidates: first N test sentences")
+    ap.add_argument("--passes", type=int, default=2, help="with --int8-candidates: timed passes per candidate (best is kept)")
+    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker_main(args.worker)
+        return
+    args.data = args.data.resolve()
+    if args.int8_candidates:
+        main_candidates(args)
+    else:
+        main_bench(args)
+
+
+if __name__ == "__main__":
+    main()
