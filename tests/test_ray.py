@@ -208,11 +208,16 @@ def test_on_error_skip_rejects_and_resume_like_the_local_engine(ray_local, tiny_
     a, b = summaries["local"], summaries["ray"]
     assert a.skipped == b.skipped == 3  # one line, one file, one JSON record
     assert_same_summary(a, b)
-    done = [i for i in (0, 2)]
+    done = (0, 2)
     assert_same_outputs([jobs["local"][i] for i in done], [jobs["ray"][i] for i in done])
     for i in done:
         rejects = jobs["local"][i].output + ".rejects.jsonl"
         assert Path(rejects).read_bytes() == Path(jobs["ray"][i].output + ".rejects.jsonl").read_bytes()
-    again = tag_files_ray(jobs["ray"], tiny_model, options, options=read_options, progress=False, workers=2,
-                          block_sentences=16, run=RunOptions(resume=True))
-    assert again.up_to_date == 2 and again.files == 0 and again.skipped == 1
+    # a second run with --resume: the complete outputs are left alone, as by the local engine
+    before = Path(jobs["ray"][0].output).stat().st_mtime_ns
+    a2 = tag_files(jobs["local"], Tagger(tiny_model, options), options=read_options, progress=False, run=RunOptions(resume=True))
+    b2 = tag_files_ray(jobs["ray"], tiny_model, options, options=read_options, progress=False, workers=2,
+                       block_sentences=16, run=RunOptions(resume=True))
+    assert b2.up_to_date == 2
+    assert (a2.files, a2.up_to_date, a2.skipped, a2.sentences) == (b2.files, b2.up_to_date, b2.skipped, b2.sentences)
+    assert Path(jobs["ray"][0].output).stat().st_mtime_ns == before
