@@ -6,8 +6,6 @@ Nothing heavy is imported here: torch and transformers load inside the commands 
 from __future__ import annotations
 
 import functools
-import json
-import os
 import sys
 
 import click
@@ -159,12 +157,11 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
       nerbatch tag news.txt -o news.html --model model/
       cat sentences.txt | nerbatch tag - --model model/
     """
-    from .engines import plan_jobs, tag_files
-    from .scoring import Scorer, format_report
-
     from dataclasses import asdict, replace
 
+    from .engines import plan_jobs, tag_files
     from .engines.local import RunOptions
+    from .scoring import Scorer, format_report
 
     read_options = replace(build_read_options(kw), on_error=on_error)
     jobs = plan_jobs(list(inputs), output, input_fmt=kw.pop("input_format"), output_fmt=output_format)

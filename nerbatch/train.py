@@ -129,7 +129,6 @@ def encode(
 
 
 def _metrics_fn(id2label: dict[int, str]):
-    import numpy as np
 
     from .scoring import Scorer
 

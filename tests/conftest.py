@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import string
 from pathlib import Path
 
@@ -28,7 +27,7 @@ def build_tiny_model(folder: Path, *, max_positions: int = 64, labels: list[str]
     tokenizer.save_pretrained(folder)
     kwargs = {}
     if labels is not None:
-        kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
+        kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {lab: i for i, lab in enumerate(labels)}}
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
