@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from typing import Iterable, Iterator
 
 from .align import Feature, Specials, assign, check_fast, features_for, with_context, word_pieces
@@ -72,27 +72,66 @@ def load_model(model: str):
     return tokenizer, net
 
 
+def _json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 class Tagger:
-    """Tag sentences with a token-classification model."""
+    """Tag sentences with a token-classification model.
+
+    For a local model folder, settings (labels, window, context) come from its JSON files and the
+    weights load on the first sentence to tag, so an empty input never pays for torch.
+    """
 
     def __init__(self, model: str, options: TaggerOptions = TaggerOptions()) -> None:
-        import torch
-
         self.model_name = model
         self.options = options
-        self.tokenizer, self.model = load_model(model)
-        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-        saved = read_model_config(model) if os.path.isdir(model) else {}
+        self.forward_seconds = 0.0
+        self.tokens_seen = 0
+        self.padded_tokens = 0
+        self.loaded = False
+        if options.precision not in PRECISIONS:
+            raise ModelError(f"unknown precision {options.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+        if not os.path.isdir(model):
+            self.load()  # a hub id: nothing to read before loading
+            return
+        config = _json(os.path.join(model, "config.json"))
+        if not config:
+            raise ModelError(f"{model}: no config.json: not a transformers model folder")
+        id2label = config.get("id2label") or {}
+        self.labels = [id2label.get(str(i), f"LABEL_{i}") for i in range(len(id2label))]
+        if not self.labels or all(lab.startswith("LABEL_") for lab in self.labels):
+            raise ModelError(
+                f"{model}: the model config has no NER labels (id2label is missing or LABEL_0, LABEL_1, ...)",
+                hint="train one with `nerbatch train`, or set id2label in config.json",
+            )
+        tok_max = _json(os.path.join(model, "tokenizer_config.json")).get("model_max_length") or 512
+        self._settings(config.get("max_position_embeddings") or 512, tok_max, read_model_config(model))
+
+    def _settings(self, positions: int, tok_max: int, saved: dict) -> None:
         self.saved = saved
-        limit = min(
-            getattr(self.model.config, "max_position_embeddings", 512) or 512,
-            self.tokenizer.model_max_length if self.tokenizer.model_max_length < 100_000 else 512,
-            512,
-        )
-        self.max_length = options.max_length or saved.get("max_length") or limit
+        limit = min(positions, tok_max if tok_max < 100_000 else 512, 512)
+        self.max_length = self.options.max_length or saved.get("max_length") or limit
         if self.max_length > limit:
-            raise ModelError(f"{model}: max_length {self.max_length} exceeds the model's limit of {limit}")
-        self.context = saved.get("context", False) if options.context is None else options.context
+            raise ModelError(f"{self.model_name}: max_length {self.max_length} exceeds the model's limit of {limit}")
+        self.context = saved.get("context", False) if self.options.context is None else self.options.context
+
+    def load(self) -> None:
+        """Import torch, load tokenizer and weights, place them on the device."""
+        if self.loaded:
+            return
+        import torch
+
+        options = self.options
+        self.tokenizer, self.model = load_model(self.model_name)
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        if not hasattr(self, "max_length"):
+            self._settings(getattr(self.model.config, "max_position_embeddings", 512) or 512, self.tokenizer.model_max_length, {})
         self.specials = Specials.of(self.tokenizer)
         if options.threads:
             torch.set_num_threads(options.threads)
@@ -103,8 +142,6 @@ class Tagger:
             raise ModelError("--device cuda: no CUDA device is available", hint="use --device cpu")
         self.device = torch.device(dev)
         gpu = self.device.type == "cuda"
-        if options.precision not in PRECISIONS:
-            raise ModelError(f"unknown precision {options.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
         if options.precision == "fp16" and not gpu:
             raise ModelError("--precision fp16 needs a GPU", hint="use fp32 or bf16 on CPU")
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
@@ -113,9 +150,7 @@ class Tagger:
         self.batch_tokens = options.batch_tokens or (32768 if gpu else 4096)
         self.max_batch = options.max_batch or (1024 if gpu else 128)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.forward_seconds = 0.0
-        self.tokens_seen = 0
-        self.padded_tokens = 0
+        self.loaded = True
 
     # -- producer side (background thread) -------------------------------------------------
     def _jobs(
@@ -184,6 +219,12 @@ class Tagger:
         The first ``skip`` sentences are read (they give context to the next ones) but not tagged
         or yielded: resuming a file that was interrupted after ``skip`` sentences.
         """
+        stream = iter(sentences)
+        first = next(stream, None)
+        if first is None:
+            return
+        self.load()
+        sentences = chain([first], stream)
         for block, feats, batches in background(lambda: self._jobs(sentences, skip)):
             parts: list[list[tuple[Feature, list[int], list[float]]]] = [[] for _ in block]
             for batch in batches:

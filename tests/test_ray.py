@@ -19,17 +19,19 @@ import pyarrow.parquet as pq  # noqa: E402
 from nerbatch.engines import plan_jobs, tag_files  # noqa: E402
 from nerbatch.engines.ray import (  # noqa: E402
     CRASH_ENV,
-    _context_need,
+    context_need,
     model_settings,
     split_blocks,
     tag_block,
     tag_files_ray,
 )
-from nerbatch.errors import InputError  # noqa: E402
+from nerbatch.errors import InputError, ModelError  # noqa: E402
 from nerbatch.record import Sentence  # noqa: E402
 from nerbatch.tagger import Tagger, TaggerOptions  # noqa: E402
 
 from .conftest import SAMPLE  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own, on every run
 
 INPUTS = ["test.conll", "test.jsonl", "test.parquet", "sentences.txt"]
 
@@ -144,6 +146,26 @@ def test_bad_input_fails_like_the_local_engine(ray_local, tiny_model, tmp_path):
         tag_files_ray(plan_jobs(["-"], None), tiny_model, options)
 
 
+def test_a_model_that_cannot_be_used_fails_with_the_local_message(ray_local, tiny_encoder, tmp_path):
+    options = TaggerOptions(device="cpu")
+    with pytest.raises(ModelError) as local:
+        Tagger(tiny_encoder, options)
+    jobs = plan_jobs([str(SAMPLE / "test.conll")], str(tmp_path / "out.conll"))
+    with pytest.raises(ModelError) as remote:
+        tag_files_ray(jobs, tiny_encoder, options, progress=False, workers=1)
+    assert str(remote.value) == str(local.value)
+    assert not Path(jobs[0].output).exists()
+
+
+def test_without_ray_the_error_says_what_to_install(monkeypatch, tiny_model, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    jobs = plan_jobs([str(SAMPLE / "test.conll")], str(tmp_path / "out.conll"))
+    with pytest.raises(InputError, match=r"nerbatch\[ray\]"):
+        tag_files_ray(jobs, tiny_model, TaggerOptions(device="cpu"))
+
+
 def _stream(seed: int) -> list[Sentence]:
     """Documents that interleave, sentences without a document or without tokens, long sentences."""
     rng = random.Random(seed)
@@ -162,7 +184,7 @@ def test_blocks_with_their_neighbours_tag_like_the_whole_stream(context_model, t
     """The worker-side pieces alone (no Ray): split_blocks + tag_block == Tagger.tag, scores included."""
     options = TaggerOptions(device="cpu", block=tagger_block)
     tagger = Tagger(context_model, options)
-    need = _context_need(context_model, options)
+    need = context_need(context_model, options)
     assert need == 64
     whole = list(tagger.tag(_stream(7)))
     for carried in (need, tagger.max_length - len(tagger.specials)):  # the bound, and exactly the budget
@@ -181,6 +203,11 @@ def test_model_settings_match_the_tagger(tiny_model, context_model):
         for options in (TaggerOptions(device="cpu"), TaggerOptions(device="cpu", max_length=32, context=False)):
             tagger = Tagger(model, options)
             assert model_settings(model, options) == {"max_length": tagger.max_length, "context": tagger.context}
+    with pytest.raises(ModelError) as local:
+        Tagger(tiny_model, TaggerOptions(device="cpu", max_length=100))
+    with pytest.raises(ModelError) as driver:
+        model_settings(tiny_model, TaggerOptions(device="cpu", max_length=100))
+    assert str(driver.value) == str(local.value)
 
 
 def test_on_error_skip_rejects_and_resume_like_the_local_engine(ray_local, tiny_model, tmp_path):

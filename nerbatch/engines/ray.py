@@ -418,45 +418,61 @@ class RayTagger:
             raise AssertionError(f"{first.path}: Ray tagged more sentences than the driver read")
 
 
-def _context_need(model: str, options: TaggerOptions) -> int:
-    """Words of neighbouring sentences a block carries (0 when the model uses no document context).
-
-    Decided from the driver's view of the model folder (``nerbatch.json``), like ``Tagger`` does;
-    a hub id or a folder the driver cannot see gets the safe bound.
-    """
-    saved = read_model_config(model) if os.path.isdir(model) else None
-    context = options.context
-    if context is None:
-        context = saved.get("context", False) if saved is not None else True
-    if not context:
-        return 0
-    window = options.max_length or (saved or {}).get("max_length") or MAX_WINDOW
-    return min(int(window), MAX_WINDOW)
-
-
 def model_settings(model: str, options: TaggerOptions = TaggerOptions()) -> dict:
-    """``max_length`` and ``context`` as ``Tagger(model, options)`` resolves them, without loading the
-    weights (for the run manifest of ``--resume``, which records them, when the driver has no Tagger)."""
-    from transformers import AutoConfig, AutoTokenizer
+    """``max_length`` and ``context`` as ``Tagger(model, options)`` resolves them, without loading the weights.
 
+    Raises the :class:`ModelError` that ``Tagger`` would raise for a missing folder, a slow tokenizer,
+    a config without NER labels or a too long ``max_length``, so a bad model fails in the driver
+    before any output is opened. The CLI can also use it for the run manifest (``--resume``).
+    """
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from ..align import check_fast
     from ..errors import ModelError
 
+    hf_logging.set_verbosity_error()
     local = os.path.isdir(model)
+    if not local and (os.sep in model and os.path.exists(os.path.dirname(model)) or model.startswith(".")):
+        raise ModelError(f"{model}: model folder not found")
     try:
-        config = AutoConfig.from_pretrained(model, local_files_only=local)
         tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local)
     except Exception as exc:  # transformers raises OSError/ValueError/etc.
-        raise ModelError(f"{model}: cannot load the model config: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"{model}: cannot load the tokenizer: {str(exc).splitlines()[0]}") from None
+    check_fast(tokenizer, model)
+    try:
+        config = AutoConfig.from_pretrained(model, local_files_only=local)
+    except Exception as exc:
+        raise ModelError(f"{model}: cannot load a token-classification model: {str(exc).splitlines()[0]}") from None
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    if all(lab.startswith("LABEL_") for lab in labels):
+        raise ModelError(
+            f"{model}: the model config has no NER labels (id2label is LABEL_0, LABEL_1, ...)",
+            hint="train one with `nerbatch train`, or set id2label in config.json",
+        )
     saved = read_model_config(model) if local else {}
     limit = min(
         getattr(config, "max_position_embeddings", 512) or 512,
         tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else 512,
         512,
     )
-    return {
-        "max_length": options.max_length or saved.get("max_length") or limit,
-        "context": saved.get("context", False) if options.context is None else options.context,
-    }
+    max_length = options.max_length or saved.get("max_length") or limit
+    if max_length > limit:
+        raise ModelError(f"{model}: max_length {max_length} exceeds the model's limit of {limit}")
+    context = saved.get("context", False) if options.context is None else options.context
+    return {"max_length": max_length, "context": context}
+
+
+def context_need(model: str, options: TaggerOptions) -> int:
+    """Words of neighbouring sentences a block carries (0: the model uses no document context).
+
+    A model folder the driver can see is checked and resolved like ``Tagger`` does; for anything
+    else (a hub id, a folder only the nodes have) the safe bound is used and the actors check it.
+    """
+    if os.path.isdir(model):
+        settings = model_settings(model, options)
+        return min(int(settings["max_length"]), MAX_WINDOW) if settings["context"] else 0
+    return 0 if options.context is False else MAX_WINDOW
 
 
 def _start_ray(ray, address: str | None, quiet: bool) -> bool:
@@ -552,7 +568,7 @@ def tag_files_ray(
     model_path = os.path.abspath(model) if os.path.isdir(model) else model
     tb = max(1, tagger_options.block)
     size = -(-max(1, block_sentences) // tb) * tb
-    need = _context_need(model, tagger_options)
+    need = context_need(model, tagger_options)
 
     t0 = time.perf_counter()
     started = _start_ray(ray, address, quiet=not progress or any(job.output == STDIO for job in jobs))
