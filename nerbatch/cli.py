@@ -141,9 +141,12 @@ def cli() -> None:
 @click.option("--checkpoint-every", type=int, default=10_000, show_default=True, help="Make the partial output durable every N sentences, so --resume continues near where a killed run stopped (0: never).")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="fail: stop at the first bad record (exit 2). skip: leave it out, log it with file and line in OUTPUT.rejects.jsonl, go on (exit 3).")
 @click.option("--log-json", default=None, help="Append one JSON record per file (counts, seconds, status) to this file, for monitoring.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: this process. ray: Ray Data actors (pip install 'nerbatch[ray]'); same outputs.")
+@click.option("--address", default=None, help="With --engine ray: join this cluster ('auto' or ray://HOST:10001); default starts a local Ray.")
+@click.option("--workers", type=int, default=None, help="With --engine ray: tagger actors (default: one per GPU, else one per CPU).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (for cron).")
 @user_errors
-def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, quiet, **kw):
+def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, engine, address, workers, quiet, **kw):
     """Tag INPUTS (files, or - for stdin) and write one output per input.
 
     CoNLL output repeats each input line with one predicted-tag column appended (so a file with gold
@@ -156,6 +159,7 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
       nerbatch tag a.jsonl b.parquet -o tagged/ --model model/
       nerbatch tag news.txt -o news.html --model model/
       cat sentences.txt | nerbatch tag - --model model/
+      nerbatch tag corpus/*.parquet -o tagged/ --model model/ --engine ray --workers 4
     """
     from dataclasses import asdict, replace
 
@@ -175,7 +179,15 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
         "precision": tagger.options.precision,
     }
     run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json, output_options=changes_output)
-    summary = tag_files(jobs, tagger, options=read_options, scorer=scorer, progress=not quiet, run=run)
+    if engine == "ray":
+        from .engines.ray import tag_files_ray
+
+        summary = tag_files_ray(
+            jobs, tagger.model_name, tagger.options, options=read_options, workers=workers,
+            address=address, scorer=scorer, progress=not quiet, run=run,
+        )
+    else:
+        summary = tag_files(jobs, tagger, options=read_options, scorer=scorer, progress=not quiet, run=run)
     if scorer is not None:
         from .evaluate import write_report
 

@@ -14,20 +14,41 @@ from typing import Iterable
 from .errors import InputError
 from .io import ReadOptions, input_format, read
 from .io.base import AtomicOutput
+from .io.conll import DOCSTART
 from .record import Sentence
 from .scoring import Scorer, format_report
 
 
-def score_sentences(sentences: Iterable[Sentence], scorer: Scorer) -> Iterable[Sentence]:
+def add_sentence(scorer: Scorer, sent: Sentence, docstart: str | None = None) -> None:
+    """Score one sentence (if it has gold tags).
+
+    Like conlleval on a tagged CoNLL file, ``-DOCSTART-`` lines count as ``O``/``O`` tokens (they
+    change accuracy and the token count, never P/R/F1): ``docstart="tagged"`` reads their last two
+    columns (a file written by ``tag``); ``"input"`` takes their last column as gold and ``O`` as the
+    prediction the CoNLL writer appends; None ignores them.
+    """
+    if docstart is not None:
+        for line in sent.prefix:
+            if not line.startswith(DOCSTART):
+                continue
+            cols = line.split()
+            if docstart == "tagged" and len(cols) >= 3:
+                scorer.add([cols[-2]], [cols[-1]], sentence=False)
+            elif docstart == "input" and len(cols) >= 2:
+                scorer.add([cols[-1]], ["O"], sentence=False)
+    if sent.tokens and sent.tags is not None:
+        scorer.add(sent.tags, sent.pred or [])
+
+
+def score_sentences(sentences: Iterable[Sentence], scorer: Scorer, docstart: str | None = None) -> Iterable[Sentence]:
     """Pass sentences through, adding each one's gold and predicted tags to ``scorer``."""
     for sent in sentences:
-        if sent.tokens:
-            if sent.tags is None:
-                raise InputError("no gold tags to evaluate against", path=sent.path, line=sent.line)
-            try:
-                scorer.add(sent.tags, sent.pred or [])
-            except ValueError as exc:
-                raise InputError(str(exc), path=sent.path, line=sent.line) from None
+        if sent.tokens and sent.tags is None:
+            raise InputError("no gold tags to evaluate against", path=sent.path, line=sent.line)
+        try:
+            add_sentence(scorer, sent, docstart)
+        except ValueError as exc:
+            raise InputError(str(exc), path=sent.path, line=sent.line) from None
         yield sent
 
 
@@ -49,7 +70,7 @@ def evaluate_files(
     scorer = Scorer(strict=strict)
     for path in paths:
         f = input_format(path, fmt)
-        for _ in score_sentences(read(path, f, evaluation_options(f, options)), scorer):
+        for _ in score_sentences(read(path, f, evaluation_options(f, options)), scorer, "tagged" if f == "conll" else None):
             pass
     result = scorer.result()
     result["files"] = list(paths)
@@ -71,7 +92,8 @@ def evaluate_model(
     tagger = Tagger(model, tagger_options or TaggerOptions())
     scorer = Scorer(strict=strict)
     for path in paths:
-        for _ in score_sentences(tagger.tag(read(path, fmt, options)), scorer):
+        f = input_format(path, fmt)
+        for _ in score_sentences(tagger.tag(read(path, f, options)), scorer, "input" if f == "conll" else None):
             pass
     result = scorer.result()
     result["files"] = list(paths)

@@ -171,7 +171,7 @@ def _export(model, path: str) -> None:
     names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["logits"]}
     sink = io.StringIO()  # the exporter prints progress to stdout, which may be our output stream
     errors = []
-    with contextlib.redirect_stdout(sink), warnings.catch_warnings():
+    with contextlib.redirect_stdout(sink), warnings.catch_warnings(), _quiet_logging("torch.onnx", "onnxscript"):
         warnings.simplefilter("ignore")
         try:
             batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
@@ -205,16 +205,26 @@ def _export(model, path: str) -> None:
     raise ModelError(f"cannot export the model to ONNX for int8: {'; '.join(errors)}", hint="use --precision fp32 or bf16")
 
 
+@contextlib.contextmanager
+def _quiet_logging(*names: str):
+    """Raise these loggers to ERROR for a while (exporter/quantizer chatter on stderr)."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _quantize(src: str, dst: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # "Please consider to run pre-processing before quantization"
-    try:
+    # the root logger: "Please consider to run pre-processing before quantization"
+    with _quiet_logging("", "onnxruntime"):
         quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-    finally:
-        root.setLevel(level)
 
 
 def _build(model, folder: str, name: str) -> str:
@@ -229,10 +239,12 @@ def _build(model, folder: str, name: str) -> str:
     return out
 
 
-def _session(ort, path: str, threads: int | None):
+def _session(ort, path: str, threads: int | None, spin: bool = True):
     import torch
 
     opts = ort.SessionOptions()
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1

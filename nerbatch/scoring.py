@@ -267,6 +267,7 @@ class Scorer:
     def __init__(self, strict: bool = False) -> None:
         self.strict = strict
         self._sentences = 0
+        self._started = False
         # default mode
         self._conll = _ConllevalState()
         # strict mode
@@ -274,8 +275,12 @@ class Scorer:
         self._correct_tags = 0
         self._strict: dict[str, _Counts] = {}
 
-    def add(self, gold: Sequence[str], pred: Sequence[str]) -> None:
-        """Score one sentence; ``gold`` and ``pred`` are its tags, token by token."""
+    def add(self, gold: Sequence[str], pred: Sequence[str], *, sentence: bool = True) -> None:
+        """Score one sentence; ``gold`` and ``pred`` are its tags, token by token.
+
+        ``sentence=False`` scores tokens that conlleval sees but that are no sentence (the
+        ``-DOCSTART-`` lines of a tagged CoNLL file); strict mode ignores them.
+        """
         if isinstance(gold, str) or isinstance(pred, str):
             raise TypeError("gold and pred must be sequences of tags, not a single string")
         if len(gold) != len(pred):
@@ -283,13 +288,16 @@ class Scorer:
                 f"gold and predicted tags differ in length: {len(gold)} != {len(pred)}"
             )
         if self.strict:
-            self._add_strict(gold, pred)
+            if sentence:
+                self._add_strict(gold, pred)
         else:
-            if self._sentences > 0:
+            if self._started:
                 self._conll.boundary()  # the blank line between two sentences
             for g, p in zip(gold, pred, strict=True):
                 self._conll.token(g, p)
-        self._sentences += 1
+            self._started = True
+        if sentence:
+            self._sentences += 1
 
     def _add_strict(self, gold: Sequence[str], pred: Sequence[str]) -> None:
         gold_entities = _strict_entities(gold)

@@ -236,10 +236,10 @@ def test_conll_only_docstart_lines(tmp_path):
     assert tail.tokens == [] and tail.tags is None
     assert tail.prefix == ["-DOCSTART- -X- -X- O", "", "-DOCSTART- -X- -X- O", ""]
     assert tail.doc_id == "2"
-    # the writer keeps these lines
+    # the writer keeps these lines, with the O column conlleval expects on every non-blank line
     out = tmp_path / "only.out.conll"
     tag_file(path, out, "conll")
-    assert out.read_text(encoding="utf-8") == text
+    assert out.read_text(encoding="utf-8") == text.replace("-X- O\n", "-X- O O\n")
 
 
 def test_conll_docstart_prefix_needs_exact_word(tmp_path):
@@ -273,7 +273,9 @@ def test_conll_reader_is_lazy(tmp_path):
 
 
 def check_mirror(src: Path, out: Path) -> None:
-    """Same number of lines; token lines get one separator + the predicted tag; others unchanged."""
+    """Same number of lines; token lines get one separator + the predicted tag, -DOCSTART- lines
+    one separator + O (so every non-blank line has the same columns, as conlleval needs); blank
+    lines stay blank."""
     sentences = list(read(str(src)))
     preds = [p for s in sentences for p in predict(s)]
     inp, got = file_lines(src), file_lines(out)
@@ -281,8 +283,10 @@ def check_mirror(src: Path, out: Path) -> None:
     it = iter(preds)
     for line_in, line_out in zip(inp, got, strict=True):
         stripped = line_in.rstrip()
-        if not stripped or stripped.startswith("-DOCSTART-"):
+        if not stripped:
             assert line_out == stripped
+        elif stripped.startswith("-DOCSTART-"):
+            assert line_out == stripped + ("\t" if "\t" in stripped else " ") + "O"
         else:
             sep = "\t" if "\t" in stripped else " "
             assert line_out == stripped + sep + next(it)
@@ -324,7 +328,7 @@ def test_conll_writer_exact_bytes(tmp_path):
     out = tmp_path / "out.conll"
     tag_file(src, out, "conll")
     assert out.read_text(encoding="utf-8") == (
-        "-DOCSTART- O\n\nEU B-ORG B-PRED\nrejects\tO\tI-PRED\n\n\nx O B-PRED\n"
+        "-DOCSTART- O O\n\nEU B-ORG B-PRED\nrejects\tO\tI-PRED\n\n\nx O B-PRED\n"
     )
 
 

@@ -20,7 +20,6 @@ from nerbatch.engines import plan_jobs, tag_files  # noqa: E402
 from nerbatch.engines.ray import (  # noqa: E402
     CRASH_ENV,
     context_need,
-    model_settings,
     split_blocks,
     tag_block,
     tag_files_ray,
@@ -196,18 +195,6 @@ def test_blocks_with_their_neighbours_tag_like_the_whole_stream(context_model, t
     with pytest.raises(Exception, match="document context"):
         left, core, right, lc, rc = next(iter(split_blocks(_stream(7), size, 8)))
         tag_block(tagger, left, core, right, lc, rc, 8)
-
-
-def test_model_settings_match_the_tagger(tiny_model, context_model):
-    for model in (tiny_model, context_model):
-        for options in (TaggerOptions(device="cpu"), TaggerOptions(device="cpu", max_length=32, context=False)):
-            tagger = Tagger(model, options)
-            assert model_settings(model, options) == {"max_length": tagger.max_length, "context": tagger.context}
-    with pytest.raises(ModelError) as local:
-        Tagger(tiny_model, TaggerOptions(device="cpu", max_length=100))
-    with pytest.raises(ModelError) as driver:
-        model_settings(tiny_model, TaggerOptions(device="cpu", max_length=100))
-    assert str(driver.value) == str(local.value)
 
 
 def test_on_error_skip_rejects_and_resume_like_the_local_engine(ray_local, tiny_model, tmp_path):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from ..errors import InputError
 from ..io import EXTENSION_FOR, OUTPUT_FORMATS, ReadOptions, guess_format, input_format, open_writer, read
 from ..io.base import STDIO
+from ..evaluate import add_sentence
 from ..scoring import Scorer, conll_chunks
 
 
@@ -250,9 +251,10 @@ def _run_job(job: FileJob, tagger, options: ReadOptions, scorer, run: RunOptions
                 stats["sentences"] += 1
                 stats["tokens"] += len(sent.tokens)
                 stats["entities"] += len(conll_chunks(sent.pred or []))
-                if scorer is not None and sent.tags is not None:
-                    scorer.add(sent.tags, sent.pred or [])
                 bar.update(1)
+            if scorer is not None and sent.error is None:
+                conll_out = job.input_format == job.output_format == "conll"
+                add_sentence(scorer, sent, "input" if conll_out else None)
             if fp and run.checkpoint_every and done % run.checkpoint_every == 0:
                 ck = writer.checkpoint()
                 if rejects is not None:

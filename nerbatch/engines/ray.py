@@ -30,6 +30,7 @@ import time
 import warnings
 import zlib
 from collections import deque
+from dataclasses import replace
 from itertools import chain
 from typing import Any, Iterable, Iterator
 
@@ -38,7 +39,7 @@ from ..io import ReadOptions, read
 from ..io.base import STDIO
 from ..record import Sentence
 from ..scoring import Scorer
-from ..tagger import TaggerOptions, read_model_config
+from ..tagger import TaggerOptions
 from .local import FileJob, TagSummary, tag_files
 
 RAY_HINT = "pip install 'nerbatch[ray]'"
@@ -152,19 +153,19 @@ def split_blocks(
         core = take(size)
 
 
-
-
 def _row(file: int, block: int, kind: str, payload: bytes = b"", sentences: int = 0) -> dict:
     return {"file": file, "block": block, "kind": kind, "payload": payload, "sentences": sentences}
 
 
-def _light_list(sents: list[Sentence]) -> list[tuple[list[str], str | None]]:
-    return [(s.tokens, s.doc_id) for s in sents]
+def _light_list(sents: list[Sentence]) -> list[tuple[list[str], str | None, int]]:
+    return [(s.tokens, s.doc_id, s.line) for s in sents]
 
 
 def _read_file(item: dict, options: ReadOptions, size: int, need: int) -> Iterator[dict]:
     """flat_map UDF: one input file -> one row per block, then an ``end`` row (or an ``error`` row)."""
-    file, name, path, fmt = int(item["file"]), item["name"], item["path"], item["fmt"]
+    file, name, fmt = int(item["file"]), item["name"], item["fmt"]
+    # the path as given (local Ray, or a working_dir), else as the driver resolved it (shared filesystem)
+    path = name if os.path.exists(name) or not os.path.exists(item["path"]) else item["path"]
     block = 0
     n_sent = 0
     try:
@@ -176,13 +177,13 @@ def _read_file(item: dict, options: ReadOptions, size: int, need: int) -> Iterat
                 "left_cut": left_cut,
                 "right_cut": right_cut,
                 "need": need,
-                "where": (name, core[0].line),
+                "path": name,
             }
             n_sent += len(core)
             yield _row(file, block, "block", pickle.dumps(payload, protocol=5), len(core))
             block += 1
     except NerbatchError as exc:
-        if isinstance(exc, InputError) and exc.path == path:
+        if isinstance(exc, InputError) and exc.path == path != name:
             exc.path = name  # the path the user gave, as the local engine reports it
         yield _row(file, block, "error", pickle.dumps(exc))
         return
@@ -210,6 +211,8 @@ def tag_block(
     from ..align import assign, features_for, with_context, word_pieces
     from ..batching import chunked, plan_batches
 
+    if not getattr(tagger, "loaded", True):
+        tagger.load()
     body = tagger.max_length - len(tagger.specials)
     budget = body if tagger.context else 0
     if budget > need:
@@ -246,21 +249,25 @@ def tag_block(
     return core
 
 
-def _sentences(light: list[tuple[list[str], str | None]], path: str = "", line: int = 0) -> list[Sentence]:
-    return [Sentence(tokens=t, doc_id=d, path=path, line=line) for t, d in light]
+def _sentences(light: list[tuple[list[str], str | None, int]], path: str = "") -> list[Sentence]:
+    return [Sentence(tokens=t, doc_id=d, path=path, line=n) for t, d, n in light]
 
 
 class _TagActor:
     """map_batches UDF: loads the tagger once per actor, then tags one block per row."""
 
-    def __init__(self, model: str, options: TaggerOptions) -> None:
+    def __init__(self, model: str, options: TaggerOptions, model_abs: str | None = None) -> None:
         self.error: NerbatchError | None = None
         self.tagger = None
         self.done = 0
+        if model_abs and not os.path.isdir(model) and os.path.isdir(model_abs):
+            model = model_abs  # a relative folder, from a node whose working directory differs
         try:
             from ..tagger import Tagger
 
             self.tagger = Tagger(model, options)
+            if hasattr(self.tagger, "load"):
+                self.tagger.load()  # weights now, once per actor (Tagger loads them lazily)
         except NerbatchError as exc:  # travels as data, so the driver raises it as the local engine would
             self.error = exc
 
@@ -285,8 +292,7 @@ class _TagActor:
             return _row(row["file"], row["block"], "error", pickle.dumps(self.error))
         self._maybe_crash()
         data = pickle.loads(row["payload"])
-        name, line = data["where"]
-        core = _sentences(data["core"], name, line)
+        core = _sentences(data["core"], data["path"])
         forward0 = self.tagger.forward_seconds
         try:
             tag_block(
@@ -385,7 +391,13 @@ class RayTagger:
                 raise AssertionError(f"ray engine: the results of file {file} are missing")
             row = self._take()
             if row["kind"] == "error":
-                raise pickle.loads(row["payload"])
+                exc = pickle.loads(row["payload"])
+                if isinstance(exc, InputError) and exc.line is None and exc.path and os.path.exists(exc.path):
+                    exc.hint = (exc.hint + "; " if exc.hint else "") + (
+                        "the driver can read it but the Ray workers cannot: inputs must be on a filesystem "
+                        "that every node mounts at the same path"
+                    )
+                raise exc
             if row["kind"] == "end":
                 return
             data = pickle.loads(row["payload"])
@@ -418,60 +430,18 @@ class RayTagger:
             raise AssertionError(f"{first.path}: Ray tagged more sentences than the driver read")
 
 
-def model_settings(model: str, options: TaggerOptions = TaggerOptions()) -> dict:
-    """``max_length`` and ``context`` as ``Tagger(model, options)`` resolves them, without loading the weights.
-
-    Raises the :class:`ModelError` that ``Tagger`` would raise for a missing folder, a slow tokenizer,
-    a config without NER labels or a too long ``max_length``, so a bad model fails in the driver
-    before any output is opened. The CLI can also use it for the run manifest (``--resume``).
-    """
-    from transformers import AutoConfig, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from ..align import check_fast
-    from ..errors import ModelError
-
-    hf_logging.set_verbosity_error()
-    local = os.path.isdir(model)
-    if not local and (os.sep in model and os.path.exists(os.path.dirname(model)) or model.startswith(".")):
-        raise ModelError(f"{model}: model folder not found")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local)
-    except Exception as exc:  # transformers raises OSError/ValueError/etc.
-        raise ModelError(f"{model}: cannot load the tokenizer: {str(exc).splitlines()[0]}") from None
-    check_fast(tokenizer, model)
-    try:
-        config = AutoConfig.from_pretrained(model, local_files_only=local)
-    except Exception as exc:
-        raise ModelError(f"{model}: cannot load a token-classification model: {str(exc).splitlines()[0]}") from None
-    labels = [config.id2label[i] for i in range(config.num_labels)]
-    if all(lab.startswith("LABEL_") for lab in labels):
-        raise ModelError(
-            f"{model}: the model config has no NER labels (id2label is LABEL_0, LABEL_1, ...)",
-            hint="train one with `nerbatch train`, or set id2label in config.json",
-        )
-    saved = read_model_config(model) if local else {}
-    limit = min(
-        getattr(config, "max_position_embeddings", 512) or 512,
-        tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else 512,
-        512,
-    )
-    max_length = options.max_length or saved.get("max_length") or limit
-    if max_length > limit:
-        raise ModelError(f"{model}: max_length {max_length} exceeds the model's limit of {limit}")
-    context = saved.get("context", False) if options.context is None else options.context
-    return {"max_length": max_length, "context": context}
-
-
 def context_need(model: str, options: TaggerOptions) -> int:
     """Words of neighbouring sentences a block carries (0: the model uses no document context).
 
-    A model folder the driver can see is checked and resolved like ``Tagger`` does; for anything
-    else (a hub id, a folder only the nodes have) the safe bound is used and the actors check it.
+    For a model folder the driver can see, ``Tagger`` resolves the settings (from the folder's JSON
+    files; it raises the local engine's :class:`ModelError` for an unusable model, before any output
+    is opened). A hub id or a folder only the nodes have gets the safe bound; the actors check it.
     """
     if os.path.isdir(model):
-        settings = model_settings(model, options)
-        return min(int(settings["max_length"]), MAX_WINDOW) if settings["context"] else 0
+        from ..tagger import Tagger
+
+        tagger = Tagger(model, options)  # reads the JSON files only; the weights load lazily
+        return min(int(tagger.max_length), MAX_WINDOW) if tagger.context else 0
     return 0 if options.context is False else MAX_WINDOW
 
 
@@ -520,7 +490,7 @@ def build_dataset(ray, jobs: list[FileJob], model: str, tagger_options: TaggerOp
     )
     cpus = 1 if use_gpu else max(1, tagger_options.threads or 1)
     tag_args: dict[str, Any] = {
-        "fn_constructor_args": (model, tagger_options),
+        "fn_constructor_args": (model, tagger_options, os.path.abspath(model) if os.path.isdir(model) else None),
         "batch_size": 1,
         "batch_format": "pyarrow",
         "compute": ray.data.ActorPoolStrategy(size=workers),
@@ -565,7 +535,6 @@ def tag_files_ray(
     ray = _import_ray()
     from ray.data import DataContext
 
-    model_path = os.path.abspath(model) if os.path.isdir(model) else model
     tb = max(1, tagger_options.block)
     size = -(-max(1, block_sentences) // tb) * tb
     need = context_need(model, tagger_options)
@@ -589,7 +558,10 @@ def tag_files_ray(
         if workers is None:
             per_actor = 1 if use_gpu else max(1, tagger_options.threads or 1)
             workers = gpus if use_gpu else max(1, int(resources.get("CPU", 1) // per_actor))
-        ds = build_dataset(ray, jobs, model_path, tagger_options, options, workers, use_gpu, size, need)
+        if use_gpu and tagger_options.device.startswith("cuda"):
+            # Ray gives each actor one GPU and hides the others: it is always "cuda" (cuda:0) there
+            tagger_options = replace(tagger_options, device="cuda")
+        ds = build_dataset(ray, jobs, model, tagger_options, options, workers, use_gpu, size, need)
         rows = iter(ds.iter_rows())  # lazy: runs from the first result asked for
         tagger = RayTagger(model, rows, {job.input: i for i, job in enumerate(jobs)})
         kwargs = {} if run is None else {"run": run}

@@ -129,6 +129,14 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
         yield Sentence(tokens=[], doc_id=f"{doc}", index=index, path=path, source=[], prefix=prefix)
 
 
+def _passthrough(line: str) -> str:
+    """A non-token line of the input: blank lines stay blank; ``-DOCSTART-`` gets an ``O`` column
+    like every token line, so all non-blank lines have the same columns (conlleval requires it)."""
+    if not line:
+        return "\n"
+    return f"{line}{chr(9) if chr(9) in line else ' '}O\n"
+
+
 class ConllWriter(Writer):
     """Input line + one tag column; non-CoNLL input becomes ``word [gold] pred`` lines."""
 
@@ -150,10 +158,10 @@ class ConllWriter(Writer):
         raw = sentence.source if isinstance(sentence.source, list) else None
         parts: list[str] = []
         if sentence.error is not None:  # rejected: keep the document structure, drop its lines
-            out.write("".join(line + "\n" for line in sentence.prefix))
+            out.write("".join(_passthrough(line) for line in sentence.prefix))
             return
         if raw is not None:
-            parts.extend(line + "\n" for line in sentence.prefix)
+            parts.extend(_passthrough(line) for line in sentence.prefix)
             for line, tag in zip(raw, pred):
                 parts.append(f"{line}{chr(9) if chr(9) in line else ' '}{tag}\n")
         else:
