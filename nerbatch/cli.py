@@ -217,11 +217,12 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
 @click.option("--context/--no-context", default=True, show_default=True, help="Fill each window with neighbouring sentences of the same document (labels on the target only); tagging then does the same.")
 @click.option("--every", type=int, default=1, show_default=True, help="Keep every Nth training sentence (e.g. 5 for a quick run).")
 @click.option("--bf16", is_flag=True, help="bf16 mixed precision (fast on AMX CPUs and recent GPUs).")
+@click.option("--group-by-length/--no-group-by-length", default=True, show_default=True, help="Batch sequences of similar length together (less padding, faster); off gives the plain random batches.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @read_options_decorator
 @click.option("-q", "--quiet", is_flag=True, help="Only the final table.")
 @user_errors
-def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, seed, max_length, context, every, bf16, threads, quiet, **kw):
+def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, seed, max_length, context, every, bf16, group_by_length, threads, quiet, **kw):
     """Fine-tune an encoder for NER and write a model folder.
 
     The folder loads with plain transformers (`pipeline("token-classification", model=DIR)`) and
@@ -253,6 +254,7 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
         context=context,
         every=every,
         bf16=bf16,
+        group_by_length=group_by_length,
         threads=threads,
         input_format=kw.pop("input_format"),
         read_options=read_options,

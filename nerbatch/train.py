@@ -58,6 +58,7 @@ class TrainOptions:
     read_options: ReadOptions = field(default_factory=ReadOptions)
     threads: int | None = None
     bf16: bool = False  # bf16 autocast (fast on CPUs with AMX and on recent GPUs)
+    group_by_length: bool = True  # batches of similar length (less padding); False: random batches
     quiet: bool = False
 
 
@@ -243,7 +244,7 @@ def train(opts: TrainOptions) -> dict:
             logging_strategy="epoch",
             report_to="none",
             seed=opts.seed,
-            train_sampling_strategy="group_by_length",
+            train_sampling_strategy="group_by_length" if opts.group_by_length else "random",
             length_column_name="length",
             disable_tqdm=opts.quiet or not sys.stderr.isatty(),
             use_cpu=not torch.cuda.is_available(),

@@ -1,0 +1,67 @@
+"""Training speed: nerbatch's settings against the plain recipe, same encoder, data and epochs.
+
+plain    = the notebook's Trainer settings: random batches padded to their longest sequence, fp32,
+           lr 5e-5, batch 32, no warm-up, no document context
+nerbatch = batches grouped by length, bf16 autocast (AMX on this CPU), same lr/batch/epochs/data
+
+    .venv/bin/python benchmarks/train_speed.py [--every 3] [--epochs 1] [--out benchmarks/results/train_speed.json]
+
+Prints seconds per epoch and dev F1 (conlleval rules) for both, and the speed ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from nerbatch.train import TrainOptions, train  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "conll2003"))
+    ap.add_argument("--every", type=int, default=3, help="keep every Nth training sentence")
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "train_speed.json"))
+    args = ap.parse_args()
+    train_file = os.path.join(args.data, "train.txt")
+    dev_file = os.path.join(args.data, "valid.txt")
+    if not os.path.exists(train_file):
+        sys.exit(f"no CoNLL-2003 data at {args.data}")
+    rows = []
+    for name, fast in (("plain", False), ("nerbatch", True)):
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.time()
+            res = train(
+                TrainOptions(
+                    train=[train_file], dev=dev_file, output_dir=out, epochs=args.epochs, lr=5e-5, batch_size=32,
+                    warmup=0.0, context=False, every=args.every, bf16=fast, group_by_length=fast, quiet=True,
+                )
+            )
+            rows.append({
+                "recipe": name,
+                "train_seconds": res["train_seconds"],
+                "seconds_per_epoch": res["train_seconds"] / args.epochs,
+                "dev_f1": res["final"]["f1"],
+                "wall_seconds": time.time() - t0,
+            })
+    base = rows[0]["seconds_per_epoch"]
+    print(f"CoNLL-2003 train (every {args.every}. sentence), {args.epochs:g} epoch(s), dev = valid, MiniLM-L6-H384")
+    print(f"{'recipe':10} {'s/epoch':>8} {'dev F1':>7} {'speed-up':>8}")
+    for r in rows:
+        r["speedup"] = base / r["seconds_per_epoch"]
+        print(f"{r['recipe']:10} {r['seconds_per_epoch']:8.1f} {100 * r['dev_f1']:7.2f} {r['speedup']:7.2f}x")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump({"every": args.every, "epochs": args.epochs, "rows": rows}, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
