@@ -8,9 +8,9 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from ..evaluate import add_sentence
 from ..io import EXTENSION_FOR, OUTPUT_FORMATS, ReadOptions, guess_format, input_format, open_writer, read
 from ..io.base import STDIO
-from ..evaluate import add_sentence
 from ..scoring import Scorer, conll_chunks
 
 
