@@ -204,6 +204,8 @@ def _run_job(job: FileJob, tagger, options: ReadOptions, scorer, run: RunOptions
         "seconds": 0.0,
     }
     t1 = time.perf_counter()
+    counters = ("forward_seconds", "tokens_seen", "padded_tokens")
+    before = {k: getattr(tagger, k, 0) for k in counters}
     stdout = job.output == STDIO
     fp = None
     resume = None
@@ -288,8 +290,11 @@ def _run_job(job: FileJob, tagger, options: ReadOptions, scorer, run: RunOptions
         if rejects is not None:
             rejects.abort(keep=fp is not None)
         raise
-    if fp:
-        stats["seconds"] = round(time.perf_counter() - t1, 3)
-        save_manifest(job.output, {"fingerprint": fp, "complete": True, "stats": stats})
     stats["seconds"] = round(time.perf_counter() - t1, 3)
+    # model-side counters of this file: time inside forward, subword tokens, padded batch slots
+    stats["forward_seconds"] = round(getattr(tagger, "forward_seconds", 0) - before["forward_seconds"], 3)
+    stats["subword_tokens"] = getattr(tagger, "tokens_seen", 0) - before["tokens_seen"]
+    stats["padded_tokens"] = getattr(tagger, "padded_tokens", 0) - before["padded_tokens"]
+    if fp:
+        save_manifest(job.output, {"fingerprint": fp, "complete": True, "stats": stats})
     return stats
