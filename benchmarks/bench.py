@@ -328,7 +328,7 @@ def _ort_variant(model, name: str):
     """ONNX Runtime candidates: nerbatch.quantize's export, then a quantization/session variant.
 
     ``name`` is ``ort-fp32`` or ``ort-int8`` plus any of ``-perchannel`` (per-channel weight scales),
-    ``-u8w`` (uint8 weights), ``-fused`` (onnxruntime.transformers optimizer first: SkipLayerNorm,
+    ``-u8w`` (uint8 weights), ``-fp32head`` (the classifier stays fp32), ``-fused`` (onnxruntime.transformers optimizer first: SkipLayerNorm,
     BiasGelu), ``-nospin`` (ORT worker threads do not spin-wait).
     """
     import logging
@@ -358,6 +358,7 @@ def _ort_variant(model, name: str):
                 weight_type=QuantType.QUInt8 if "-u8w" in name else QuantType.QInt8,
                 per_channel="-perchannel" in name,
                 op_types_to_quantize=["MatMul", "Gemm"],
+                nodes_to_exclude=q.head_nodes(src, model.config.num_labels) if "-fp32head" in name else None,
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
         session = q._session(ort, path, None, spin="-nospin" not in name)
@@ -865,7 +866,7 @@ def main() -> None:
     ap.add_argument("--int8-candidates", action="store_true", help="compare int8 back-ends instead of the main table")
     ap.add_argument("--candidates", default="fp32,bf16,nerbatch.quantize,ort-fp32,ort-int8,ort-int8-perchannel,ort-int8-u8w,ort-int8-fused,ort-int8-nospin,"
                     "torch.ao.quantize_dynamic,torchao-int8,torchao-int8+compile",
-                    help="with --int8-candidates (ORT variants: ort-fp32 / ort-int8 + -perchannel -u8w -fused -nospin)")
+                    help="with --int8-candidates (ORT variants: ort-fp32 / ort-int8 + -perchannel -u8w -fp32head -fused -nospin)")
     ap.add_argument("--sentences", type=int, default=1000, help="with --int8-candidates: first N test sentences")
     ap.add_argument("--passes", type=int, default=2, help="with --int8-candidates: timed passes per candidate (best is kept)")
     ap.add_argument("--verbose", action="store_true")
