@@ -456,7 +456,8 @@ def nerbatch_cmd() -> list[str]:
 
 def ensure_model(args, work: Path) -> Path:
     if args.model:
-        return Path(args.model)
+        given = Path(args.model)
+        return given.resolve() if given.exists() else given  # children run in the repo root
     model = DEFAULT_MODEL
     if all((model / f).exists() for f in ("config.json", "nerbatch.json")):
         print(f"model: {model} (cached; delete it to retrain)")
@@ -872,6 +873,7 @@ def main() -> None:
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))  # this checkout's nerbatch, even when it is not installed
     if args.worker:
         worker_main(args.worker)
         return

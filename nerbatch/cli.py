@@ -85,7 +85,7 @@ def tagger_options_decorator(fn):
     opts = [
         click.option("--model", "-m", envvar="NERBATCH_MODEL", required=True, help="Model folder (from `nerbatch train`) or hub id; env NERBATCH_MODEL."),
         click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Model precision; fp16 needs a GPU, bf16 is fast on GPUs and AMX CPUs."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "int8"]), default="fp32", show_default=True, help="Model precision; fp16 needs a GPU; bf16 is fast on GPUs and AMX CPUs; int8 (CPU) runs an ONNX Runtime int8 copy of the model (pip install 'nerbatch[int8]'; quantized on first use, then cached)."),
         click.option("--batch-tokens", type=int, default=None, help="Padded subword tokens per batch (default 4096 on CPU, 32768 on GPU)."),
         click.option("--max-batch", type=int, default=None, help="Sentences per batch at most (default 128 on CPU, 1024 on GPU)."),
         click.option("--max-length", type=int, default=None, help="Subwords per model window (default: as trained, else the model's limit)."),

@@ -19,7 +19,7 @@ from .errors import ModelError
 from .record import Sentence
 
 NERBATCH_CONFIG = "nerbatch.json"
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,24 @@ def load_model(model: str):
             hint="train one with `nerbatch train`, or set id2label in config.json",
         )
     return tokenizer, net
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them otherwise, and RSS creeps up with the
+    corpus although nothing is retained). A no-op where glibc is not there."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
 
 
 def _json(path: str) -> dict:
@@ -144,9 +162,16 @@ class Tagger:
         gpu = self.device.type == "cuda"
         if options.precision == "fp16" and not gpu:
             raise ModelError("--precision fp16 needs a GPU", hint="use fp32 or bf16 on CPU")
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
-        self.model.to(device=self.device, dtype=dtype)
-        self.model.eval()
+        if options.precision == "int8":
+            if gpu:
+                raise ModelError("--precision int8 runs on the CPU only", hint="use --device cpu, or bf16/fp16 on a GPU")
+            from .quantize import quantize_int8
+
+            self.model = quantize_int8(self.model.eval(), threads=options.threads)
+        else:
+            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
+            self.model.to(device=self.device, dtype=dtype)
+            self.model.eval()
         self.batch_tokens = options.batch_tokens or (32768 if gpu else 4096)
         self.max_batch = options.max_batch or (1024 if gpu else 128)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -231,6 +256,7 @@ class Tagger:
                 fs = [feats[i] for i in batch]
                 for f, (labs, probs) in zip(fs, self._forward(fs)):
                     parts[f.sent].append((f, labs, probs))
+            _trim_heap()
             for k, sent in enumerate(block):
                 sent.pred, sent.scores = assign(len(sent.tokens), parts[k], self.labels)
                 if len(sent.pred) != len(sent.tokens):  # the core invariant
