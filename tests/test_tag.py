@@ -11,6 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nerbatch.cli import cli
 from nerbatch.io import read
@@ -225,3 +227,33 @@ def test_help_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert proc.stdout.strip().splitlines()[-1] == "False False"
+
+
+_token = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=8
+) | st.sampled_from(["\u200b", "\x07", "\u0301", "\ufeff", " ", "", "Turku", "x" * 300])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sentences=st.lists(st.lists(_token, min_size=0, max_size=40), min_size=1, max_size=6))
+def test_any_unicode_tokens_get_exactly_one_tag_each(tagger, sentences):
+    """Arbitrary tokens, including ones the tokenizer drops entirely, through the real tokenizer and model."""
+    records = [Sentence(tokens=list(toks), doc_id="d", index=i) for i, toks in enumerate(sentences)]
+    out = list(tagger.tag(records))
+    assert [s.tokens for s in out] == sentences  # order and tokens unchanged
+    for s in out:
+        assert len(s.pred) == len(s.tokens) == len(s.scores)
+        assert set(s.pred) <= LABELS
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.fixed_dictionaries({"tokens": st.lists(_token, max_size=12), "extra": st.text(max_size=5), "n": st.integers()}), min_size=1, max_size=5))
+def test_jsonl_passthrough_survives_any_tokens(tiny_model, tmp_path_factory, rows):
+    folder = tmp_path_factory.mktemp("jl")
+    src = folder / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = folder / "out.jsonl"
+    assert run("tag", str(src), "-o", str(out), "--model", tiny_model, "-q").exit_code == 0
+    got = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [{k: g[k] for k in r} for g, r in zip(got, rows)] == rows
+    assert all(len(g["pred_tags"]) == len(g["tokens"]) for g in got)
