@@ -15,6 +15,7 @@ from ..scoring import conll_chunks
 from .base import ReadOptions, Writer, decoded_lines
 
 _WORD = re.compile(r"\S+")
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 def split_text(text: str) -> tuple[list[str], list[tuple[int, int]]]:
@@ -164,6 +165,7 @@ class JsonlWriter(Writer):
             raise AssertionError(f"{sentence.path}:{sentence.line}: tag count differs from token count")
         obj = output_record(sentence)
         try:
-            self.out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            # U+0085, U+2028 and U+2029 stay escaped: many line readers (str.splitlines, JavaScript) split on them
+            self.out.write(json.dumps(obj, ensure_ascii=False).translate(_LINE_BREAKS) + "\n")
         except UnicodeEncodeError:  # lone surrogates (from "\ud800" escapes in the input) stay escaped
             self.out.write(json.dumps(obj) + "\n")
