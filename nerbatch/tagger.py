@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from itertools import chain, islice
 from typing import Iterable, Iterator
@@ -201,8 +202,6 @@ class Tagger:
 
     # -- model side ------------------------------------------------------------------------
     def _forward(self, feats: list[Feature]) -> list[tuple[list[int], list[float]]]:
-        import time
-
         import numpy as np
         import torch
 

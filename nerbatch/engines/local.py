@@ -229,6 +229,8 @@ def _run_job(job: FileJob, tagger, options: ReadOptions, scorer, run: RunOptions
     rejects: AtomicOutput | None = None
     writer = None
     done = resume["sentences"] if resume else 0
+    # a CoNLL output carries -DOCSTART- lines that conlleval counts; score them the same way
+    docstart = "input" if job.input_format == job.output_format == "conll" else None
     try:
         writer = open_writer(
             job.output, job.output_format, input_path=job.input, input_fmt=job.input_format, part=part, resume=resume
@@ -255,8 +257,7 @@ def _run_job(job: FileJob, tagger, options: ReadOptions, scorer, run: RunOptions
                 stats["entities"] += len(conll_chunks(sent.pred or []))
                 bar.update(1)
             if scorer is not None and sent.error is None:
-                conll_out = job.input_format == job.output_format == "conll"
-                add_sentence(scorer, sent, "input" if conll_out else None)
+                add_sentence(scorer, sent, docstart)
             if fp and run.checkpoint_every and done % run.checkpoint_every == 0:
                 ck = writer.checkpoint()
                 if rejects is not None:
