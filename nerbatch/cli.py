@@ -92,13 +92,14 @@ def tagger_options_decorator(fn):
         click.option("--stride", type=int, default=None, help="Step between windows of a long sentence, in subwords (default: half a window)."),
         click.option("--context/--no-context", default=None, help="Surround each sentence with its document neighbours (default: as the model was trained)."),
         click.option("--threads", type=int, default=None, help="CPU threads for the model (default: torch's choice)."),
+        click.option("--compile/--no-compile", "compile_model", default=None, help="Run a compiled copy of the model (AOTInductor; fp32/bf16 on the CPU; needs a C++ compiler): built on first use (about 20 s), cached, then faster to start and to run. Default: on where possible; env NERBATCH_COMPILE=0 turns it off."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
 
 
-def build_tagger(kw: dict):
+def build_tagger(kw: dict, verbose: bool = False):
     from .tagger import Tagger, TaggerOptions
 
     model = kw.pop("model")
@@ -111,6 +112,8 @@ def build_tagger(kw: dict):
         stride=kw.pop("stride"),
         context=kw.pop("context"),
         threads=kw.pop("threads"),
+        compile=kw.pop("compile_model"),
+        verbose=verbose,
     )
     return Tagger(model, options)
 
@@ -169,7 +172,7 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
 
     read_options = replace(build_read_options(kw), on_error=on_error)
     jobs = plan_jobs(list(inputs), output, input_fmt=kw.pop("input_format"), output_fmt=output_format)
-    tagger = build_tagger(kw)
+    tagger = build_tagger(kw, verbose=not quiet)
     scorer = Scorer() if (report_path or report_json) else None
     changes_output = {
         "read": asdict(read_options),
@@ -177,6 +180,7 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
         "context": tagger.context,
         "stride": tagger.options.stride,
         "precision": tagger.options.precision,
+        "compile": tagger.options.compile,
     }
     run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json, output_options=changes_output)
     if engine == "ray":

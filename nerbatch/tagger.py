@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from itertools import chain, islice
@@ -34,6 +35,8 @@ class TaggerOptions:
     max_batch: int | None = None  # rows per batch (default 128 on CPU, 1024 on GPU)
     block: int = 2048  # sentences sorted together (bounded window of the stream)
     threads: int | None = None  # torch intra-op threads on CPU
+    compile: bool | None = None  # compiled CPU model (nerbatch.compiled); None: $NERBATCH_COMPILE, else auto
+    verbose: bool = False  # one-line notices on stderr (compiling, falling back)
 
 
 def read_model_config(model: str) -> dict:
@@ -140,18 +143,46 @@ class Tagger:
             raise ModelError(f"{self.model_name}: max_length {self.max_length} exceeds the model's limit of {limit}")
         self.context = saved.get("context", False) if self.options.context is None else self.options.context
 
+    def compile_wanted(self, cuda: bool = False) -> bool:
+        """Whether this run uses a compiled model (see :mod:`nerbatch.compiled`).
+
+        ``TaggerOptions.compile`` True/False decides; None reads ``$NERBATCH_COMPILE`` (0/1), else
+        auto: a local model folder tagged in fp32 or bf16 on the CPU, with a C++ compiler present.
+        """
+        from .compiled import COMPILE_PRECISIONS, compiler_available
+
+        want = self.options.compile
+        if want is None:
+            env = os.environ.get("NERBATCH_COMPILE", "").strip().lower()
+            want = None if env in ("", "auto") else env not in ("0", "no", "false", "off")
+        fits = os.path.isdir(self.model_name) and self.options.precision in COMPILE_PRECISIONS and not cuda
+        if want and not fits:
+            if self.options.compile:
+                raise ModelError(
+                    "--compile applies to a local model folder in fp32 or bf16 on the CPU",
+                    hint="drop --compile, or use --device cpu with --precision fp32/bf16",
+                )
+            return False
+        if want is None:
+            return fits and compiler_available()
+        return want
+
+    def _notice(self, text: str) -> None:
+        if self.options.verbose:
+            print(f"nerbatch: {text}", file=sys.stderr, flush=True)
+
     def load(self) -> None:
-        """Import torch, load tokenizer and weights, place them on the device."""
+        """Import torch, load tokenizer and weights, place them on the device.
+
+        With a compiled model in the cache only torch is imported (not transformers); without one,
+        the model loads through transformers and, where compiling is wanted, is compiled into the
+        cache for the next runs.
+        """
         if self.loaded:
             return
         import torch
 
         options = self.options
-        self.tokenizer, self.model = load_model(self.model_name)
-        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-        if not hasattr(self, "max_length"):
-            self._settings(getattr(self.model.config, "max_position_embeddings", 512) or 512, self.tokenizer.model_max_length, {})
-        self.specials = Specials.of(self.tokenizer)
         if options.threads:
             torch.set_num_threads(options.threads)
         dev = options.device
@@ -161,8 +192,46 @@ class Tagger:
             raise ModelError("--device cuda: no CUDA device is available", hint="use --device cpu")
         self.device = torch.device(dev)
         gpu = self.device.type == "cuda"
+        self.batch_tokens = options.batch_tokens or (32768 if gpu else 4096)
+        self.max_batch = options.max_batch or (1024 if gpu else 128)
+        self.compiled = False
+        compile_it = self.compile_wanted(cuda=gpu)
+        cache = None
+        if compile_it:
+            from . import compiled
+            from .quantize import default_cache_dir
+
+            cache = default_cache_dir()
+            entry = compiled.find(self.model_name, options.precision, cache)
+            if entry is not None:
+                try:
+                    self._use_compiled(entry)
+                    return
+                except Exception as exc:  # noqa: BLE001 - a damaged entry: rebuild it below
+                    self._notice(f"the cached compiled model {entry.folder} does not load ({exc}); rebuilding it")
+                    import shutil
+
+                    shutil.rmtree(entry.folder, ignore_errors=True)
+        self.tokenizer, self.model = load_model(self.model_name)
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        if not hasattr(self, "max_length"):
+            self._settings(getattr(self.model.config, "max_position_embeddings", 512) or 512, self.tokenizer.model_max_length, {})
+        self.specials = Specials.of(self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         if options.precision == "fp16" and not gpu:
             raise ModelError("--precision fp16 needs a GPU", hint="use fp32 or bf16 on CPU")
+        if compile_it:
+            from .compiled import CompileError
+
+            self._notice(f"compiling the model for this CPU, once (about 20 s); cached in {cache}")
+            try:
+                positions = getattr(self.model.config, "max_position_embeddings", 512) or 512
+                entry = compiled.build(self.model_name, options.precision, self.tokenizer, self.model, self.specials, cache,
+                                       max_width=min(512, max(positions, self.max_length)))
+                self._use_compiled(entry)
+                return
+            except CompileError as exc:
+                self._notice(f"running the model uncompiled: {exc}")
         if options.precision == "int8":
             if gpu:
                 raise ModelError("--precision int8 runs on the CPU only", hint="use --device cpu, or bf16/fp16 on a GPU")
@@ -173,9 +242,19 @@ class Tagger:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
             self.model.to(device=self.device, dtype=dtype)
             self.model.eval()
-        self.batch_tokens = options.batch_tokens or (32768 if gpu else 4096)
-        self.max_batch = options.max_batch or (1024 if gpu else 128)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.loaded = True
+
+    def _use_compiled(self, entry) -> None:
+        from . import compiled
+
+        model, tokenizer, meta = compiled.load(entry)
+        if self.max_length > meta["max_width"]:
+            raise ModelError(f"{self.model_name}: max_length {self.max_length} exceeds the compiled model's {meta['max_width']}")
+        self.model, self.tokenizer = model, tokenizer
+        self.labels = list(meta["labels"])
+        self.specials = Specials(tuple(meta["prefix"]), tuple(meta["suffix"]))
+        self.pad_id = meta["pad_id"]
+        self.compiled = True
         self.loaded = True
 
     # -- producer side (background thread) -------------------------------------------------

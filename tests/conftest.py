@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import string
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The compiled-model path (nerbatch.compiled) builds a package per model with a C++ compiler, about
+# 10 s even for the tiny models here; most tests build a fresh model, so it is off by default in the
+# suite and tests/test_compiled.py turns it on. Quantized/compiled caches go to a throw-away folder.
+os.environ.setdefault("NERBATCH_COMPILE", "0")
+os.environ.setdefault("NERBATCH_CACHE_DIR", tempfile.mkdtemp(prefix="nerbatch-test-cache-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
