@@ -199,6 +199,24 @@ def worker_info(spec: dict) -> dict:
 
     fp32 = max(gflops(torch.float32, n) for n in (1024, 2048, 3072))
     bf16 = max(gflops(torch.bfloat16, n) for n in (1024, 2048, 3072))
+
+    def model_gemms(dtype, rows: int = 4096, reps: int = 5) -> float:
+        """GFLOP/s of this model's own Linear shapes at a nerbatch-sized batch (best of reps): the
+        rate that bounds any implementation that runs the model's matrix products at this precision."""
+        shapes = [tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        ws = [(torch.randn(o, i).to(dtype), torch.randn(o).to(dtype)) for o, i in shapes]
+        xs = {i: torch.randn(rows, i).to(dtype) for _, i in shapes}
+        flops = sum(2 * rows * o * i for o, i in shapes)
+        best = float("inf")
+        with torch.inference_mode():
+            for _ in range(reps + 1):
+                t0 = time.perf_counter()
+                for (o, i), (w, b) in zip(shapes, ws):
+                    torch.nn.functional.linear(xs[i], w, b)
+                best = min(best, time.perf_counter() - t0)
+        return flops / best / 1e9
+
+    gemm_fp32 = model_gemms(torch.float32)
     return {
         "params": total,
         "embedding_params": emb,
@@ -217,6 +235,7 @@ def worker_info(spec: dict) -> dict:
         "max_seq": max(lengths) if lengths else 0,
         "matmul_fp32_gflops": fp32,
         "matmul_bf16_gflops": bf16,
+        "model_gemms_fp32_gflops": gemm_fp32,
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
@@ -405,7 +424,8 @@ def worker_nerbatch(spec: dict) -> dict:
     from nerbatch.tagger import Tagger, TaggerOptions
 
     t0 = time.perf_counter()
-    tagger = Tagger(spec["model"], TaggerOptions(precision=spec["precision"], context=False))
+    opts = {"compile": spec["compile"]} if "compile" in spec else {}
+    tagger = Tagger(spec["model"], TaggerOptions(precision=spec["precision"], context=False, **opts))
     if hasattr(tagger, "load"):  # the Tagger loads lazily (on the first sentence): load it here, untimed
         tagger.load()
     if spec.get("swap"):
@@ -431,6 +451,7 @@ def worker_nerbatch(spec: dict) -> dict:
     best["load_s"] = prep
     best["padding_share"] = 1 - best["tokens_seen"] / best["padded_tokens"] if best["padded_tokens"] else None
     best["model_repr"] = type(tagger.model).__name__
+    best["compiled"] = bool(getattr(tagger, "compiled", False))
     return best
 
 
@@ -482,7 +503,7 @@ def cli_features() -> dict:
     m = re.search(r"--precision \[([^\]]+)\]", out)
     precisions = m.group(1).split("|") if m else ["fp32"]
     stats = next((opt for opt in ("--log-json", "--stats-json") if opt in out), None)
-    return {"precisions": precisions, "stats_option": stats}
+    return {"precisions": precisions, "stats_option": stats, "compile": "--compile" in out}
 
 
 def cpu_precisions(names) -> list[str]:
@@ -618,6 +639,11 @@ def main_bench(args) -> None:
         )
         print(f"model: {info['model_type']}, {info['params']:,} params; {info['flops_assumption']}")
         print(f"ceiling: {info['ceiling_tokens_per_s']:,.0f} subword tokens/s at the fp32 matmul rate")
+        info["gemm_bound_fraction"] = info["model_gemms_fp32_gflops"] / info["matmul_fp32_gflops"]
+        print(
+            f"bound: this model's own Linear shapes (4096 rows) run at {info['model_gemms_fp32_gflops']:.0f} GFLOP/s in fp32 = "
+            f"{info['gemm_bound_fraction']:.2f} of the matmul rate: no fp32 row can exceed that fraction of the ceiling"
+        )
         base = {k: info[k] for k in ("sentences", "words", "subword_tokens")}
     except Exception as exc:  # noqa: BLE001
         print(f"calibration failed: {exc}")
@@ -673,9 +699,19 @@ def main_bench(args) -> None:
     if want("inproc"):
         precs = cpu_precisions(lib_precisions)
         swap_int8 = "int8" not in precs
+        variants = []
         for p in precs + (["int8"] if swap_int8 else []):
-            spec = {"kind": "nerbatch", "model": str(model), "input": str(x1), "output": str(work / f"inproc-{p}.conll"), "precision": p}
+            if p in ("fp32", "bf16") and feats.get("compile"):
+                variants += [(p, False), (p, True)]
+            else:
+                variants.append((p, None))
+        for p, compiled in variants:
+            tag = p if compiled is None else f"{p}-{'compiled' if compiled else 'eager'}"
+            spec = {"kind": "nerbatch", "model": str(model), "input": str(x1), "output": str(work / f"inproc-{tag}.conll"), "precision": p}
             label = f"nerbatch in-process {p}"
+            if compiled is not None:
+                spec["compile"] = compiled
+                label += " compiled" if compiled else " eager"
             if p == "int8" and swap_int8:
                 spec.update(precision="fp32", swap="nerbatch.quantize:cached")
                 label += " (swapped in)"
@@ -688,15 +724,15 @@ def main_bench(args) -> None:
             mark(bench.row(label, go, input="x1"), 1)
 
     # -- nerbatch tag, whole process -----------------------------------------------------------------
-    def tag_process(inp: Path, precision: str, tag: str):
+    def tag_process(inp: Path, precision: str, tag: str, flags: tuple[str, ...] = (), env: dict | None = None):
         out = work / f"proc-{tag}.conll"
-        cmd = nerbatch_cmd() + ["tag", str(inp), "-o", str(out), "--model", str(model), "--precision", precision, "--no-context", "-q"]
+        cmd = nerbatch_cmd() + ["tag", str(inp), "-o", str(out), "--model", str(model), "--precision", precision, "--no-context", "-q", *flags]
         stats = work / f"proc-{tag}.stats.json"
         if feats["stats_option"]:
             cmd += [feats["stats_option"], str(stats)]
         if stats.exists():
             stats.unlink()
-        res = run_child(cmd, work / f"proc-{tag}.log")
+        res = run_child(cmd, work / f"proc-{tag}.log", env=env)
         if res["rc"] != 0:
             raise RuntimeError(f"exit {res['rc']}: {log_tail(work / f'proc-{tag}.log')}")
         res["f1"] = f1_of(read_tagged(out))
@@ -710,7 +746,22 @@ def main_bench(args) -> None:
 
     if want("process"):
         for p in cpu_precisions(feats["precisions"]):
-            mark(bench.row(f"nerbatch tag {p} (process)", lambda p=p: tag_process(x2, p, f"{p}-x2"), input="x2"), 2)
+            if p in ("fp32", "bf16") and feats.get("compile"):
+                # the default (compiled, its cache warm from the in-process row or an earlier run), then eager
+                warm = work / "warm.conll"
+                write_subset(x1, warm, 8)
+                tag_process(warm, p, f"{p}-warmcache")
+                mark(bench.row(f"nerbatch tag {p} (process, compiled)", lambda p=p: tag_process(x2, p, f"{p}-x2"), input="x2"), 2)
+                mark(bench.row(f"nerbatch tag {p} (process, --no-compile)", lambda p=p: tag_process(x2, p, f"{p}-x2-eager", ("--no-compile",)), input="x2"), 2)
+            else:
+                mark(bench.row(f"nerbatch tag {p} (process)", lambda p=p: tag_process(x2, p, f"{p}-x2"), input="x2"), 2)
+        if feats.get("compile"):
+            cold = Path(tempfile.mkdtemp(prefix="nerbatch-cold-cache-"))
+            try:  # a first run on a machine: the compiled model is built inside the timed command
+                mark(bench.row("nerbatch tag fp32 (process, first run: builds the compiled model)", lambda: tag_process(
+                    x2, "fp32", "fp32-x2-cold", env={**os.environ, "NERBATCH_CACHE_DIR": str(cold)}), input="x2"), 2)
+            finally:
+                shutil.rmtree(cold, ignore_errors=True)
 
     if want("scaling"):
         r1 = bench.row("nerbatch tag fp32 (process) x1", lambda: tag_process(x1, "fp32", "fp32-x1"), input="x1")
