@@ -59,6 +59,7 @@ class TrainOptions:
     threads: int | None = None
     bf16: bool = False  # bf16 autocast (fast on CPUs with AMX and on recent GPUs)
     group_by_length: bool = True  # batches of similar length (less padding); False: random batches
+    group_pool: int = 8  # with group_by_length: sort within random pools of this many batches
     quiet: bool = False
 
 
@@ -162,6 +163,52 @@ def format_epochs(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def length_grouped_batches(lengths: list[int], batch_size: int, pool: int, seed: int) -> list[list[int]]:
+    """One epoch of batches of similar length, in random order.
+
+    Shuffle all examples, cut them into pools of ``pool`` batches, sort each pool by length, cut it
+    into batches, then shuffle the batches (only the one short batch, if any, stays last). Small
+    pools keep batches nearly as random as plain shuffling while most of the padding goes; unlike
+    transformers' LengthGroupedSampler (pools of 50 batches, long-to-short inside each pool), no
+    stretch of training sees only short or only long sequences.
+    """
+    import random
+
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    size = max(1, pool) * batch_size
+    full: list[list[int]] = []
+    tail: list[list[int]] = []
+    for i in range(0, len(order), size):
+        chunk = sorted(order[i : i + size], key=lengths.__getitem__)
+        for j in range(0, len(chunk), batch_size):
+            (full if len(chunk[j : j + batch_size]) == batch_size else tail).append(chunk[j : j + batch_size])
+    rng.shuffle(full)
+    return full + tail
+
+
+def _grouped_sampler(lengths: list[int], batch_size: int, pool: int, seed: int):
+    import torch
+
+    class LengthGroupedBatches(torch.utils.data.Sampler):
+        """Indices in the order of :func:`length_grouped_batches`, a new order every epoch."""
+
+        def __init__(self) -> None:
+            self.epoch = 0
+
+        def __len__(self) -> int:
+            return len(lengths)
+
+        def __iter__(self):
+            batches = length_grouped_batches(lengths, batch_size, pool, seed + self.epoch)
+            self.epoch += 1
+            for b in batches:
+                yield from b
+
+    return LengthGroupedBatches()
+
+
 def train(opts: TrainOptions) -> dict:
     """Train and save a model folder; returns ``{"epochs": [...], "final": {...}, ...}``."""
     import torch
@@ -244,7 +291,7 @@ def train(opts: TrainOptions) -> dict:
             logging_strategy="epoch",
             report_to="none",
             seed=opts.seed,
-            train_sampling_strategy="group_by_length" if opts.group_by_length else "random",
+            train_sampling_strategy="random",  # group_by_length: our own sampler, below
             length_column_name="length",
             disable_tqdm=opts.quiet or not sys.stderr.isatty(),
             use_cpu=not torch.cuda.is_available(),
@@ -278,7 +325,14 @@ def train(opts: TrainOptions) -> dict:
                         flush=True,
                     )
 
-        trainer = Trainer(
+        class NerTrainer(Trainer):
+            def _get_train_sampler(self, train_dataset=None):
+                ds = train_dataset if train_dataset is not None else self.train_dataset
+                if opts.group_by_length and ds is not None:
+                    return _grouped_sampler(list(ds["length"]), self.args.train_batch_size, opts.group_pool, opts.seed)
+                return super()._get_train_sampler(train_dataset)
+
+        trainer = NerTrainer(
             model=model,
             args=args,
             train_dataset=train_ds,

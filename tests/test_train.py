@@ -83,3 +83,32 @@ def test_dev_tag_not_seen_in_training(tmp_path, tiny_encoder):
     dev.write_text("EU B-ORG\n\nBonn B-LOC\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"dev.conll:3: tag 'B-LOC' does not occur in the training data"):
         train(TrainOptions(train=[str(tr)], dev=str(dev), output_dir=str(tmp_path / "m"), base_model=tiny_encoder, epochs=1))
+
+
+def test_length_grouped_batches_cover_every_example_once_with_little_padding():
+    import random
+
+    from nerbatch.train import length_grouped_batches
+
+    rng = random.Random(1)
+    lengths = [rng.choice([3, 5, 8, 12, 20, 35, 60, 100]) + rng.randrange(3) for _ in range(1003)]
+    epoch0 = length_grouped_batches(lengths, 32, 8, seed=42)
+    epoch1 = length_grouped_batches(lengths, 32, 8, seed=43)
+    for batches in (epoch0, epoch1):
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(len(lengths)))  # every example once per epoch
+        assert all(len(b) == 32 for b in batches[:-1]) and 0 < len(batches[-1]) <= 32  # only the last may be short
+    assert epoch0 != epoch1  # a new order every epoch
+    assert epoch0 == length_grouped_batches(lengths, 32, 8, seed=42)  # deterministic for a seed
+
+    def padded(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+    shuffled = list(range(len(lengths)))
+    random.Random(0).shuffle(shuffled)
+    plain = [shuffled[i : i + 32] for i in range(0, len(shuffled), 32)]
+    assert padded(epoch0) < 0.6 * padded(plain)  # most of the padding goes
+    # batches are not ordered long-to-short: lengths of consecutive batches are mixed
+    means = [sum(lengths[i] for i in b) / len(b) for b in epoch0[:-1]]
+    ups = sum(b > a for a, b in zip(means, means[1:]))
+    assert 0.25 < ups / (len(means) - 1) < 0.75
