@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 from .errors import ModelError
 
-__all__ = ["CompiledModel", "RawTokenizer", "Entry", "cache_key", "find", "build", "load", "compiler_available"]
+__all__ = ["CompiledModel", "RawTokenizer", "Entry", "CompileError", "cache_key", "find", "build", "save_int8", "load", "compiler_available"]
 
 FORMAT_VERSION = 1  # bump when the export/compile recipe or the entry layout changes
 COMPILE_PRECISIONS = ("fp32", "bf16")
@@ -67,13 +67,25 @@ def _model_stamp(model: str) -> str:
 
 
 def cache_key(model: str, precision: str) -> str:
-    """The entry name for a local model folder at a precision, on this torch and CPU."""
+    """The entry name for a local model folder at a precision, on this torch and CPU.
+
+    fp32/bf16 entries (``aoti-*``) hold an AOTInductor package; int8 entries (``int8-*``) hold the
+    ONNX Runtime model of :mod:`nerbatch.quantize`, so its start-up skips transformers too.
+    """
     import torch
 
+    versions = [FORMAT_VERSION, torch.__version__, torch.backends.cpu.get_cpu_capability(), precision]
+    if precision == "int8":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            versions.append(version("onnxruntime"))
+        except PackageNotFoundError:
+            versions.append(None)
     h = hashlib.sha256()
-    h.update(json.dumps([FORMAT_VERSION, torch.__version__, torch.backends.cpu.get_cpu_capability(), precision]).encode())
+    h.update(json.dumps(versions).encode())
     h.update(_model_stamp(model).encode())
-    return "aoti-" + h.hexdigest()[:32]
+    return ("int8-" if precision == "int8" else "aoti-") + h.hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -82,7 +94,8 @@ class Entry:
 
     @property
     def package(self) -> str:
-        return os.path.join(self.folder, "model.pt2")
+        name = "model.int8.onnx" if os.path.basename(self.folder).startswith("int8-") else "model.pt2"
+        return os.path.join(self.folder, name)
 
     @property
     def meta(self) -> dict:
@@ -151,11 +164,14 @@ class CompiledModel:
 class _Batch:
     def __init__(self, encodings) -> None:
         self._enc = encodings
+        self._ids: list[list[int]] | None = None
 
     def __getitem__(self, key: str):
         if key != "input_ids":
             raise KeyError(key)
-        return [e.ids for e in self._enc]
+        if self._ids is None:  # once: Encoding.ids builds a new list on every access
+            self._ids = [e.ids for e in self._enc]
+        return self._ids
 
     def word_ids(self, row: int):
         return self._enc[row].word_ids
@@ -181,9 +197,20 @@ class RawTokenizer:
         return _Batch(self._tok.encode_batch([list(s) for s in batch], is_pretokenized=True, add_special_tokens=add_special_tokens))
 
 
-def load(entry: Entry) -> tuple[CompiledModel, RawTokenizer, dict]:
+def load(entry: Entry, threads: int | None = None) -> tuple[Any, RawTokenizer, dict]:
+    """(model, tokenizer, meta) of a cache entry; the model is a :class:`CompiledModel` or, for
+    int8, a :class:`nerbatch.quantize.Int8Model`."""
     meta = entry.meta
-    return CompiledModel(entry.package, meta), RawTokenizer(entry.tokenizer, meta["pad_id"]), meta
+    if meta["precision"] == "int8":
+        from types import SimpleNamespace
+
+        from .quantize import Int8Model, _require, _session
+
+        ort, _ = _require()
+        model = Int8Model(_session(ort, entry.package, threads), SimpleNamespace(model_type=meta.get("model_type", "?")), entry.package)
+    else:
+        model = CompiledModel(entry.package, meta)
+    return model, RawTokenizer(entry.tokenizer, meta["pad_id"]), meta
 
 
 # -- building -----------------------------------------------------------------------------------
@@ -207,6 +234,60 @@ def _quiet():
             lg.setLevel(level)
 
 
+def _meta(model: str, precision: str, tokenizer, net, specials, max_width: int) -> dict:
+    import torch
+
+    return {
+        "format": FORMAT_VERSION,
+        "precision": precision,
+        "labels": [net.config.id2label[i] for i in range(net.config.num_labels)],
+        "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        "prefix": list(specials.prefix),
+        "suffix": list(specials.suffix),
+        "max_width": max_width,
+        "model_type": getattr(net.config, "model_type", None),
+        "torch": torch.__version__,
+        "model": os.path.abspath(model),
+    }
+
+
+def _save(model: str, precision: str, cache_dir: str, tokenizer, meta: dict, write_package) -> Entry:
+    """Write an entry atomically: ``write_package(path)`` makes the package in a temporary folder."""
+    key = cache_key(model, precision)
+    final = os.path.join(cache_dir, key)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        work = tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir)
+    except OSError as exc:
+        raise CompileError(f"cannot write to the cache {cache_dir}: {exc.strerror or exc}") from None
+    try:
+        write_package(os.path.join(work, os.path.basename(Entry(final).package)))
+        with open(os.path.join(work, "tokenizer.json"), "w", encoding="utf-8") as fh:
+            fh.write(tokenizer.backend_tokenizer.to_str())
+        with open(os.path.join(work, "meta.json"), "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, indent=1)
+        try:
+            os.replace(work, final)
+        except OSError:
+            if find(model, precision, cache_dir) is None:  # not another process's finished entry
+                raise
+        return Entry(final)
+    except (ModelError, CompileError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure means: run without the entry
+        msg = str(exc).strip().splitlines()
+        raise CompileError(f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def save_int8(model: str, cache_dir: str, tokenizer, net, specials, onnx_path: str, max_width: int = 512) -> Entry:
+    """Record an int8 ONNX model (built by :func:`nerbatch.quantize.quantize_int8`) as an entry keyed
+    by the model folder, so the next run loads it without transformers."""
+    meta = _meta(model, "int8", tokenizer, net, specials, max_width)
+    return _save(model, "int8", cache_dir, tokenizer, meta, lambda dst: shutil.copyfile(onnx_path, dst))
+
+
 def build(model: str, precision: str, tokenizer, net, specials, cache_dir: str, max_width: int = 512) -> Entry:
     """Export + AOTInductor-compile ``net`` (a loaded transformers model) into the cache.
 
@@ -221,17 +302,10 @@ def build(model: str, precision: str, tokenizer, net, specials, cache_dir: str, 
         raise CompileError("no C++ compiler found (g++, c++, clang++ or $CXX)")
     if any(p.device.type != "cpu" for p in net.parameters()):
         raise CompileError("compiled models run on the CPU")
-    key = cache_key(model, precision)
-    final = os.path.join(cache_dir, key)
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        work = tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir)
-    except OSError as exc:
-        raise CompileError(f"cannot write to the cache {cache_dir}: {exc.strerror or exc}") from None
-    try:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-        net = net.eval().to(dtype)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    net = net.eval().to(dtype)
 
+    def write(path: str) -> None:
         class Logits(torch.nn.Module):
             def __init__(self, m) -> None:
                 super().__init__()
@@ -252,32 +326,6 @@ def build(model: str, precision: str, tokenizer, net, specials, cache_dir: str, 
             )
             from torch._inductor import aoti_compile_and_package
 
-            aoti_compile_and_package(program, package_path=os.path.join(work, "model.pt2"))
-        with open(os.path.join(work, "tokenizer.json"), "w", encoding="utf-8") as fh:
-            fh.write(tokenizer.backend_tokenizer.to_str())
-        meta = {
-            "format": FORMAT_VERSION,
-            "precision": precision,
-            "labels": [net.config.id2label[i] for i in range(net.config.num_labels)],
-            "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-            "prefix": list(specials.prefix),
-            "suffix": list(specials.suffix),
-            "max_width": max_width,
-            "torch": torch.__version__,
-            "model": os.path.abspath(model),
-        }
-        with open(os.path.join(work, "meta.json"), "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=1)
-        try:
-            os.replace(work, final)
-        except OSError:
-            if find(model, precision, cache_dir) is None:  # not another process's finished entry
-                raise
-        return Entry(final)
-    except ModelError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure means: run uncompiled
-        msg = str(exc).strip().splitlines()
-        raise CompileError(f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]) from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            aoti_compile_and_package(program, package_path=path)
+
+    return _save(model, precision, cache_dir, tokenizer, _meta(model, precision, tokenizer, net, specials, max_width), write)

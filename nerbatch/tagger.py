@@ -196,8 +196,10 @@ class Tagger:
         self.max_batch = options.max_batch or (1024 if gpu else 128)
         self.compiled = False
         compile_it = self.compile_wanted(cuda=gpu)
+        # int8 on the CPU: the quantized model is cached per model folder as well (no compiler needed)
+        int8_entry = options.precision == "int8" and not gpu and os.path.isdir(self.model_name)
         cache = None
-        if compile_it:
+        if compile_it or int8_entry:
             from . import compiled
             from .quantize import default_cache_dir
 
@@ -238,6 +240,12 @@ class Tagger:
             from .quantize import quantize_int8
 
             self.model = quantize_int8(self.model.eval(), threads=options.threads)
+            if int8_entry and self.model.path:
+                try:  # so the next run starts without transformers
+                    compiled.save_int8(self.model_name, cache, self.tokenizer, self.model, self.specials, self.model.path,
+                                       max_width=self.max_length)
+                except compiled.CompileError:
+                    pass
         else:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
             self.model.to(device=self.device, dtype=dtype)
@@ -247,14 +255,14 @@ class Tagger:
     def _use_compiled(self, entry) -> None:
         from . import compiled
 
-        model, tokenizer, meta = compiled.load(entry)
+        model, tokenizer, meta = compiled.load(entry, threads=self.options.threads)
         if self.max_length > meta["max_width"]:
             raise ModelError(f"{self.model_name}: max_length {self.max_length} exceeds the compiled model's {meta['max_width']}")
         self.model, self.tokenizer = model, tokenizer
         self.labels = list(meta["labels"])
         self.specials = Specials(tuple(meta["prefix"]), tuple(meta["suffix"]))
         self.pad_id = meta["pad_id"]
-        self.compiled = True
+        self.compiled = meta["precision"] != "int8"  # int8 entries are ONNX Runtime models, not compiled
         self.loaded = True
 
     # -- producer side (background thread) -------------------------------------------------

@@ -32,3 +32,24 @@ def test_int8_on_gpu_is_refused(tiny_model):
     tagger = Tagger(tiny_model, TaggerOptions(device="cuda", precision="int8"))
     with pytest.raises(ModelError):
         list(tagger.tag(read(str(SAMPLE / "test.conll"))))
+
+
+def test_int8_second_run_starts_without_transformers(tiny_model, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NERBATCH_CACHE_DIR": str(tmp_path / "cache")}
+    code = (
+        "import sys; from nerbatch.tagger import Tagger, TaggerOptions; from nerbatch.io import read\n"
+        f"t = Tagger({tiny_model!r}, TaggerOptions(device='cpu', precision='int8'))\n"
+        f"out = list(t.tag(read({str(SAMPLE / 'test.conll')!r})))\n"
+        "assert all(len(s.pred) == len(s.tokens) for s in out)\n"
+        "print('transformers' in sys.modules, ' '.join(p for s in out for p in s.pred))"
+    )
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr + runs[1].stderr
+    first, second = (r.stdout.split(" ", 1) for r in runs)
+    assert first[0] == "True" and second[0] == "False"  # the first run quantizes through transformers; the second does not
+    assert first[1] == second[1]  # same tags
+    assert [p.name[:5] for p in (tmp_path / "cache").iterdir() if p.name.startswith("int8-")] == ["int8-"]
