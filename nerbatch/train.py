@@ -329,7 +329,10 @@ def train(opts: TrainOptions) -> dict:
             def _get_train_sampler(self, train_dataset=None):
                 ds = train_dataset if train_dataset is not None else self.train_dataset
                 if opts.group_by_length and ds is not None:
-                    return _grouped_sampler(list(ds["length"]), self.args.train_batch_size, opts.group_pool, opts.seed)
+                    # the Trainer drops columns the model does not take ("length") before this
+                    cols = ds.column_names
+                    lengths = list(ds["length"]) if "length" in cols else [len(x) for x in ds["input_ids"]]
+                    return _grouped_sampler(lengths, self.args.train_batch_size, opts.group_pool, opts.seed)
                 return super()._get_train_sampler(train_dataset)
 
         trainer = NerTrainer(
