@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=3, help="keep every Nth training sentence")
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--recipes", default="plain,nerbatch", help="comma list of plain, bf16, grouped, nerbatch (first = baseline)")
+    ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--pool", type=int, default=8, help="batches per sorting pool for the grouped recipes")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "train_speed.json"))
     args = ap.parse_args()
@@ -48,7 +49,7 @@ def main() -> None:
             res = train(
                 TrainOptions(
                     train=[train_file], dev=dev_file, output_dir=out, epochs=args.epochs, lr=5e-5, batch_size=32,
-                    warmup=0.0, context=False, every=args.every, bf16=bf16, group_by_length=grouped, group_pool=args.pool, quiet=True,
+                    warmup=0.0, context=False, every=args.every, bf16=bf16, group_by_length=grouped, group_pool=args.pool, seed=args.seed, quiet=True,
                 )
             )
             rows.append({
@@ -69,7 +70,7 @@ def main() -> None:
         print(f"{r['recipe']:10} {r['seconds_per_epoch']:8.1f} {100 * r['dev_f1']:7.2f} {r['speedup']:7.2f}x")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
-        json.dump({"every": args.every, "epochs": args.epochs, "loadavg_end": os.getloadavg(), "rows": rows}, fh, indent=2)
+        json.dump({"every": args.every, "epochs": args.epochs, "seed": args.seed, "loadavg_end": os.getloadavg(), "rows": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -126,3 +126,44 @@ def test_plan_batches_respects_budget_and_covers_all():
         assert len(b) <= 16
         assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 256
     assert plan_batches(lengths, 256, 16) == batches  # deterministic
+
+
+def test_plan_batches_minimises_padding_plus_batch_cost():
+    import itertools
+    import random
+
+    from nerbatch.batching import BATCH_COST
+
+    rng = random.Random(3)
+    for _ in range(200):
+        n = rng.randint(1, 8)
+        lengths = [rng.choice([2, 3, 5, 9, 17, 40, 90, 150]) for _ in range(n)]
+        max_tokens, max_batch = rng.choice([64, 200, 1000]), rng.randint(1, 5)
+        got = plan_batches(lengths, max_tokens, max_batch)
+
+        def cost(batches):
+            return sum(max(lengths[i] for i in b) * len(b) + BATCH_COST for b in batches)
+
+        def ok(b):
+            return len(b) <= max_batch and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= max_tokens)
+
+        order = sorted(range(n), key=lengths.__getitem__)
+        best = None
+        for cuts in itertools.product([False, True], repeat=n - 1):  # every split of the sorted rows
+            bounds = [0] + [k + 1 for k, c in enumerate(cuts) if c] + [n]
+            plan = [order[a:b] for a, b in zip(bounds, bounds[1:])]
+            if all(ok(b) for b in plan):
+                best = cost(plan) if best is None else min(best, cost(plan))
+        assert sorted(i for b in got for i in b) == list(range(n))
+        assert all(ok(b) for b in got)
+        assert cost(got) == best
+
+
+def test_plan_batches_pads_little_on_sentence_like_lengths():
+    import random
+
+    rng = random.Random(0)
+    lengths = [max(3, int(rng.lognormvariate(3.0, 0.6))) for _ in range(2048)]
+    batches = plan_batches(lengths, 4096, 128)
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    assert 1 - sum(lengths) / padded < 0.06
