@@ -67,21 +67,26 @@ def _model_stamp(model: str) -> str:
 
 
 def cache_key(model: str, precision: str) -> str:
-    """The entry name for a local model folder at a precision, on this torch and CPU.
+    """The entry name for a local model folder at a precision, on this software and CPU.
 
-    fp32/bf16 entries (``aoti-*``) hold an AOTInductor package; int8 entries (``int8-*``) hold the
-    ONNX Runtime model of :mod:`nerbatch.quantize`, so its start-up skips transformers too.
+    fp32/bf16 entries (``aoti-*``) hold an AOTInductor package, keyed by torch's version and the
+    CPU's instruction set; int8 entries (``int8-*``) hold the ONNX Runtime model of
+    :mod:`nerbatch.quantize`, keyed by onnxruntime's version (torch is not imported for them, so an
+    int8 run that finds its entry starts with neither torch nor transformers).
     """
-    import torch
-
-    versions = [FORMAT_VERSION, torch.__version__, torch.backends.cpu.get_cpu_capability(), precision]
     if precision == "int8":
+        import platform
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            versions.append(version("onnxruntime"))
+            ort = version("onnxruntime")
         except PackageNotFoundError:
-            versions.append(None)
+            ort = None
+        versions = [FORMAT_VERSION, precision, ort, platform.machine()]
+    else:
+        import torch
+
+        versions = [FORMAT_VERSION, torch.__version__, torch.backends.cpu.get_cpu_capability(), precision]
     h = hashlib.sha256()
     h.update(json.dumps(versions).encode())
     h.update(_model_stamp(model).encode())

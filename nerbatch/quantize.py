@@ -79,15 +79,30 @@ class Int8Output:
 class Int8Model:
     """An int8 ONNX Runtime session behind the small part of the transformers interface the tagger uses."""
 
-    def __init__(self, session, config, path: str | None = None) -> None:
-        import torch
+    runs_numpy = True  # the tagger may call run_numpy() and skip torch altogether
 
+    def __init__(self, session, config, path: str | None = None) -> None:
         self.session = session
         self.config = config
         self.path = path  # the cached .onnx file (None when it was built in a temporary folder)
-        self.device = torch.device("cpu")
-        self.dtype = torch.float32
         self._inputs = {i.name for i in session.get_inputs()}
+
+    @property
+    def device(self):
+        import torch
+
+        return torch.device("cpu")
+
+    @property
+    def dtype(self):
+        import torch
+
+        return torch.float32
+
+    def run_numpy(self, ids, mask):
+        """int64 ``(rows, width)`` arrays -> float32 logits ``(rows, width, labels)`` as numpy."""
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        return self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self._inputs})[0]
 
     def __call__(self, input_ids=None, attention_mask=None, **_ignored) -> Int8Output:
         import numpy as np
@@ -262,16 +277,27 @@ def _build(model, folder: str, name: str) -> str:
     return out
 
 
-def _session(ort, path: str, threads: int | None, spin: bool = False):
-    import torch
+def default_threads() -> int:
+    """Intra-op threads when none are asked for: torch's default if torch is loaded, else the CPUs
+    this process may run on (the same number on a plain machine)."""
+    import sys
 
+    if "torch" in sys.modules:
+        return sys.modules["torch"].get_num_threads()
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _session(ort, path: str, threads: int | None, spin: bool = False):
     opts = ort.SessionOptions()
     if not spin:
         # idle ORT workers sleep instead of spinning, leaving the CPU to the tagger's producer thread
         # (tokenising the next block) and to anything else on the machine
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.intra_op_num_threads = threads or default_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3

@@ -94,6 +94,30 @@ def _trim_heap() -> None:
 _MALLOC_TRIM = None
 
 
+def _split(feats: list[Feature], labels: list[int], probs: list[float]) -> list[tuple[list[int], list[float]]]:
+    """Per-feature (label ids, scores rounded to 4 places) from the flat predictions of a batch."""
+    out = []
+    k = 0
+    for f in feats:
+        n = len(f.positions)
+        out.append((labels[k : k + n], [round(p, 4) for p in probs[k : k + n]]))
+        k += n
+    return out
+
+
+class _CpuDevice:
+    """Stands in for ``torch.device("cpu")`` where torch is not loaded (int8 from the cache)."""
+
+    type = "cpu"
+    index = None
+
+    def __str__(self) -> str:
+        return "cpu"
+
+
+_CPU = _CpuDevice()
+
+
 def _json(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -180,9 +204,12 @@ class Tagger:
         """
         if self.loaded:
             return
+        options = self.options
+        if options.precision == "int8" and options.device in ("auto", "cpu") and os.path.isdir(self.model_name):
+            if self._load_int8_entry():  # neither torch nor transformers needed
+                return
         import torch
 
-        options = self.options
         if options.threads:
             torch.set_num_threads(options.threads)
         dev = options.device
@@ -252,6 +279,27 @@ class Tagger:
             self.model.eval()
         self.loaded = True
 
+    def _load_int8_entry(self) -> bool:
+        """Load a cached int8 entry without importing torch; False when there is none (or it is damaged)."""
+        from . import compiled
+        from .quantize import default_cache_dir
+
+        entry = compiled.find(self.model_name, "int8", default_cache_dir())
+        if entry is None:
+            return False
+        try:
+            self._use_compiled(entry)
+        except Exception as exc:  # noqa: BLE001 - rebuilt by the full load
+            self._notice(f"the cached int8 model {entry.folder} does not load ({exc}); rebuilding it")
+            import shutil
+
+            shutil.rmtree(entry.folder, ignore_errors=True)
+            return False
+        self.device = _CPU
+        self.batch_tokens = self.options.batch_tokens or 4096
+        self.max_batch = self.options.max_batch or 128
+        return True
+
     def _use_compiled(self, entry) -> None:
         from . import compiled
 
@@ -289,8 +337,27 @@ class Tagger:
 
     # -- model side ------------------------------------------------------------------------
     def _forward(self, feats: list[Feature]) -> list[tuple[list[int], list[float]]]:
-        import numpy as np
+        if getattr(self.model, "runs_numpy", False):
+            return self._forward_numpy(feats)
         import torch
+
+        ids, mask, rows, cols = self._inputs(feats)
+        gpu = self.device.type == "cuda"
+        t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        if gpu:
+            t_ids = t_ids.pin_memory().to(self.device, non_blocking=True)
+            t_mask = t_mask.pin_memory().to(self.device, non_blocking=True)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            logits = self.model(input_ids=t_ids, attention_mask=t_mask).logits
+            picked = logits[torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)]
+            probs, labels = picked.float().softmax(-1).max(-1)
+            probs, labels = probs.cpu().tolist(), labels.cpu().tolist()
+        self.forward_seconds += time.perf_counter() - t0
+        return _split(feats, labels, probs)
+
+    def _inputs(self, feats: list[Feature]):
+        import numpy as np
 
         width = max(len(f.input_ids) for f in feats)
         ids = np.full((len(feats), width), self.pad_id, dtype=np.int64)
@@ -304,25 +371,21 @@ class Tagger:
             cols.extend(f.positions)
             self.tokens_seen += n
         self.padded_tokens += ids.size
-        gpu = self.device.type == "cuda"
-        t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
-        if gpu:
-            t_ids = t_ids.pin_memory().to(self.device, non_blocking=True)
-            t_mask = t_mask.pin_memory().to(self.device, non_blocking=True)
+        return ids, mask, rows, cols
+
+    def _forward_numpy(self, feats: list[Feature]) -> list[tuple[list[int], list[float]]]:
+        """The same as :meth:`_forward` for a model that runs on numpy arrays (ONNX Runtime int8)."""
+        import numpy as np
+
+        ids, mask, rows, cols = self._inputs(feats)
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            logits = self.model(input_ids=t_ids, attention_mask=t_mask).logits
-            picked = logits[torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)]
-            probs, labels = picked.float().softmax(-1).max(-1)
-            probs, labels = probs.cpu().tolist(), labels.cpu().tolist()
+        logits = self.model.run_numpy(ids, mask)
+        picked = logits[np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)].astype(np.float32)
+        picked = np.exp(picked - picked.max(-1, keepdims=True))
+        probs_all = picked / picked.sum(-1, keepdims=True)
+        labels, probs = probs_all.argmax(-1).tolist(), probs_all.max(-1).tolist()
         self.forward_seconds += time.perf_counter() - t0
-        out = []
-        k = 0
-        for f in feats:
-            n = len(f.positions)
-            out.append((labels[k : k + n], [round(p, 4) for p in probs[k : k + n]]))
-            k += n
-        return out
+        return _split(feats, labels, probs)
 
     def tag(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]:
         """Yield the input sentences in order, each with ``pred`` and ``scores`` (one per token).
