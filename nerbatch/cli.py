@@ -220,7 +220,7 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
 @click.option("--max-length", type=int, default=128, show_default=True, help="Subwords per training window (long sentences are windowed, never truncated).")
 @click.option("--context/--no-context", default=True, show_default=True, help="Fill each window with neighbouring sentences of the same document (labels on the target only); tagging then does the same.")
 @click.option("--every", type=int, default=1, show_default=True, help="Keep every Nth training sentence (e.g. 5 for a quick run).")
-@click.option("--bf16", is_flag=True, help="bf16 mixed precision (fast on AMX CPUs and recent GPUs).")
+@click.option("--bf16/--no-bf16", default=None, help="bf16 mixed precision. Default: on where it is fast (GPUs with bf16, CPUs with AMX-BF16), off elsewhere.")
 @click.option("--group-by-length/--no-group-by-length", default=True, show_default=True, help="Batch sequences of similar length together (less padding, faster); off gives the plain random batches.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @read_options_decorator

@@ -57,7 +57,7 @@ class TrainOptions:
     input_format: str | None = None
     read_options: ReadOptions = field(default_factory=ReadOptions)
     threads: int | None = None
-    bf16: bool = False  # bf16 autocast (fast on CPUs with AMX and on recent GPUs)
+    bf16: bool | None = None  # bf16 autocast; None: on where it is fast (CUDA with bf16, CPUs with AMX-BF16)
     group_by_length: bool = True  # batches of similar length (less padding); False: random batches
     group_pool: int = 8  # with group_by_length: sort within random pools of this many batches
     quiet: bool = False
@@ -161,6 +161,23 @@ def format_epochs(rows: list[dict]) -> str:
             f"{100 * r['recall']:>7.2f}  {100 * r['f1']:>7.2f}  {100 * r['accuracy']:>8.2f}  {r['seconds']:>7.0f}"
         )
     return "\n".join(lines)
+
+
+def bf16_is_fast() -> bool:
+    """bf16 autocast pays off: a CUDA device with bf16, or a CPU with AMX-BF16 tiles (Linux flags).
+    Elsewhere bf16 matmuls are emulated and slower than fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, pool: int, seed: int) -> list[list[int]]:
@@ -275,6 +292,7 @@ def train(opts: TrainOptions) -> dict:
                     raise cause from None
                 raise
 
+        bf16 = bf16_is_fast() if opts.bf16 is None else opts.bf16
         train_ds = dataset(opts.train, opts.every, "train")
         dev_ds = dataset([opts.dev], 1, "dev") if opts.dev else None
         args = TrainingArguments(
@@ -296,7 +314,7 @@ def train(opts: TrainOptions) -> dict:
             disable_tqdm=opts.quiet or not sys.stderr.isatty(),
             use_cpu=not torch.cuda.is_available(),
             dataloader_num_workers=0,
-            bf16=opts.bf16,
+            bf16=bf16,
         )
         epochs: list[dict] = []
         state = {"t0": time.time(), "loss": float("nan")}
@@ -375,6 +393,7 @@ def train(opts: TrainOptions) -> dict:
 
     settings = {k: v for k, v in asdict(opts).items() if k not in ("read_options", "quiet", "threads")}
     settings["base_model"] = base
+    settings["bf16"] = bf16  # as resolved (auto -> this machine's choice)
     result = {
         "nerbatch_version": __version__,
         "settings": settings,
