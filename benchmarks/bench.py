@@ -211,7 +211,7 @@ def worker_info(spec: dict) -> dict:
         with torch.inference_mode():
             for _ in range(reps + 1):
                 t0 = time.perf_counter()
-                for (o, i), (w, b) in zip(shapes, ws):
+                for (_, i), (w, b) in zip(shapes, ws):
                     torch.nn.functional.linear(xs[i], w, b)
                 best = min(best, time.perf_counter() - t0)
         return flops / best / 1e9

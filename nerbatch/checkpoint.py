@@ -25,17 +25,22 @@ def sidecar(output: str, suffix: str) -> str:
     return os.path.join(folder, f".{name}.nerbatch.{suffix}")
 
 
-def model_id(model: str) -> str:
-    """A model folder's identity: its path plus a hash of config and weight file sizes/mtimes."""
-    if not os.path.isdir(model):
-        return model
+def folder_stamp(model: str) -> str:
+    """A hash of a model folder's files (names, sizes, mtimes): changes when any file does."""
     h = hashlib.sha256()
     for name in sorted(os.listdir(model)):
         path = os.path.join(model, name)
         if os.path.isfile(path) and not name.startswith("."):
             st = os.stat(path)
             h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return f"{os.path.abspath(model)}#{h.hexdigest()[:16]}"
+    return h.hexdigest()
+
+
+def model_id(model: str) -> str:
+    """A model folder's identity: its path plus a hash of config and weight file sizes/mtimes."""
+    if not os.path.isdir(model):
+        return model
+    return f"{os.path.abspath(model)}#{folder_stamp(model)[:16]}"
 
 
 def fingerprint(input_path: str, model: str, options: dict[str, Any]) -> dict[str, Any]:

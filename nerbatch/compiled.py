@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +33,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from .checkpoint import folder_stamp
 from .errors import ModelError
 
 __all__ = ["CompiledModel", "RawTokenizer", "Entry", "CompileError", "cache_key", "find", "build", "save_int8", "load", "compiler_available"]
@@ -54,16 +54,6 @@ def compiler_available() -> bool:
     if cxx:
         return shutil.which(cxx) is not None
     return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
-
-
-def _model_stamp(model: str) -> str:
-    h = hashlib.sha256()
-    for name in sorted(os.listdir(model)):
-        path = os.path.join(model, name)
-        if os.path.isfile(path) and not name.startswith("."):
-            st = os.stat(path)
-            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()
 
 
 def cache_key(model: str, precision: str) -> str:
@@ -89,7 +79,7 @@ def cache_key(model: str, precision: str) -> str:
         versions = [FORMAT_VERSION, torch.__version__, torch.backends.cpu.get_cpu_capability(), precision]
     h = hashlib.sha256()
     h.update(json.dumps(versions).encode())
-    h.update(_model_stamp(model).encode())
+    h.update(folder_stamp(model).encode())
     return ("int8-" if precision == "int8" else "aoti-") + h.hexdigest()[:32]
 
 
@@ -224,19 +214,12 @@ def load(entry: Entry, threads: int | None = None) -> tuple[Any, RawTokenizer, d
 @contextlib.contextmanager
 def _quiet():
     """Compiler and exporter chatter off stdout (which may be the output stream) and stderr."""
-    names = ("torch", "torch._inductor", "torch._dynamo", "torch.export", "torch.fx")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    sink = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(sink), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+    from .quantize import _quiet_logging
+
+    with _quiet_logging("torch", "torch._inductor", "torch._dynamo", "torch.export", "torch.fx"), \
+            contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _meta(model: str, precision: str, tokenizer, net, specials, max_width: int) -> dict:

@@ -231,16 +231,8 @@ class Tagger:
             from .quantize import default_cache_dir
 
             cache = default_cache_dir()
-            entry = compiled.find(self.model_name, options.precision, cache)
-            if entry is not None:
-                try:
-                    self._use_compiled(entry)
-                    return
-                except Exception as exc:  # noqa: BLE001 - a damaged entry: rebuild it below
-                    self._notice(f"the cached compiled model {entry.folder} does not load ({exc}); rebuilding it")
-                    import shutil
-
-                    shutil.rmtree(entry.folder, ignore_errors=True)
+            if compile_it and self._use_entry(cache):
+                return
         self.tokenizer, self.model = load_model(self.model_name)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         if not hasattr(self, "max_length"):
@@ -281,24 +273,32 @@ class Tagger:
 
     def _load_int8_entry(self) -> bool:
         """Load a cached int8 entry without importing torch; False when there is none (or it is damaged)."""
-        from . import compiled
         from .quantize import default_cache_dir
 
-        entry = compiled.find(self.model_name, "int8", default_cache_dir())
-        if entry is None:
-            return False
-        try:
-            self._use_compiled(entry)
-        except Exception as exc:  # noqa: BLE001 - rebuilt by the full load
-            self._notice(f"the cached int8 model {entry.folder} does not load ({exc}); rebuilding it")
-            import shutil
-
-            shutil.rmtree(entry.folder, ignore_errors=True)
+        if not self._use_entry(default_cache_dir()):
             return False
         self.device = _CPU
         self.batch_tokens = self.options.batch_tokens or 4096
         self.max_batch = self.options.max_batch or 128
         return True
+
+    def _use_entry(self, cache: str) -> bool:
+        """Use the cached entry (nerbatch.compiled) for this model and precision; False when there is
+        none, or when it does not load (it is removed then, and the caller rebuilds it)."""
+        import shutil
+
+        from . import compiled
+
+        entry = compiled.find(self.model_name, self.options.precision, cache)
+        if entry is None:
+            return False
+        try:
+            self._use_compiled(entry)
+            return True
+        except Exception as exc:  # noqa: BLE001 - a damaged entry: rebuilt by the caller
+            self._notice(f"the cached model {entry.folder} does not load ({exc}); rebuilding it")
+            shutil.rmtree(entry.folder, ignore_errors=True)
+            return False
 
     def _use_compiled(self, entry) -> None:
         from . import compiled

@@ -141,10 +141,10 @@ def test_plan_batches_minimises_padding_plus_batch_cost():
         max_tokens, max_batch = rng.choice([64, 200, 1000]), rng.randint(1, 5)
         got = plan_batches(lengths, max_tokens, max_batch)
 
-        def cost(batches):
+        def cost(batches, lengths=lengths):
             return sum(max(lengths[i] for i in b) * len(b) + BATCH_COST for b in batches)
 
-        def ok(b):
+        def ok(b, lengths=lengths, max_tokens=max_tokens, max_batch=max_batch):
             return len(b) <= max_batch and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= max_tokens)
 
         order = sorted(range(n), key=lengths.__getitem__)
