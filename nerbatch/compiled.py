@@ -294,13 +294,7 @@ def build(model: str, precision: str, tokenizer, net, specials, cache_dir: str, 
     net = net.eval().to(dtype)
 
     def write(path: str) -> None:
-        class Logits(torch.nn.Module):
-            def __init__(self, m) -> None:
-                super().__init__()
-                self.m = m
-
-            def forward(self, input_ids, attention_mask):
-                return self.m(input_ids=input_ids, attention_mask=attention_mask).logits
+        from .quantize import _LogitsOnly
 
         ids = torch.full((3, 8), 100, dtype=torch.long)  # sizes > 1 so no axis is specialised
         mask = torch.ones_like(ids)
@@ -309,7 +303,7 @@ def build(model: str, precision: str, tokenizer, net, specials, cache_dir: str, 
         seq = torch.export.Dim("seq", min=MIN_WIDTH, max=max_width)
         with _quiet():
             program = torch.export.export(
-                Logits(net).eval(), (ids, mask),
+                _LogitsOnly.wrap(net).eval(), (ids, mask),
                 dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
             )
             from torch._inductor import aoti_compile_and_package
