@@ -343,6 +343,21 @@ def worker_loop(spec: dict) -> dict:
     return {"wall_s": wall, "load_s": load, "f1": f1_of(zip([g for _, g in sents], preds, strict=True)), "padding_share": 0.0}
 
 
+def head_nodes(path: str, num_labels: int) -> list[str]:
+    """Names of the MatMul/Gemm nodes whose constant weight has ``num_labels`` outputs (the classifier)."""
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    dims = {init.name: list(init.dims) for init in graph.initializer}
+    out = []
+    for node in graph.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            shapes = [dims[i] for i in node.input[1:2] if i in dims]
+            if shapes and len(shapes[0]) == 2 and num_labels in shapes[0]:
+                out.append(node.name)
+    return out
+
+
 def _ort_variant(model, name: str):
     """ONNX Runtime candidates: nerbatch.quantize's export, then a quantization/session variant.
 
@@ -377,7 +392,7 @@ def _ort_variant(model, name: str):
                 weight_type=QuantType.QUInt8 if "-u8w" in name else QuantType.QInt8,
                 per_channel="-perchannel" in name,
                 op_types_to_quantize=["MatMul", "Gemm"],
-                nodes_to_exclude=q.head_nodes(src, model.config.num_labels) if "-fp32head" in name else None,
+                nodes_to_exclude=head_nodes(src, model.config.num_labels) if "-fp32head" in name else None,
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
         session = q._session(ort, path, None, spin="-nospin" not in name)

@@ -112,9 +112,7 @@ class Int8Model:
             raise TypeError("input_ids is required")
         ids = _to_numpy(input_ids)
         mask = np.ones_like(ids) if attention_mask is None else _to_numpy(attention_mask)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        logits = self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self._inputs})[0]
-        return Int8Output(logits=torch.from_numpy(logits))
+        return Int8Output(logits=torch.from_numpy(self.run_numpy(ids, mask)))
 
     forward = __call__
 
@@ -234,21 +232,6 @@ def _quiet_logging(*names: str):
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-
-
-def head_nodes(path: str, num_labels: int) -> list[str]:
-    """Names of the MatMul/Gemm nodes whose constant weight has ``num_labels`` outputs (the classifier)."""
-    import onnx
-
-    graph = onnx.load(path, load_external_data=False).graph
-    dims = {init.name: list(init.dims) for init in graph.initializer}
-    out = []
-    for node in graph.node:
-        if node.op_type in ("MatMul", "Gemm"):
-            shapes = [dims[i] for i in node.input[1:2] if i in dims]
-            if shapes and len(shapes[0]) == 2 and num_labels in shapes[0]:
-                out.append(node.name)
-    return out
 
 
 def _quantize(src: str, dst: str) -> None:

@@ -219,8 +219,7 @@ class Tagger:
             raise ModelError("--device cuda: no CUDA device is available", hint="use --device cpu")
         self.device = torch.device(dev)
         gpu = self.device.type == "cuda"
-        self.batch_tokens = options.batch_tokens or (32768 if gpu else 4096)
-        self.max_batch = options.max_batch or (1024 if gpu else 128)
+        self._batch_sizes(gpu)
         self.compiled = False
         compile_it = self.compile_wanted(cuda=gpu)
         # int8 on the CPU: the quantized model is cached per model folder as well (no compiler needed)
@@ -278,9 +277,12 @@ class Tagger:
         if not self._use_entry(default_cache_dir()):
             return False
         self.device = _CPU
-        self.batch_tokens = self.options.batch_tokens or 4096
-        self.max_batch = self.options.max_batch or 128
+        self._batch_sizes(gpu=False)
         return True
+
+    def _batch_sizes(self, gpu: bool) -> None:
+        self.batch_tokens = self.options.batch_tokens or (32768 if gpu else 4096)
+        self.max_batch = self.options.max_batch or (1024 if gpu else 128)
 
     def _use_entry(self, cache: str) -> bool:
         """Use the cached entry (nerbatch.compiled) for this model and precision; False when there is

@@ -126,7 +126,6 @@ def encode(
             yield {
                 "input_ids": feat.input_ids,
                 "labels": label_ids(feat, sent.tags, label2id),
-                "length": len(feat.input_ids),
             }
 
 
@@ -310,7 +309,6 @@ def train(opts: TrainOptions) -> dict:
             report_to="none",
             seed=opts.seed,
             train_sampling_strategy="random",  # group_by_length: our own sampler, below
-            length_column_name="length",
             disable_tqdm=opts.quiet or not sys.stderr.isatty(),
             use_cpu=not torch.cuda.is_available(),
             dataloader_num_workers=0,
@@ -365,9 +363,7 @@ def train(opts: TrainOptions) -> dict:
             def _get_train_sampler(self, train_dataset=None):
                 ds = train_dataset if train_dataset is not None else self.train_dataset
                 if opts.group_by_length and ds is not None:
-                    # the Trainer drops columns the model does not take ("length") before this
-                    cols = ds.column_names
-                    lengths = list(ds["length"]) if "length" in cols else [len(x) for x in ds["input_ids"]]
+                    lengths = [len(x) for x in ds["input_ids"]]
                     return _grouped_sampler(lengths, self.args.train_batch_size, opts.group_pool, opts.seed)
                 return super()._get_train_sampler(train_dataset)
 
