@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
+from .batching import chunked
 from .errors import ModelError
 from .record import Sentence
 
@@ -141,6 +142,20 @@ def with_context(
             hist_len -= len(history.popleft())
 
 
+def in_context(
+    sentences: Iterable[Sentence], pieces_of: Callable[[list[list[str]]], list[list[list[int]]]], budget: int, chunk: int = 256
+) -> Iterator[tuple[Sentence, list[list[int]], list[int], list[int]]]:
+    """Each sentence with its word pieces and up to ``budget`` subwords of document context on each
+    side (:func:`with_context`), streamed; ``pieces_of`` tokenises a batch of token lists (for
+    example :func:`word_pieces` bound to a tokenizer). Training and tagging both build on this."""
+
+    def pieces() -> Iterator[tuple[Sentence, list[list[int]]]]:
+        for part in chunked(sentences, chunk):
+            yield from zip(part, pieces_of([s.tokens for s in part]), strict=True)
+
+    return with_context(pieces(), budget)
+
+
 def features_for(
     sent_index: int,
     pieces: Sequence[Sequence[int]],
@@ -229,3 +244,90 @@ def assign(
             scores[w] = float(p)
     out = [t if t is not None else outside for t in tags]
     return out, scores
+
+
+# -- blocks of a stream, with the neighbours their document context needs ----------------------
+
+
+def countable_words(sent: Sentence) -> int:
+    """Words that surely give at least one subword (any letter or digit: at worst [UNK])."""
+    return sum(1 for w in sent.tokens if any(c.isalnum() for c in w))
+
+
+def neighbour(sent: Sentence) -> Sentence:
+    """A neighbour only lends context: its tokens and document are all that travel."""
+    return Sentence(tokens=sent.tokens, doc_id=sent.doc_id, index=sent.index, path=sent.path, line=sent.line)
+
+
+def split_blocks(
+    sentences: Iterable[Sentence], size: int, need: int
+) -> Iterator[tuple[list[Sentence], list[Sentence], list[Sentence], bool, bool]]:
+    """Cut a sentence stream into ``(left, core, right, left_cut, right_cut)`` blocks.
+
+    ``core`` is ``size`` consecutive sentences (fewer at the end). ``left``/``right`` are the
+    neighbouring sentences that ``align.with_context`` would draw context from: the run of same-document
+    sentences before the core (sentences without tokens or document skipped, as ``with_context`` does)
+    and the sentences after it up to the next sentence of another document. Each side stops once it
+    holds ``need`` words (``left_cut``/``right_cut`` say that it stopped early, so the tagger can check
+    that it got a full budget of subwords). ``need`` 0: no neighbours.
+    """
+    it = iter(sentences)
+    ahead: deque[Sentence] = deque()
+    left: deque[Sentence] = deque()
+    left_words = 0
+    left_doc: object = None
+    left_cut = False
+
+    def take(n: int) -> list[Sentence]:
+        out = []
+        while ahead and len(out) < n:
+            out.append(ahead.popleft())
+        while len(out) < n:
+            s = next(it, None)
+            if s is None:
+                break
+            out.append(s)
+        return out
+
+    core = take(size)
+    while core:
+        right: list[Sentence] = []
+        right_cut = False
+        if need > 0:
+            last = next((s for s in reversed(core) if s.tokens), None)
+            doc = last.doc_id if last is not None else None
+            if doc is not None:
+                words = 0
+                j = 0
+                while True:
+                    if words >= need:
+                        right_cut = True
+                        break
+                    if j == len(ahead):
+                        s = next(it, None)
+                        if s is None:
+                            break
+                        ahead.append(s)
+                    s = ahead[j]
+                    if s.tokens and s.doc_id != doc:
+                        break
+                    if s.tokens:
+                        right.append(neighbour(s))
+                        words += countable_words(s)
+                    j += 1
+        yield list(left), core, right, left_cut, right_cut
+        if need > 0:
+            for s in core:
+                if not s.tokens or s.doc_id is None:
+                    continue
+                if s.doc_id != left_doc:
+                    left.clear()
+                    left_words = 0
+                    left_doc = s.doc_id
+                    left_cut = False
+                left.append(neighbour(s))
+                left_words += countable_words(s)
+                while left and left_words - countable_words(left[0]) >= need:
+                    left_words -= countable_words(left.popleft())
+                    left_cut = True
+        core = take(size)

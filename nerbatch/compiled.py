@@ -7,10 +7,10 @@ AOTInductor turns it into a shared library with fused kernels for this CPU, and 
 with torch alone (about 0.1 s; transformers is not imported) and run it faster (fp32 about 1.15x,
 bf16 about 1.3x, see BENCHMARKS.md).
 
-A cache entry is a folder ``aoti-<key>`` under :func:`nerbatch.quantize.default_cache_dir` with
+A cache entry is a folder ``aoti-<key>`` under :func:`nerbatch.cache.default_cache_dir` with
 ``model.pt2`` (the package), ``tokenizer.json`` (the fast tokenizer exactly as transformers loaded
 it) and ``meta.json`` (labels, special tokens, pad id). The key hashes the model folder's files
-(name, size, mtime), the precision, torch's version and the CPU's instruction set, so a changed
+(names and contents, see :mod:`nerbatch.cache`), the precision, torch's version and the CPU's instruction set, so a changed
 model, a torch upgrade or another machine type builds a new entry. Entries are written to a
 temporary folder and renamed into place, so a killed build leaves nothing half-written and two
 processes building the same entry do not clash.
@@ -23,22 +23,16 @@ and runs the model uncompiled (same tags up to float rounding).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
 import os
 import shutil
-import tempfile
 import warnings
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
-from .checkpoint import folder_stamp
-from .errors import ModelError
+from . import cache
 
-__all__ = ["CompiledModel", "RawTokenizer", "Entry", "CompileError", "cache_key", "find", "build", "save_int8", "load", "compiler_available"]
+__all__ = ["CompiledModel", "RawTokenizer", "CompileError", "COMPILE_PRECISIONS", "build", "compiler_available"]
 
-FORMAT_VERSION = 1  # bump when the export/compile recipe or the entry layout changes
 COMPILE_PRECISIONS = ("fp32", "bf16")
 MAX_ROWS = 65536  # export bounds of the dynamic axes
 MIN_WIDTH = 2
@@ -56,67 +50,7 @@ def compiler_available() -> bool:
     return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
-def cache_key(model: str, precision: str) -> str:
-    """The entry name for a local model folder at a precision, on this software and CPU.
-
-    fp32/bf16 entries (``aoti-*``) hold an AOTInductor package, keyed by torch's version and the
-    CPU's instruction set; int8 entries (``int8-*``) hold the ONNX Runtime model of
-    :mod:`nerbatch.quantize`, keyed by onnxruntime's version (torch is not imported for them, so an
-    int8 run that finds its entry starts with neither torch nor transformers).
-    """
-    if precision == "int8":
-        import platform
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            ort = version("onnxruntime")
-        except PackageNotFoundError:
-            ort = None
-        versions = [FORMAT_VERSION, precision, ort, platform.machine()]
-    else:
-        import torch
-
-        versions = [FORMAT_VERSION, torch.__version__, torch.backends.cpu.get_cpu_capability(), precision]
-    h = hashlib.sha256()
-    h.update(json.dumps(versions).encode())
-    h.update(folder_stamp(model).encode())
-    return ("int8-" if precision == "int8" else "aoti-") + h.hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class Entry:
-    folder: str
-
-    @property
-    def package(self) -> str:
-        name = "model.int8.onnx" if os.path.basename(self.folder).startswith("int8-") else "model.pt2"
-        return os.path.join(self.folder, name)
-
-    @property
-    def meta(self) -> dict:
-        with open(os.path.join(self.folder, "meta.json"), encoding="utf-8") as fh:
-            return json.load(fh)
-
-    @property
-    def tokenizer(self) -> str:
-        return os.path.join(self.folder, "tokenizer.json")
-
-
-def find(model: str, precision: str, cache_dir: str) -> Entry | None:
-    """The complete cache entry for this model and precision, or None."""
-    folder = os.path.join(cache_dir, cache_key(model, precision))
-    entry = Entry(folder)
-    if all(os.path.isfile(p) for p in (entry.package, entry.tokenizer, os.path.join(folder, "meta.json"))):
-        return entry
-    return None
-
-
 # -- running ------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Output:
-    logits: Any
 
 
 class CompiledModel:
@@ -137,7 +71,8 @@ class CompiledModel:
             fn = aoti_load_package(package)
             self._run = lambda args: fn(*args)
 
-    def __call__(self, input_ids=None, attention_mask=None, **_ignored) -> _Output:
+    def __call__(self, input_ids, attention_mask):
+        """int64 ``(rows, width)`` tensors -> logits ``(rows, width, labels)``."""
         import torch
 
         rows, width = input_ids.shape
@@ -146,11 +81,11 @@ class CompiledModel:
             input_ids = torch.cat([input_ids, pad + self.meta["pad_id"]], 1)
             attention_mask = torch.cat([attention_mask, pad], 1)
         if rows > MAX_ROWS:
-            parts = [self(input_ids[i : i + MAX_ROWS], attention_mask[i : i + MAX_ROWS]).logits for i in range(0, rows, MAX_ROWS)]
-            return _Output(torch.cat(parts)[:, :width])
+            parts = [self(input_ids[i : i + MAX_ROWS], attention_mask[i : i + MAX_ROWS]) for i in range(0, rows, MAX_ROWS)]
+            return torch.cat(parts)[:, :width]
         out = self._run([input_ids.contiguous(), attention_mask.contiguous()])
         logits = out[0] if isinstance(out, (list, tuple)) else out
-        return _Output(logits[:, :width])
+        return logits[:, :width]
 
     def __repr__(self) -> str:
         return f"CompiledModel({self.meta.get('precision')}, {self.path})"
@@ -192,91 +127,21 @@ class RawTokenizer:
         return _Batch(self._tok.encode_batch([list(s) for s in batch], is_pretokenized=True, add_special_tokens=add_special_tokens))
 
 
-def load(entry: Entry, threads: int | None = None) -> tuple[Any, RawTokenizer, dict]:
-    """(model, tokenizer, meta) of a cache entry; the model is a :class:`CompiledModel` or, for
-    int8, a :class:`nerbatch.quantize.Int8Model`."""
-    meta = entry.meta
-    if meta["precision"] == "int8":
-        from types import SimpleNamespace
-
-        from .quantize import Int8Model, _require, _session
-
-        ort, _ = _require()
-        model = Int8Model(_session(ort, entry.package, threads), SimpleNamespace(model_type=meta.get("model_type", "?")), entry.package)
-    else:
-        model = CompiledModel(entry.package, meta)
-    return model, RawTokenizer(entry.tokenizer, meta["pad_id"]), meta
-
-
 # -- building -----------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def _quiet():
     """Compiler and exporter chatter off stdout (which may be the output stream) and stderr."""
-    from .quantize import _quiet_logging
+    from .quantize import quiet_logging
 
-    with _quiet_logging("torch", "torch._inductor", "torch._dynamo", "torch.export", "torch.fx"), \
+    with quiet_logging("torch", "torch._inductor", "torch._dynamo", "torch.export", "torch.fx"), \
             contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
 
 
-def _meta(model: str, precision: str, tokenizer, net, specials, max_width: int) -> dict:
-    import torch
-
-    return {
-        "format": FORMAT_VERSION,
-        "precision": precision,
-        "labels": [net.config.id2label[i] for i in range(net.config.num_labels)],
-        "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-        "prefix": list(specials.prefix),
-        "suffix": list(specials.suffix),
-        "max_width": max_width,
-        "model_type": getattr(net.config, "model_type", None),
-        "torch": torch.__version__,
-        "model": os.path.abspath(model),
-    }
-
-
-def _save(model: str, precision: str, cache_dir: str, tokenizer, meta: dict, write_package) -> Entry:
-    """Write an entry atomically: ``write_package(path)`` makes the package in a temporary folder."""
-    key = cache_key(model, precision)
-    final = os.path.join(cache_dir, key)
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        work = tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir)
-    except OSError as exc:
-        raise CompileError(f"cannot write to the cache {cache_dir}: {exc.strerror or exc}") from None
-    try:
-        write_package(os.path.join(work, os.path.basename(Entry(final).package)))
-        with open(os.path.join(work, "tokenizer.json"), "w", encoding="utf-8") as fh:
-            fh.write(tokenizer.backend_tokenizer.to_str())
-        with open(os.path.join(work, "meta.json"), "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=1)
-        try:
-            os.replace(work, final)
-        except OSError:
-            if find(model, precision, cache_dir) is None:  # not another process's finished entry
-                raise
-        return Entry(final)
-    except (ModelError, CompileError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure means: run without the entry
-        msg = str(exc).strip().splitlines()
-        raise CompileError(f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]) from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def save_int8(model: str, cache_dir: str, tokenizer, net, specials, onnx_path: str, max_width: int = 512) -> Entry:
-    """Record an int8 ONNX model (built by :func:`nerbatch.quantize.quantize_int8`) as an entry keyed
-    by the model folder, so the next run loads it without transformers."""
-    meta = _meta(model, "int8", tokenizer, net, specials, max_width)
-    return _save(model, "int8", cache_dir, tokenizer, meta, lambda dst: shutil.copyfile(onnx_path, dst))
-
-
-def build(model: str, precision: str, tokenizer, net, specials, cache_dir: str, max_width: int = 512) -> Entry:
+def build(model: str, precision: str, tokenizer, net, specials, cache_dir: str, max_width: int = 512) -> cache.Entry:
     """Export + AOTInductor-compile ``net`` (a loaded transformers model) into the cache.
 
     Raises :class:`CompileError` on any failure (no compiler, an op the exporter cannot trace, a
@@ -294,7 +159,7 @@ def build(model: str, precision: str, tokenizer, net, specials, cache_dir: str, 
     net = net.eval().to(dtype)
 
     def write(path: str) -> None:
-        from .quantize import _LogitsOnly
+        from .quantize import LogitsOnly
 
         ids = torch.full((3, 8), 100, dtype=torch.long)  # sizes > 1 so no axis is specialised
         mask = torch.ones_like(ids)
@@ -303,11 +168,15 @@ def build(model: str, precision: str, tokenizer, net, specials, cache_dir: str, 
         seq = torch.export.Dim("seq", min=MIN_WIDTH, max=max_width)
         with _quiet():
             program = torch.export.export(
-                _LogitsOnly.wrap(net).eval(), (ids, mask),
+                LogitsOnly.wrap(net).eval(), (ids, mask),
                 dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
             )
             from torch._inductor import aoti_compile_and_package
 
             aoti_compile_and_package(program, package_path=path)
 
-    return _save(model, precision, cache_dir, tokenizer, _meta(model, precision, tokenizer, net, specials, max_width), write)
+    meta = {**cache.entry_meta(model, precision, tokenizer, net, specials, max_width), "torch": torch.__version__}
+    try:
+        return cache.save_entry(cache_dir, cache.entry_key(model, precision), precision, tokenizer, meta, write)
+    except cache.CacheError as exc:
+        raise CompileError(str(exc)) from None

@@ -63,3 +63,20 @@ class LockedError(NerbatchError):
     """Another nerbatch run holds the output location."""
 
     exit_code = EXIT_LOCKED
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by SIGINT (Ctrl-C) or SIGTERM.
+
+    ``kept``: ``(partial file, sentences)`` when the output being written was kept because
+    ``--resume`` will continue it from that many sentences; None when nothing was left behind.
+    """
+
+    def __init__(self, signum: int, kept: tuple[str, int] | None = None) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.kept = kept
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

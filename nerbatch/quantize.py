@@ -1,8 +1,8 @@
 """int8 inference on CPU (``--precision int8``): ONNX export + ONNX Runtime dynamic int8 quantization.
 
-``quantize_int8(model)`` takes a transformers token-classification model (fp32 or bf16, on the CPU)
-and returns an :class:`Int8Model` that the tagger calls like the original:
-``model(input_ids=..., attention_mask=...).logits`` -> float32 torch tensor ``(batch, seq, labels)``.
+``quantize_int8(model, ...)`` takes a transformers token-classification model (fp32 or bf16, on the
+CPU) and returns the path of its int8 ONNX file; :func:`open_session` and :func:`run_session` run it
+on numpy arrays (the :class:`nerbatch.backends.OnnxBackend` does, without torch).
 
 How: the model is exported with ``torch.onnx`` (dynamic batch and sequence axes), the weights of
 every MatMul/Gemm with a constant weight are quantized to int8, per output channel, with
@@ -16,10 +16,10 @@ deprecated ``quantize_dynamic``, and kept more words than it did. torchao's int8
 mode, and it needs a long ``torch.compile`` to catch up. On CPUs with AMX-BF16, ``--precision bf16`` is
 faster than any int8 option measured here.
 
-The export takes seconds to tens of seconds, so the quantized model is cached on disk, keyed by a hash
-of the weights, the config and the library versions: ``$NERBATCH_CACHE_DIR`` if set, else
-``$XDG_CACHE_HOME/nerbatch`` (``~/.cache/nerbatch``). ``cache_dir=None`` (or an unwritable folder)
-quantizes in a temporary folder instead.
+The export takes seconds to tens of seconds, so the quantized model is kept as one cache entry
+(:mod:`nerbatch.cache`): keyed by the model folder's contents and onnxruntime's version, or for a hub
+id by a hash of the weights, the config and the library versions. ``cache_dir=None`` (or an
+unwritable folder) quantizes in a temporary folder instead.
 """
 
 from __future__ import annotations
@@ -32,27 +32,16 @@ import logging
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
-from typing import Any
 
 from .errors import ModelError
 
-__all__ = ["Int8Model", "Int8Output", "quantize_int8", "default_cache_dir", "INSTALL_HINT"]
+__all__ = ["quantize_int8", "build_int8", "open_session", "run_session", "export_onnx", "LogitsOnly", "quiet_logging", "require", "INSTALL_HINT"]
 
 INSTALL_HINT = "pip install onnxruntime onnx onnxscript"
 FORMAT_VERSION = 2  # bump when the export or quantization recipe changes (invalidates the cache)
-_DEFAULT = object()
 
 
-def default_cache_dir() -> str:
-    """``$NERBATCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/nerbatch``, else ``~/.cache/nerbatch``."""
-    if os.environ.get("NERBATCH_CACHE_DIR"):
-        return os.environ["NERBATCH_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "nerbatch")
-
-
-def _require():
+def require():
     """Import onnxruntime/onnx (and check onnxscript, which torch's ONNX exporter needs)."""
     missing = []
     mods = {}
@@ -67,77 +56,6 @@ def _require():
             hint=f"{INSTALL_HINT}, or use --precision fp32/bf16",
         )
     return mods["onnxruntime"], mods["onnx"]
-
-
-@dataclass
-class Int8Output:
-    """What the tagger reads from a forward pass (like transformers' ``TokenClassifierOutput``)."""
-
-    logits: Any  # torch.Tensor, float32, (batch, seq, num_labels)
-
-
-class Int8Model:
-    """An int8 ONNX Runtime session behind the small part of the transformers interface the tagger uses."""
-
-    runs_numpy = True  # the tagger may call run_numpy() and skip torch altogether
-
-    def __init__(self, session, config, path: str | None = None) -> None:
-        self.session = session
-        self.config = config
-        self.path = path  # the cached .onnx file (None when it was built in a temporary folder)
-        self._inputs = {i.name for i in session.get_inputs()}
-
-    @property
-    def device(self):
-        import torch
-
-        return torch.device("cpu")
-
-    @property
-    def dtype(self):
-        import torch
-
-        return torch.float32
-
-    def run_numpy(self, ids, mask):
-        """int64 ``(rows, width)`` arrays -> float32 logits ``(rows, width, labels)`` as numpy."""
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        return self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self._inputs})[0]
-
-    def __call__(self, input_ids=None, attention_mask=None, **_ignored) -> Int8Output:
-        import numpy as np
-        import torch
-
-        if input_ids is None:
-            raise TypeError("input_ids is required")
-        ids = _to_numpy(input_ids)
-        mask = np.ones_like(ids) if attention_mask is None else _to_numpy(attention_mask)
-        return Int8Output(logits=torch.from_numpy(self.run_numpy(ids, mask)))
-
-    forward = __call__
-
-    # the tagger (and transformers-style code) calls these; the session is fixed: CPU, int8
-    def eval(self) -> "Int8Model":
-        return self
-
-    def to(self, *args, **kwargs) -> "Int8Model":
-        import torch
-
-        device = kwargs.get("device", args[0] if args and not isinstance(args[0], torch.dtype) else None)
-        if device is not None and torch.device(device).type != "cpu":
-            raise ModelError("--precision int8 runs on the CPU only", hint="use --device cpu, or fp16/bf16 on a GPU")
-        return self
-
-    def __repr__(self) -> str:
-        return f"Int8Model({self.config.model_type}, onnxruntime, {self.path or 'in memory'})"
-
-
-def _to_numpy(t):
-    import numpy as np
-
-    if hasattr(t, "detach"):
-        t = t.detach().cpu().numpy()
-    return np.ascontiguousarray(t, dtype=np.int64)
 
 
 def _fingerprint(model, ort, onnx) -> str:
@@ -156,7 +74,7 @@ def _fingerprint(model, ort, onnx) -> str:
     return h.hexdigest()[:32]
 
 
-class _LogitsOnly:
+class LogitsOnly:
     """Wraps the model so the exported graph has exactly (input_ids, attention_mask) -> logits."""
 
     @staticmethod
@@ -174,11 +92,11 @@ class _LogitsOnly:
         return Wrapper(model)
 
 
-def _export(model, path: str) -> None:
+def export_onnx(model, path: str) -> None:
     """torch.onnx export with dynamic batch and sequence axes (dynamo exporter; TorchScript fallback)."""
     import torch
 
-    wrapped = _LogitsOnly.wrap(model).eval()
+    wrapped = LogitsOnly.wrap(model).eval()
     # example shapes > 1 so neither axis is specialised; a padded row so the mask path is traced
     ids = torch.full((2, 8), 100, dtype=torch.long)
     mask = torch.ones_like(ids)
@@ -186,7 +104,7 @@ def _export(model, path: str) -> None:
     names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["logits"]}
     sink = io.StringIO()  # the exporter prints progress to stdout, which may be our output stream
     errors = []
-    with contextlib.redirect_stdout(sink), warnings.catch_warnings(), _quiet_logging("torch.onnx", "onnxscript"):
+    with contextlib.redirect_stdout(sink), warnings.catch_warnings(), quiet_logging("torch.onnx", "onnxscript"):
         warnings.simplefilter("ignore")
         try:
             batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
@@ -221,7 +139,7 @@ def _export(model, path: str) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_logging(*names: str):
+def quiet_logging(*names: str):
     """Raise these loggers to ERROR for a while (exporter/quantizer chatter on stderr)."""
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
@@ -238,7 +156,7 @@ def _quantize(src: str, dst: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # the root logger: "Please consider to run pre-processing before quantization"
-    with _quiet_logging("", "onnxruntime"):
+    with quiet_logging("", "onnxruntime"):
         quantize_dynamic(
             src,
             dst,
@@ -246,18 +164,6 @@ def _quantize(src: str, dst: str) -> None:
             per_channel=True,  # one scale per output column: 99.3% of words tag as in fp32 (98.5% per tensor)
             op_types_to_quantize=["MatMul", "Gemm"],  # with constant weights only (MatMulConstBOnly)
         )
-
-
-def _build(model, folder: str, name: str) -> str:
-    """Export + quantize into ``folder``; returns the int8 file (written atomically)."""
-    with tempfile.TemporaryDirectory(prefix=".nerbatch-int8-", dir=folder) as work:
-        fp32 = os.path.join(work, "model.fp32.onnx")
-        _export(model, fp32)
-        tmp = os.path.join(work, "model.int8.onnx")
-        _quantize(fp32, tmp)
-        out = os.path.join(folder, name)
-        os.replace(tmp, out)
-    return out
 
 
 def default_threads() -> int:
@@ -273,7 +179,9 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _session(ort, path: str, threads: int | None, spin: bool = False):
+def open_session(path: str, threads: int | None = None, spin: bool = False):
+    """An ONNX Runtime CPU session for ``path``."""
+    ort, _ = require()
     opts = ort.SessionOptions()
     if not spin:
         # idle ORT workers sleep instead of spinning, leaving the CPU to the tagger's producer thread
@@ -287,40 +195,50 @@ def _session(ort, path: str, threads: int | None, spin: bool = False):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-def quantize_int8(model, *, cache_dir: Any = _DEFAULT, threads: int | None = None) -> Int8Model:
-    """An int8 version of ``model`` for the CPU; see the module docstring.
+def run_session(session, ids, mask):
+    """int64 ``(rows, width)`` arrays -> float32 logits ``(rows, width, labels)`` as numpy."""
+    names = {i.name for i in session.get_inputs()}
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    return session.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0]
 
-    ``cache_dir``: where quantized models are kept (default :func:`default_cache_dir`; ``None``: no
-    cache). ``threads``: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``).
-    Raises :class:`ModelError` with an install hint when onnxruntime/onnx/onnxscript are missing.
-    """
-    ort, onnx = _require()
+
+def build_int8(model, path: str) -> None:
+    """Export ``model`` (a transformers token-classification model) and quantize it into ``path``."""
     import torch
 
+    require()
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ModelError("--precision int8 runs on the CPU only", hint="use --device cpu")
     model = model.eval()
     if any(p.dtype != torch.float32 for p in model.parameters()):
         model = model.float()  # export from fp32 weights; int8 scales come from them
-    folder = default_cache_dir() if cache_dir is _DEFAULT else cache_dir
-    if folder is not None:
+    with tempfile.TemporaryDirectory(prefix=".nerbatch-int8-", dir=os.path.dirname(os.path.abspath(path))) as work:
+        fp32 = os.path.join(work, "model.fp32.onnx")
+        export_onnx(model, fp32)
+        _quantize(fp32, path)
+
+
+def quantize_int8(model, folder: str | None, tokenizer, specials, cache_dir: str | None, max_width: int) -> str:
+    """The int8 ONNX file for ``model``, built once and kept as a cache entry (see :mod:`nerbatch.cache`).
+
+    ``folder``: the model folder the weights came from (the entry is keyed by its contents), or None
+    for a hub id (keyed by a hash of the weights). ``cache_dir`` None, or one that cannot be written:
+    built in a temporary folder (the session keeps the model in memory; the file may go).
+    """
+    from . import cache
+
+    ort, onnx = require()
+    key = cache.entry_key(folder, "int8") if folder else "int8-" + _fingerprint(model, ort, onnx)
+    if cache_dir is not None:
+        entry = cache.find_entry(cache_dir, key, "int8")
+        if entry is not None:
+            return entry.package
+        meta = cache.entry_meta(folder or getattr(model.config, "_name_or_path", "?"), "int8", tokenizer, model, specials, max_width)
         try:
-            os.makedirs(folder, exist_ok=True)
-            if not os.access(folder, os.W_OK):
-                folder = None
-        except OSError:
-            folder = None
-    if folder is None:
-        with tempfile.TemporaryDirectory(prefix="nerbatch-int8-") as tmp:
-            path = _build(model, tmp, "model.int8.onnx")
-            session = _session(ort, path, threads)  # the session holds the model; the file can go
-        return Int8Model(session, model.config, None)
-    name = f"{model.config.model_type}-{_fingerprint(model, ort, onnx)}.int8.onnx"
-    path = os.path.join(folder, name)
-    if os.path.isfile(path):
-        try:
-            return Int8Model(_session(ort, path, threads), model.config, path)
-        except Exception:  # noqa: BLE001 - a corrupt cache entry: rebuild it
-            os.remove(path)
-    path = _build(model, folder, name)
-    return Int8Model(_session(ort, path, threads), model.config, path)
+            return cache.save_entry(cache_dir, key, "int8", tokenizer, meta, lambda dst: build_int8(model, dst)).package
+        except cache.CacheError:
+            pass  # an unwritable cache: build without it
+    tmp = tempfile.mkdtemp(prefix="nerbatch-int8-")
+    path = os.path.join(tmp, "model.int8.onnx")
+    build_int8(model, path)
+    return path

@@ -374,7 +374,8 @@ def format_report(result: dict) -> str:
     The first two lines have conlleval's exact format (numbers in percent);
     the per-type table lists precision, recall and F1 in percent, then gold
     (support) and predicted chunk counts.  A type-less chunk (tags like ``B``
-    or ``PER`` in conlleval mode) is shown as ``(no type)``.
+    or ``PER`` in conlleval mode) is shown as ``(no type)``. The ``notes`` of a result (e.g. that
+    IOB1 tags were converted for strict scoring) follow the table, one ``note:`` line each.
     """
     o = result["overall"]
     tokens = int(result["tokens"])
@@ -401,4 +402,8 @@ def format_report(result: dict) -> str:
                 f"{name:<{width}}  {p:>9.2f}  {rc:>7.2f}  {f:>7.2f}"
                 f"  {r['support']:>7d}  {r['predicted']:>9d}"
             )
+    notes = result.get("notes") or []
+    if notes:
+        lines.append("")
+        lines.extend(f"note: {note}" for note in notes)
     return "\n".join(lines) + "\n"

@@ -4,26 +4,42 @@
 (config with id2label/label2id, tokenizer, weights) plus ``metrics.json``, ``nerbatch.json`` and a
 model card. Inputs are converted to IOB2; features use the same windows and document context as
 tagging (``nerbatch.align``), and nerbatch.json records them so ``Tagger`` reproduces them.
+
+A training is a job you can leave running:
+
+- a checkpoint at every epoch end and every ``checkpoint_steps`` steps goes into a work folder
+  beside the output (``nerbatch.train_output``); ``resume=True`` continues from the newest one and
+  ends with the model an uninterrupted run makes; resuming with other data or options is refused;
+- the model folder is assembled under a temporary name and renamed into place when complete; an
+  existing model is replaced only with ``force`` (and swapped, never written into), and a folder that
+  is not a nerbatch model never;
+- ``select`` keeps the best epoch by dev F1 (default with a dev set) or the last; ``patience`` stops
+  after that many epochs without a dev improvement;
+- one lock per output (``nerbatch.checkpoint.OutputLock``): a second training of the same output
+  exits with code 75.
+
+The steps of :func:`train`: check the options and the output, take the lock, resolve the base model
+and what is being trained (the fingerprint ``--resume`` compares), prepare the work folder, load,
+encode, build the Trainer (``nerbatch.train_loop``), train, assemble and install the model folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import shutil
-import sys
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 from . import __version__
-from .align import IGNORE, Specials, check_fast, features_for, label_ids, with_context, word_pieces
-from .batching import chunked
+from . import train_output as files
+from .align import IGNORE, Specials, check_fast, features_for, in_context, label_ids, word_pieces
 from .errors import InputError, ModelError, NerbatchError
 from .io import ReadOptions, read
 from .record import Sentence, iob1_to_iob2, is_tag
-from .tagger import NERBATCH_CONFIG
+from .settings import NERBATCH_CONFIG
 
 
 def default_base_model() -> str:
@@ -40,11 +56,13 @@ def default_base_model() -> str:
 
 @dataclass
 class TrainOptions:
+    """Everything `nerbatch train` can be told; the CLI's defaults are read from here."""
+
     train: list[str]
     output_dir: str
     dev: str | None = None
     base_model: str | None = None
-    epochs: float = 3.0
+    epochs: float = 4.0
     lr: float = 1e-4
     batch_size: int = 32
     seed: int = 42
@@ -60,7 +78,25 @@ class TrainOptions:
     bf16: bool | None = None  # bf16 autocast; None: on where it is fast (CUDA with bf16, CPUs with AMX-BF16)
     group_by_length: bool = True  # batches of similar length (less padding); False: random batches
     group_pool: int = 8  # with group_by_length: sort within random pools of this many batches
+    select: str | None = None  # "best" (dev F1) or "last"; None: best with a dev set, else last
+    patience: int | None = None  # stop after this many epochs without a dev F1 improvement
+    checkpoint_steps: int = 1000  # a checkpoint every N steps as well as at every epoch end (0: epoch ends only)
+    resume: bool = False  # continue from the newest checkpoint in the work folder (a fresh start if none)
+    force: bool = False  # replace an existing model at output_dir; discard an interrupted training's checkpoint
+    log_json: str | None = None  # append one JSON record per epoch (and one at the end) to this file
     quiet: bool = False
+
+
+# Options that do not change the model: a resumed run may differ in these.
+_RUN_ONLY = ("output_dir", "threads", "checkpoint_steps", "resume", "force", "log_json", "quiet")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``message`` says where the last checkpoint is and how to resume."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def _sentences(paths: list[str], fmt: str | None, options: ReadOptions) -> Iterator[Sentence]:
@@ -103,18 +139,24 @@ def encode(
     max_length: int,
     context: bool,
     every: int = 1,
+    stats: dict | None = None,
 ) -> Iterator[dict]:
-    """Training features, streamed: ``input_ids``, ``labels`` and ``length``."""
+    """Training features, streamed, one per window: ``input_ids`` and ``labels`` (the label id on
+    each word's first subword, ``-100`` on other subwords, specials and context). Keeps every
+    ``every``-th sentence; ``stats`` (if given) counts ``sentences`` read and ``kept``."""
     specials = Specials.of(tokenizer)
     budget = (max_length - len(specials)) if context else 0
 
-    def pieces():
-        for chunk in chunked(_sentences(paths, fmt, options), 256):
-            yield from zip(chunk, word_pieces(tokenizer, [s.tokens for s in chunk]))
-
-    for n, (sent, p, left, right) in enumerate(with_context(pieces(), budget)):
+    if stats is not None:
+        stats.update(sentences=0, kept=0)
+    windows = in_context(_sentences(paths, fmt, options), lambda batch: word_pieces(tokenizer, batch), budget)
+    for n, (sent, p, left, right) in enumerate(windows):
+        if stats is not None:
+            stats["sentences"] += 1
         if n % every:
             continue
+        if stats is not None:
+            stats["kept"] += 1
         for tag_i, tag in enumerate(sent.tags):
             if tag not in label2id:
                 raise InputError(
@@ -152,13 +194,30 @@ def _metrics_fn(id2label: dict[int, str]):
     return compute
 
 
-def format_epochs(rows: list[dict]) -> str:
-    lines = [f"{'epoch':>5}  {'loss':>8}  {'precision':>9}  {'recall':>7}  {'f1':>7}  {'accuracy':>8}  {'seconds':>7}"]
-    for r in rows:
-        lines.append(
-            f"{r['epoch']:>5.1f}  {r.get('train_loss', float('nan')):>8.4f}  {100 * r['precision']:>9.2f}  "
-            f"{100 * r['recall']:>7.2f}  {100 * r['f1']:>7.2f}  {100 * r['accuracy']:>8.2f}  {r['seconds']:>7.0f}"
+def table_header(has_dev: bool) -> str:
+    if has_dev:
+        return f"{'epoch':>5}  {'loss':>8}  {'precision':>9}  {'recall':>7}  {'f1':>7}  {'accuracy':>8}  {'seconds':>7}"
+    return f"{'epoch':>5}  {'loss':>8}  {'seconds':>7}"
+
+
+def epoch_row(r: dict) -> str:
+    """One line of the per-epoch table (dev columns when the row has dev scores)."""
+    loss = r.get("train_loss")
+    loss = float("nan") if loss is None else loss
+    if "f1" in r:
+        return (
+            f"{r['epoch']:>5.1f}  {loss:>8.4f}  {100 * r['precision']:>9.2f}  {100 * r['recall']:>7.2f}  "
+            f"{100 * r['f1']:>7.2f}  {100 * r['accuracy']:>8.2f}  {r['seconds']:>7.0f}"
         )
+    return f"{r['epoch']:>5.1f}  {loss:>8.4f}  {r['seconds']:>7.0f}"
+
+
+def format_epochs(rows: list[dict], kept_step: int | None = None) -> str:
+    """The per-epoch table; with ``kept_step``, the row of the kept epoch is marked."""
+    lines = [table_header(any("f1" in r for r in rows))]
+    for r in rows:
+        mark = "  <- kept" if kept_step is not None and r.get("step") == kept_step else ""
+        lines.append(epoch_row(r) + mark)
     return "\n".join(lines)
 
 
@@ -204,217 +263,435 @@ def length_grouped_batches(lengths: list[int], batch_size: int, pool: int, seed:
     return full + tail
 
 
-def _grouped_sampler(lengths: list[int], batch_size: int, pool: int, seed: int):
-    import torch
-
-    class LengthGroupedBatches(torch.utils.data.Sampler):
-        """Indices in the order of :func:`length_grouped_batches`, a new order every epoch."""
-
-        def __init__(self) -> None:
-            self.epoch = 0
-
-        def __len__(self) -> int:
-            return len(lengths)
-
-        def __iter__(self):
-            batches = length_grouped_batches(lengths, batch_size, pool, seed + self.epoch)
-            self.epoch += 1
-            for b in batches:
-                yield from b
-
-    return LengthGroupedBatches()
+# -- the steps of train() --
 
 
-def train(opts: TrainOptions) -> dict:
-    """Train and save a model folder; returns ``{"epochs": [...], "final": {...}, ...}``."""
-    import torch
-    from datasets import Dataset
-    from datasets.exceptions import DatasetGenerationError
-    from transformers import (
-        AutoModelForTokenClassification,
-        AutoTokenizer,
-        DataCollatorForTokenClassification,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-        set_seed,
-    )
+def _check_options(opts: TrainOptions) -> str:
+    """Refuse impossible option combinations (exit 2); returns the model selection rule."""
+    if opts.select not in (None, "best", "last"):
+        raise InputError(f"--select must be best or last, not {opts.select!r}")
+    if opts.select == "best" and not opts.dev:
+        raise InputError("--select best needs a dev set", hint="pass --dev, or --select last")
+    if opts.patience is not None and (opts.patience < 1 or not opts.dev):
+        raise InputError("--patience needs a dev set and 1 or more epochs", hint="pass --dev, or drop --patience")
+    if opts.epochs <= 0 or opts.batch_size < 1 or opts.every < 1 or opts.checkpoint_steps < 0:
+        raise InputError("--epochs, --batch-size and --every must be positive, --checkpoint-steps 0 or more")
+    if not opts.train:
+        raise InputError("no training files")
+    return opts.select or ("best" if opts.dev else "last")
+
+
+def _file_id(path: str) -> dict:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise InputError(f"cannot read the data: {exc.strerror}", path=path) from None
+    return {"path": path, "sha256": h.hexdigest()}
+
+
+def run_fingerprint(opts: TrainOptions, base: str, bf16: bool, select: str) -> dict:
+    """What determines the trained model: data (contents), base model (contents), options."""
+    from .cache import model_identity
+
+    options = {k: v for k, v in asdict(opts).items() if k not in _RUN_ONLY + ("train", "dev", "base_model")}
+    options.update(bf16=bf16, select=select)
+    fp = {
+        "nerbatch_version": __version__,
+        "base_model": model_identity(base),
+        "train": [_file_id(p) for p in opts.train],
+        "dev": _file_id(opts.dev) if opts.dev else None,
+        "options": options,
+    }
+    return json.loads(json.dumps(fp))  # as it reads back from run.json
+
+
+def _flag(key: str) -> str:
+    names = {"errors": "--errors", "bf16": "--bf16/--no-bf16 (as resolved)", "context": "--context/--no-context",
+             "group_by_length": "--group-by-length/--no-group-by-length"}
+    return names.get(key, "--" + key.replace("_", "-"))
+
+
+def fingerprint_diff(saved: dict | None, now: dict) -> str | None:
+    """The first difference between the run a checkpoint belongs to and this one, in words; None if none."""
+    if not saved:
+        return "the work folder's run.json is missing or unreadable"
+    if saved.get("nerbatch_version") != now["nerbatch_version"]:
+        return f"it was made by nerbatch {saved.get('nerbatch_version')}, this is {now['nerbatch_version']}"
+    if saved.get("base_model") != now["base_model"]:
+        return f"--base-model differs ({saved.get('base_model')} then, {now['base_model']} now)"
+    for key, flag in (("train", "--train"), ("dev", "--dev")):
+        old, new = saved.get(key), now[key]
+        old_h = [f["sha256"] for f in old] if isinstance(old, list) else (old or {}).get("sha256")
+        new_h = [f["sha256"] for f in new] if isinstance(new, list) else (new or {}).get("sha256")
+        if old_h != new_h:
+            then = ", ".join(f["path"] for f in old) if isinstance(old, list) else (old or {}).get("path")
+            return f"the {flag} data differ from the checkpoint's ({then or 'none'} then; a file changed or another was given)"
+    old_o, new_o = saved.get("options", {}), now["options"]
+    for key in sorted(set(old_o) | set(new_o)):
+        a, b = old_o.get(key), new_o.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+            key, a, b = sub, a.get(sub), b.get(sub)
+        return f"{_flag(key)} differs ({a} then, {b} now)"
+    return None
+
+
+def _describe(checkpoint: str) -> str:
+    st = files.read_json(os.path.join(checkpoint, "trainer_state.json")) or {}
+    return f"epoch {round(st.get('epoch') or 0.0, 2):g}, step {st.get('global_step', '?')} of {st.get('max_steps', '?')}"
+
+
+def _prepare_work(work: str, fp: dict, opts: TrainOptions) -> tuple[tuple[str, dict] | None, list[str]]:
+    """Resume from the work folder's newest checkpoint, or start it afresh; returns
+    ``((checkpoint, state) or None, notices)``."""
+    latest = files.latest_checkpoint(work) if os.path.isdir(work) else None
+    if latest is not None and opts.resume:
+        why = fingerprint_diff(files.read_json(os.path.join(work, files.RUN_FILE)), fp)
+        if why:
+            raise InputError(
+                f"cannot resume from {work}: {why}",
+                hint="run with the data and options of the interrupted training, or without --resume and with --force to start over",
+            )
+        shutil.rmtree(os.path.join(work, "cache"), ignore_errors=True)
+        return latest, [f"resuming from the checkpoint at {_describe(latest[0])}"]
+    if latest is not None and not opts.force:
+        raise InputError(
+            f"{work}: holds the checkpoint of an interrupted training ({_describe(latest[0])})",
+            hint="add --resume to continue it, or --force to discard it and start over",
+        )
+    notes = [f"nothing to resume in {work}: starting from the beginning"] if opts.resume else []
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    files.write_json(os.path.join(work, files.RUN_FILE), fp)
+    return None, notes
+
+
+def _already_trained(output: str, work: str, fp: dict) -> dict | None:
+    """With --resume: the metrics of a complete model at ``output`` made by this very run, if any."""
+    if not os.path.isdir(output) or files.latest_checkpoint(work) is not None or not files.is_model_folder(output):
+        return None
+    metrics = files.read_json(os.path.join(output, "metrics.json"))
+    if metrics is None or fingerprint_diff(metrics.get("fingerprint"), fp) is not None:
+        return None
+    return {**metrics, "up_to_date": True}
+
+
+def _quiet_libraries() -> None:
+    """No log lines, warnings or progress bars of transformers/datasets/hub: nerbatch reports."""
+    import datasets
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    if opts.quiet or not sys.stderr.isatty():
-        hf_logging.disable_progress_bar()
-        import datasets
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
 
-        datasets.disable_progress_bars()
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    base = opts.base_model or default_base_model()
-    local = os.path.isdir(base)
-    set_seed(opts.seed)
-    labels = collect_labels(opts.train, opts.input_format, opts.read_options)
-    label2id = {lab: i for i, lab in enumerate(labels)}
-    id2label = {i: lab for i, lab in enumerate(labels)}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=local)
-    except Exception as exc:
-        raise ModelError(f"{base}: cannot load the tokenizer: {str(exc).splitlines()[0]}") from None
-    check_fast(tokenizer, base)
-    try:
-        model = AutoModelForTokenClassification.from_pretrained(
-            base,
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id=label2id,
-            local_files_only=local,
-            ignore_mismatched_sizes=True,  # a base that already has a classifier gets a fresh one
-        )
-    except Exception as exc:
-        raise ModelError(f"{base}: cannot load the encoder: {str(exc).splitlines()[0]}") from None
 
-    os.makedirs(opts.output_dir, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".nerbatch-train-", dir=opts.output_dir)
-    try:
-        def dataset(paths: list[str], every: int, name: str) -> "Dataset":
-            gen = lambda: encode(  # noqa: E731
-                paths, opts.input_format, opts.read_options, tokenizer, label2id, opts.max_length, opts.context, every
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _load_base(base: str, local: bool, labels: list[str]):
+    """Tokenizer and a token-classification model with a fresh head for ``labels``. Never runs
+    code from the model folder (``trust_remote_code=False``); an architecture transformers does
+    not know is refused."""
+    from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if local:
+        cfg = files.read_json(os.path.join(base, "config.json"))
+        if cfg is None:
+            raise ModelError(f"{base}: no readable config.json", hint="pass an encoder folder or hub id as --base-model")
+        if cfg.get("model_type") not in CONFIG_MAPPING:
+            raise ModelError(
+                f"{base}: config.json names model_type {cfg.get('model_type')!r}, an architecture this transformers does not know",
+                hint="use an encoder such as BERT, RoBERTa, DeBERTa or MiniLM",
             )
-            try:
-                return Dataset.from_generator(
-                    gen, cache_dir=os.path.join(work, "cache"), fingerprint=f"{name}-{os.getpid()}-{time.time_ns()}"
-                )
-            except DatasetGenerationError as exc:  # surface our own input errors unwrapped
-                cause = exc.__cause__
-                while cause is not None and not isinstance(cause, NerbatchError):
-                    cause = cause.__cause__
-                if cause is not None:
-                    raise cause from None
-                raise
-
-        bf16 = bf16_is_fast() if opts.bf16 is None else opts.bf16
-        train_ds = dataset(opts.train, opts.every, "train")
-        dev_ds = dataset([opts.dev], 1, "dev") if opts.dev else None
-        args = TrainingArguments(
-            output_dir=os.path.join(work, "trainer"),
-            learning_rate=opts.lr,
-            per_device_train_batch_size=opts.batch_size,
-            per_device_eval_batch_size=max(64, opts.batch_size),
-            num_train_epochs=opts.epochs,
-            weight_decay=opts.weight_decay,
-            warmup_steps=opts.warmup,
-            lr_scheduler_type=opts.scheduler,
-            eval_strategy="epoch" if dev_ds is not None else "no",
-            save_strategy="no",
-            logging_strategy="epoch",
-            report_to="none",
-            seed=opts.seed,
-            train_sampling_strategy="random",  # group_by_length: our own sampler, below
-            disable_tqdm=opts.quiet or not sys.stderr.isatty(),
-            use_cpu=not torch.cuda.is_available(),
-            dataloader_num_workers=0,
-            bf16=bf16,
+    common = {"local_files_only": local, "trust_remote_code": False}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base, **common)
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/etc.
+        raise ModelError(f"{base}: cannot load the tokenizer: {_first_line(exc)}") from None
+    check_fast(tokenizer, base)
+    id2label = dict(enumerate(labels))
+    try:
+        config = AutoConfig.from_pretrained(
+            base, num_labels=len(labels), id2label=id2label, label2id={lab: i for i, lab in id2label.items()}, **common
         )
-        epochs: list[dict] = []
-        state = {"t0": time.time(), "loss": float("nan")}
-
-        class EpochTable(TrainerCallback):
-            def on_log(self, args, st, control, logs=None, **kw):  # noqa: D401
-                if logs and "loss" in logs:
-                    state["loss"] = logs["loss"]
-
-            def on_evaluate(self, args, st, control, metrics=None, **kw):
-                row = {
-                    "epoch": round(st.epoch or 0.0, 2),
-                    "train_loss": state["loss"],
-                    "precision": metrics["eval_precision"],
-                    "recall": metrics["eval_recall"],
-                    "f1": metrics["eval_f1"],
-                    "accuracy": metrics["eval_accuracy"],
-                    "seconds": time.time() - state["t0"],
-                }
-                epochs.append(row)
-                if not opts.quiet:
-                    print(
-                        f"epoch {row['epoch']:.1f}: dev F1 {100 * row['f1']:.2f} "
-                        f"(P {100 * row['precision']:.2f} R {100 * row['recall']:.2f}) after {row['seconds']:.0f}s",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-
-        loss_fn = None
-        if opts.group_by_length:
-            # Grouped batches hold very different numbers of labelled words (a batch of 3-word
-            # headlines vs one of 40-word sentences). The usual per-batch mean would give each word of
-            # a short batch several times the weight of a word in a long one; dividing the summed loss
-            # by a constant (labelled words per batch on average) weighs every word the same, as
-            # random batches do on average. Measured: grouped batches with the per-batch mean lost
-            # about 1 dev F1 point against random batches (BENCHMARKS.md, training speed).
-            labelled = sum(sum(1 for x in row if x != IGNORE) for row in train_ds["labels"])
-            per_batch = max(1.0, labelled / max(1, len(train_ds)) * opts.batch_size)
-
-            def loss_fn(outputs, labels, num_items_in_batch=None):
-                logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-                total = torch.nn.functional.cross_entropy(
-                    logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
-                )
-                return total / per_batch
-
-        class NerTrainer(Trainer):
-            def _get_train_sampler(self, train_dataset=None):
-                ds = train_dataset if train_dataset is not None else self.train_dataset
-                if opts.group_by_length and ds is not None:
-                    lengths = [len(x) for x in ds["input_ids"]]
-                    return _grouped_sampler(lengths, self.args.train_batch_size, opts.group_pool, opts.seed)
-                return super()._get_train_sampler(train_dataset)
-
-        trainer = NerTrainer(
-            model=model,
-            args=args,
-            train_dataset=train_ds,
-            eval_dataset=dev_ds,
-            data_collator=DataCollatorForTokenClassification(tokenizer),
-            processing_class=tokenizer,
-            compute_metrics=_metrics_fn(id2label) if dev_ds is not None else None,
-            compute_loss_func=loss_fn,
-            preprocess_logits_for_metrics=lambda logits, _labels: logits.argmax(-1),
-            callbacks=[EpochTable()],
+        model = AutoModelForTokenClassification.from_pretrained(
+            base, config=config, ignore_mismatched_sizes=True, **common  # a base with a classifier gets a fresh one
         )
-        t0 = time.time()
-        out = trainer.train()
-        seconds = time.time() - t0
-        trainer.save_model(opts.output_dir)
-        tokenizer.save_pretrained(opts.output_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"{base}: cannot load the encoder: {_first_line(exc)}") from None
+    return tokenizer, model
 
-    settings = {k: v for k, v in asdict(opts).items() if k not in ("read_options", "quiet", "threads")}
-    settings["base_model"] = base
-    settings["bf16"] = bf16  # as resolved (auto -> this machine's choice)
-    result = {
+
+def _dataset(paths: list[str], every: int, name: str, opts: TrainOptions, tokenizer, label2id: dict, work: str, stats: dict):
+    """Encoded features as an Arrow-backed ``datasets.Dataset`` cached in the work folder; our own
+    input errors come out unwrapped."""
+    import time
+
+    from datasets import Dataset
+    from datasets.exceptions import DatasetGenerationError
+
+    def gen():
+        return encode(paths, opts.input_format, opts.read_options, tokenizer, label2id, opts.max_length, opts.context, every, stats)
+
+    try:
+        return Dataset.from_generator(
+            gen, cache_dir=os.path.join(work, "cache"), fingerprint=f"{name}-{os.getpid()}-{time.time_ns()}"
+        )
+    except DatasetGenerationError as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, NerbatchError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def _labelled_per_batch(train_ds, batch_size: int) -> float:
+    labelled = sum(sum(1 for x in row if x != IGNORE) for row in train_ds["labels"])
+    return max(1.0, labelled / max(1, len(train_ds)) * batch_size)
+
+
+def _build_trainer(opts, model, tokenizer, train_ds, dev_ds, labels, bf16: bool, work: str, select: str, report):
+    """nerbatch's Trainer: no Trainer-driven saving, logging or printing; :class:`TrainRun` decides
+    when to checkpoint, keeps the epoch rows, the best epoch and the progress output."""
+    import torch
+    from transformers import DataCollatorForTokenClassification, TrainingArguments
+
+    from .train_loop import NerTrainer, TrainRun, WordLoss
+
+    args = TrainingArguments(
+        output_dir=files.trainer_dir(work),
+        learning_rate=opts.lr,
+        per_device_train_batch_size=opts.batch_size,
+        per_device_eval_batch_size=max(64, opts.batch_size),
+        num_train_epochs=opts.epochs,
+        weight_decay=opts.weight_decay,
+        warmup_steps=opts.warmup,
+        lr_scheduler_type=opts.scheduler,
+        eval_strategy="epoch" if dev_ds is not None else "no",
+        save_strategy="no",  # TrainRun sets should_save
+        logging_strategy="no",
+        report_to="none",
+        seed=opts.seed,
+        train_sampling_strategy="random",  # group_by_length: our own sampler (NerTrainer)
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        bf16=bf16,
+    )
+    run = TrainRun(
+        work=work,
+        steps_per_epoch=math.ceil(len(train_ds) / opts.batch_size),
+        checkpoint_steps=opts.checkpoint_steps,
+        select=select,
+        patience=opts.patience,
+        report=report,
+    )
+    trainer = NerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=dev_ds,
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=_metrics_fn(dict(enumerate(labels))) if dev_ds is not None else None,
+        compute_loss_func=WordLoss(_labelled_per_batch(train_ds, opts.batch_size), IGNORE) if opts.group_by_length else None,
+        preprocess_logits_for_metrics=lambda logits, _labels: logits.argmax(-1),
+        callbacks=[run],
+        run=run,
+        grouping=(opts.group_pool, opts.seed) if opts.group_by_length else None,
+    )
+    return trainer, run
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _startup_line(opts: TrainOptions, stats: dict, dev_stats: dict, windows: int, bf16: bool, work: str) -> str:
+    import torch
+
+    per_epoch = math.ceil(windows / opts.batch_size)
+    total = math.ceil(opts.epochs * per_epoch)
+    kept = f"{stats['kept']:,} of {stats['sentences']:,} sentences (--every {opts.every})" if opts.every > 1 else _plural(stats["sentences"], "sentence")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = "" if device == "cuda" else f", {_plural(torch.get_num_threads(), 'thread')}"
+    dev = f"; dev {_plural(dev_stats['sentences'], 'sentence')}" if opts.dev else "; no dev set"
+    every = f" and every {opts.checkpoint_steps} steps" if opts.checkpoint_steps and opts.checkpoint_steps < total else ""
+    return (
+        f"training on {kept} in {_plural(windows, 'window')}: {opts.epochs:g} epochs of {_plural(per_epoch, 'step')} "
+        f"(batch {opts.batch_size}) = {_plural(total, 'step')}{dev}; {'bf16 autocast' if bf16 else 'fp32'} on {device}{threads}; "
+        f"checkpoints at each epoch end{every} in {work}"
+    )
+
+
+def _result(opts, base, bf16, select, fp, labels, run, stats, windows) -> dict:
+    rows = run.rows
+    if select == "best" and run.best is not None:
+        kept = next(r for r in rows if r["step"] == run.best["step"])
+        reason = f"the best dev F1 ({100 * kept['f1']:.2f}) of {_plural(len(rows), 'epoch')}"
+    else:
+        kept = rows[-1] if rows else None
+        reason = "the last epoch" + (" (--select last)" if opts.dev else " (no dev set to select by)")
+    settings = {k: v for k, v in asdict(opts).items() if k not in _RUN_ONLY + ("read_options",)}
+    settings["output_dir"] = opts.output_dir
+    settings.update(base_model=base, bf16=bf16, select=select)  # as resolved (auto -> this machine's choice)
+    return {
         "nerbatch_version": __version__,
         "settings": settings,
         "labels": labels,
-        "train_features": len(train_ds),
-        "train_seconds": round(seconds, 1),
-        "train_loss": out.training_loss,
-        "epochs": epochs,
-        "final": epochs[-1] if epochs else None,
+        "train_sentences": stats.get("kept"),
+        "train_features": windows,
+        "train_seconds": round(run.train_seconds, 1),
+        "train_loss": run.total_loss / max(1, run.total_steps),
+        "epochs": rows,
+        "final": kept,
+        "selected": None if kept is None else {"epoch": kept["epoch"], "step": kept["step"], "select": select, "reason": reason},
+        "stopped_early": run.stopped_early,
+        "fingerprint": fp,
     }
-    with open(os.path.join(opts.output_dir, "metrics.json"), "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
-    with open(os.path.join(opts.output_dir, NERBATCH_CONFIG), "w", encoding="utf-8") as fh:
-        json.dump(
-            {"nerbatch_version": __version__, "max_length": opts.max_length, "context": opts.context, "scheme": "IOB2"},
-            fh,
-            indent=2,
-        )
-    with open(os.path.join(opts.output_dir, "README.md"), "w", encoding="utf-8") as fh:
-        fh.write(model_card(result))
+
+
+def _write_model(work: str, source: str, tokenizer, result: dict, opts: TrainOptions) -> None:
+    """Assemble the model folder under ``work/model.new`` (weights linked from ``source``, small
+    files written atomically, the user's permissions, flushed), then swap it in at the output."""
+    from .files import atomic_write
+    from .train_loop import test_stop
+
+    new = os.path.join(work, "model.new")
+    shutil.rmtree(new, ignore_errors=True)
+    os.makedirs(new)
+    files.link_model_files(source, new)
+    tokenizer.save_pretrained(new)
+    atomic_write(os.path.join(new, "metrics.json"), json.dumps(result, indent=2) + "\n")
+    saved = {"nerbatch_version": __version__, "max_length": opts.max_length, "context": opts.context, "scheme": "IOB2"}
+    atomic_write(os.path.join(new, NERBATCH_CONFIG), json.dumps(saved, indent=2) + "\n")
+    atomic_write(os.path.join(new, "README.md"), model_card(result))
+    files.settle(new)
+    test_stop("final-save")
+    files.install(new, opts.output_dir, work, opts.force)
+
+
+def train(opts: TrainOptions) -> dict:
+    """Train and install a model folder at ``opts.output_dir``; returns the metrics dict
+    (``{"epochs": [...], "final": {...}, "selected": {...}, ...}``, also saved as metrics.json).
+
+    Raises :class:`InputError`/:class:`ModelError`/:class:`OutputError` (exit 2) for bad data,
+    options, base model or output, :class:`~nerbatch.errors.LockedError` (exit 75) when another
+    training holds the output, :class:`TrainingInterrupted` on Ctrl-C (the checkpoint stays).
+    """
+    from .checkpoint import OutputLock
+
+    select = _check_options(opts)
+    output = opts.output_dir
+    if not (opts.resume and os.path.isdir(output) and files.is_model_folder(output)):  # (--resume: maybe up to date)
+        files.check_target(output, opts.force)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    lock = OutputLock(output)
+    lock.acquire()
+    try:
+        work = files.work_dir(output)
+        if os.path.isdir(work):
+            files.recover_swap(work, output)
+        return _train_locked(opts, select, work)
+    finally:
+        lock.release()
+
+
+def _train_locked(opts: TrainOptions, select: str, work: str) -> dict:
+    from .backends import hub_reachable, resolve_model
+
+    base = opts.base_model or default_base_model()
+    local = resolve_model(base)  # refuses missing folders, unreachable hub ids, folders with auto_map code
+    if not local and not hub_reachable():
+        local = True  # in the local cache only: do not wait on the network
+    bf16 = bf16_is_fast() if opts.bf16 is None else opts.bf16
+    if opts.log_json:
+        try:
+            open(opts.log_json, "a").close()
+        except OSError as exc:
+            raise InputError(f"cannot append the JSON log: {exc.strerror}", path=opts.log_json) from None
+    fp = run_fingerprint(opts, base, bf16, select)
+    if opts.resume:
+        done = _already_trained(opts.output_dir, work, fp)
+        if done is not None:
+            return done
+    files.check_target(opts.output_dir, opts.force)
+    resume_from, notes = _prepare_work(work, fp, opts)
+    try:
+        return _fit(opts, select, base, local, bf16, fp, work, resume_from, notes)
+    except BaseException:
+        if files.latest_checkpoint(work) is None:
+            shutil.rmtree(work, ignore_errors=True)  # nothing to resume: leave nothing behind
+        raise
+
+
+def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
+    import torch
+    from transformers import set_seed
+
+    from .train_loop import Report
+
+    _quiet_libraries()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    set_seed(opts.seed)
+    labels = collect_labels(opts.train, opts.input_format, opts.read_options)
+    label2id = {lab: i for i, lab in enumerate(labels)}
+    tokenizer, model = _load_base(base, local, labels)
+    stats: dict = {}
+    dev_stats: dict = {}
+    train_ds = _dataset(opts.train, opts.every, "train", opts, tokenizer, label2id, work, stats)
+    dev_ds = _dataset([opts.dev], 1, "dev", opts, tokenizer, label2id, work, dev_stats) if opts.dev else None
+    report = Report(opts.quiet, opts.log_json, dev_ds is not None, opts.output_dir)
+    trainer, run = _build_trainer(opts, model, tokenizer, train_ds, dev_ds, labels, bf16, work, select, report)
+    checkpoint = None
+    if resume_from is not None:
+        checkpoint, state = resume_from
+        run.restore(state)
+    report.say(_startup_line(opts, stats, dev_stats, len(train_ds), bf16, work))
+    for note in notes:
+        report.say(note)
+    try:
+        if not run.finished:
+            trainer.train(resume_from_checkpoint=checkpoint)
+        report.close()
+        result = _result(opts, base, bf16, select, fp, labels, run, stats, len(train_ds))
+        latest = files.latest_checkpoint(work)
+        if latest is None or not latest[1].get("finished"):
+            raise NerbatchError("training ended without a final checkpoint")  # not expected
+        source = files.best_dir(work, run.best["step"]) if select == "best" and run.best else latest[0]
+        _write_model(work, source, tokenizer, result, opts)
+    except KeyboardInterrupt:
+        report.close()
+        latest = files.latest_checkpoint(work)
+        if latest is None:
+            raise TrainingInterrupted("interrupted before the first checkpoint; nothing was kept") from None
+        report.log({"event": "interrupted", "checkpoint": latest[0]})
+        raise TrainingInterrupted(
+            f"interrupted; the last checkpoint ({_describe(latest[0])}) is kept in {work}: "
+            "run the same command with --resume to continue from it"
+        ) from None
+    shutil.rmtree(work, ignore_errors=True)
+    kept = result["selected"] or {}
+    report.log({"event": "done", "kept_epoch": kept.get("epoch"), "reason": kept.get("reason"),
+                "f1": (result["final"] or {}).get("f1"), "train_seconds": result["train_seconds"]})
     return result
 
 
 def model_card(result: dict) -> str:
     s = result["settings"]
+    sel = result.get("selected") or {}
     lines = [
         "# nerbatch NER model",
         "",
@@ -425,11 +702,21 @@ def model_card(result: dict) -> str:
         f"- epochs {s['epochs']}, learning rate {s['lr']}, batch {s['batch_size']}, warm-up {s['warmup']}, "
         f"schedule {s['scheduler']}, max length {s['max_length']}, document context {s['context']}, seed {s['seed']}",
         f"- training time: {result['train_seconds']} s",
+    ]
+    if sel:
+        lines.append(f"- kept: the weights after epoch {sel['epoch']:g}, {sel['reason']} (--select {sel['select']})")
+    if result.get("stopped_early"):
+        st = result["stopped_early"]
+        lines.append(
+            f"- stopped early after epoch {st['epoch']:g}: no dev F1 improvement in {st['patience']} epochs (--patience {st['patience']})"
+        )
+    lines += [
         "",
         "Load it with plain transformers: `pipeline(\"token-classification\", model=THIS_FOLDER)`, or tag files with",
         "`nerbatch tag FILE --model THIS_FOLDER` (which also applies the document context recorded in nerbatch.json).",
         "",
     ]
-    if result["epochs"]:
-        lines += ["## Dev scores per epoch (conlleval rules)", "", "```", format_epochs(result["epochs"]), "```", ""]
+    if any("f1" in r for r in result["epochs"]):
+        kept_step = sel.get("step")
+        lines += ["## Dev scores per epoch (conlleval rules)", "", "```", format_epochs(result["epochs"], kept_step), "```", ""]
     return "\n".join(lines)

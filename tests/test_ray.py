@@ -16,14 +16,10 @@ pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install '
 
 import pyarrow.parquet as pq  # noqa: E402
 
+from nerbatch.align import split_blocks  # noqa: E402
 from nerbatch.engines import plan_jobs, tag_files  # noqa: E402
-from nerbatch.engines.ray import (  # noqa: E402
-    CRASH_ENV,
-    context_need,
-    split_blocks,
-    tag_block,
-    tag_files_ray,
-)
+from nerbatch.engines.ray import TagActor, context_need  # noqa: E402
+from nerbatch.engines.ray import tag_files_ray as _tag_files_ray  # noqa: E402
 from nerbatch.errors import InputError, ModelError  # noqa: E402
 from nerbatch.record import Sentence  # noqa: E402
 from nerbatch.tagger import Tagger, TaggerOptions  # noqa: E402
@@ -35,9 +31,42 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Dat
 INPUTS = ["test.conll", "test.jsonl", "test.parquet", "sentences.txt"]
 
 
+CRASH_ENV = "NERBATCH_RAY_TEST_CRASH"
+
+
+class CrashingActor(TagActor):
+    """A tagging actor that dies once: the path in $NERBATCH_RAY_TEST_CRASH holds a number N; the
+    first actor that has tagged N shards while the file exists renames it away and exits, so Ray
+    must restart it and retry the shard."""
+
+    def tag(self, row: dict) -> dict:
+        path = os.environ.get(CRASH_ENV)
+        if path:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    after = int(fh.read().strip() or 0)
+            except (OSError, ValueError):
+                after = None
+            if after is not None and self.done >= after:
+                try:
+                    os.rename(path, path + ".fired")  # only one actor wins
+                    os._exit(1)
+                except OSError:
+                    pass
+        return super().tag(row)
+
+
+def tag_files_ray(jobs, model, options, **kw):
+    """The Ray engine with a Tagger for ``model`` (and the crash-hook actor of these tests)."""
+    return _tag_files_ray(jobs, Tagger(model, options), actor=CrashingActor, **kw)
+
+
 @pytest.fixture(scope="module")
 def ray_local(tmp_path_factory):
     """A local Ray with 2 CPUs for the whole module; its workers see the crash-hook variable."""
+    import sys
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need not import tests/
     crash = tmp_path_factory.mktemp("ray-crash") / "crash-after"
     old = os.environ.get(CRASH_ENV)
     os.environ[CRASH_ENV] = str(crash)  # inherited by the workers; armed only when the file exists
@@ -183,18 +212,18 @@ def test_blocks_with_their_neighbours_tag_like_the_whole_stream(context_model, t
     """The worker-side pieces alone (no Ray): split_blocks + tag_block == Tagger.tag, scores included."""
     options = TaggerOptions(device="cpu", block=tagger_block)
     tagger = Tagger(context_model, options)
-    need = context_need(context_model, options)
+    need = context_need(tagger)
     assert need == 64
     whole = list(tagger.tag(_stream(7)))
     for carried in (need, tagger.max_length - len(tagger.specials)):  # the bound, and exactly the budget
         pieces = []
         for left, core, right, left_cut, right_cut in split_blocks(_stream(7), size, carried):
-            pieces.extend(tag_block(tagger, left, core, right, left_cut, right_cut, carried))
+            pieces.extend(tagger.tag_block(core, left, right, left_cut=left_cut, right_cut=right_cut, carried=carried))
         assert [s.pred for s in pieces] == [s.pred for s in whole]
         assert [s.scores for s in pieces] == [s.scores for s in whole]
     with pytest.raises(Exception, match="document context"):
         left, core, right, lc, rc = next(iter(split_blocks(_stream(7), size, 8)))
-        tag_block(tagger, left, core, right, lc, rc, 8)
+        tagger.tag_block(core, left, right, left_cut=lc, right_cut=rc, carried=8)
 
 
 def test_on_error_skip_rejects_and_resume_like_the_local_engine(ray_local, tiny_model, tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from nerbatch.checkpoint import OutputLock
 from nerbatch.cli import cli
 
 from .conftest import SAMPLE
@@ -112,11 +113,16 @@ def test_lock_held_by_a_live_process_exits_75(tiny_model, tmp_path):
     out = tmp_path / "o.conll"
     out.write_text("previous complete output\n")
     lock = tmp_path / ".o.conll.nerbatch.lock"
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-    res = CliRunner().invoke(cli, ["tag", str(SAMPLE / "test.conll"), "-o", str(out), "--model", tiny_model])
+    held = OutputLock(str(out))  # a kernel lock (flock), held here as another run would hold it
+    held.acquire()
+    try:
+        res = CliRunner().invoke(cli, ["tag", str(SAMPLE / "test.conll"), "-o", str(out), "--model", tiny_model])
+    finally:
+        lock_existed = lock.exists()
+        held.release()
     assert res.exit_code == 75
     assert "another nerbatch run" in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    assert out.read_text() == "previous complete output\n" and lock.exists()
+    assert out.read_text() == "previous complete output\n" and lock_existed
 
 
 def test_stale_lock_from_a_dead_process_is_taken_over(tiny_model, tmp_path):

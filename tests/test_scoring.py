@@ -593,3 +593,11 @@ CONLLEVAL_RECORDED: dict[tuple[str, int], str] = {
 def test_matches_recorded_conlleval_output(case: tuple[str, int]) -> None:
     style, seed = case
     assert_matches_conlleval(score_corpus(make_corpus(style, seed)), CONLLEVAL_RECORDED[case])
+
+
+def test_format_report_lists_notes_after_the_table() -> None:
+    result = score([["B-PER"]], [["B-PER"]])
+    result["notes"] = ["f.conll: IOB1 tags converted to IOB2"]
+    lines = format_report(result).splitlines()
+    assert lines[:2] == format_report(score([["B-PER"]], [["B-PER"]])).splitlines()[:2]
+    assert lines[-2:] == ["", "note: f.conll: IOB1 tags converted to IOB2"]

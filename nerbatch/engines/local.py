@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
 
-from ..errors import InputError
-from ..evaluate import add_sentence
-from ..io import EXTENSION_FOR, OUTPUT_FORMATS, ReadOptions, guess_format, input_format, open_writer, read
+from ..errors import InputError, Interrupted
+from ..evaluate import READABLE_OUTPUTS, FileScore, score_output
+from ..io import ReadOptions, open_writer, read
 from ..io.base import STDIO
+from ..plan import FileJob, PlannedJob, output_fingerprint, plan_run, rejects_path
 from ..scoring import Scorer, conll_chunks
-
-
-@dataclass(frozen=True)
-class FileJob:
-    input: str
-    output: str
-    input_format: str
-    output_format: str
 
 
 @dataclass
@@ -30,6 +24,7 @@ class TagSummary:
     entities: int = 0
     skipped: int = 0  # records (or whole files) rejected under --on-error skip
     up_to_date: int = 0  # outputs left alone by --resume
+    tagged: int = 0  # sentences the model tagged in this run (not those of complete or resumed-over parts)
     seconds: float = 0.0
     forward_seconds: float = 0.0
     per_file: list[dict] = field(default_factory=list)
@@ -54,79 +49,18 @@ class RunOptions:
     resume: bool = False  # skip complete outputs, continue partial ones from their last checkpoint
     checkpoint_every: int = 10_000  # sentences between checkpoints inside a file (0: never)
     log_json: str | None = None  # append one JSON record per file here
-    output_options: dict = field(default_factory=dict)  # options that change the output (for the manifest)
 
 
-def _output_format(path: str, explicit: str | None, in_fmt: str) -> str:
-    if explicit:
-        return explicit
-    fmt = guess_format(path) if path != STDIO else None
-    if fmt in OUTPUT_FORMATS:
-        return fmt
-    return "conll" if in_fmt == "text" else in_fmt
-
-
-def plan_jobs(
-    inputs: list[str],
-    output: str | None,
-    *,
-    input_fmt: str | None = None,
-    output_fmt: str | None = None,
-) -> list[FileJob]:
-    """Map inputs to outputs.
-
-    One input: ``output`` is a file (``-`` or None: stdout) or an existing folder. Several inputs:
-    ``output`` must be a folder (created if missing); each output keeps its input's name, with the
-    extension of the output format.
-    """
-    if not inputs:
-        raise InputError("no input files", hint="pass one or more files, or - for stdin")
-    folder = output is not None and output != STDIO and (
-        len(inputs) > 1 or os.path.isdir(output) or output.endswith(os.sep)
-    )
-    if len(inputs) > 1 and (output is None or output == STDIO):
-        raise InputError("several inputs need -o FOLDER", hint="outputs are written one per input into the folder")
-    if STDIO in inputs and len(inputs) > 1:
-        raise InputError("- (stdin) cannot be combined with other inputs")
-    jobs: list[FileJob] = []
-    seen: dict[str, str] = {}
-    for path in inputs:
-        in_fmt = input_format(path, input_fmt)
-        if folder:
-            assert output is not None
-            out_fmt = output_fmt or ("conll" if in_fmt == "text" else in_fmt)
-            stem = os.path.splitext(os.path.basename(path))[0] if path != STDIO else "stdin"
-            target = os.path.join(output, stem + EXTENSION_FOR[out_fmt])
-        else:
-            target = output or STDIO
-            out_fmt = _output_format(target, output_fmt, in_fmt)
-        if target in seen:
-            raise InputError(f"{path} and {seen[target]} would both be written to {target}")
-        if target != STDIO and os.path.abspath(target) == os.path.abspath(path):
-            raise InputError("the output would overwrite the input", path=path)
-        seen[target] = path
-        jobs.append(FileJob(path, target, in_fmt, out_fmt))
-    if folder:
-        assert output is not None
-        try:
-            os.makedirs(output, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create output folder: {exc.strerror}", path=output) from None
-    return jobs
-
-
-def lock_target(jobs: list[FileJob]) -> str | None:
-    """The location to lock: the output folder for several outputs, else the output file."""
-    outs = [j.output for j in jobs if j.output != STDIO]
-    if not outs:
-        return None
-    if len(outs) == 1:
-        return outs[0]
-    return os.path.dirname(os.path.abspath(outs[0]))
+def plan(jobs: list[FileJob] | list[PlannedJob], tagger, options: ReadOptions, run: RunOptions) -> list[PlannedJob]:
+    """The run plan of :mod:`nerbatch.plan` for these jobs (jobs already planned are kept as they are)."""
+    if all(isinstance(j, PlannedJob) for j in jobs):
+        return list(jobs)  # type: ignore[arg-type]
+    fp = output_fingerprint(options, tagger.settings, tagger.options.precision, tagger.options.compile)
+    return plan_run(list(jobs), tagger.model_name, fp, run.resume)
 
 
 def tag_files(
-    jobs: list[FileJob],
+    jobs: list[FileJob] | list[PlannedJob],
     tagger,
     *,
     options: ReadOptions = ReadOptions(),
@@ -138,24 +72,28 @@ def tag_files(
 
     Outputs appear atomically (a failed file leaves no output behind); the output location is
     locked for the run; every ``run.checkpoint_every`` sentences the partial output is made durable
-    so ``run.resume`` can continue it. When ``scorer`` is given, sentences with gold tags are scored
-    on the way (``tag --report``).
+    so ``run.resume`` can continue it. When ``scorer`` is given, every output is scored
+    (``tag --report``): a file output by reading it back once complete, so a resumed or already
+    complete output counts whole (the numbers of ``nerbatch evaluate`` on it); stdout and HTML,
+    which cannot be read back (nor resumed, for HTML with a scorer), are scored on the way.
     """
     from tqdm import tqdm
 
-    from ..checkpoint import OutputLock
+    from ..checkpoint import OutputLock, probe_locks
 
     summary = TagSummary()
     t0 = time.perf_counter()
+    planned = plan(jobs, tagger, options, run)
     bar = tqdm(unit=" sent", disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
-    target = lock_target(jobs)
-    lock = OutputLock(target) if target else None
-    if lock:
-        lock.acquire()
+    probe_locks([p.job.output for p in planned if p.job.output != STDIO])
     try:
-        for job in jobs:
-            bar.set_description(os.path.basename(job.input))
-            stats = _run_job(job, tagger, options, scorer, run, bar)
+        for item in planned:
+            bar.set_description(os.path.basename(item.job.input))
+            if item.job.output == STDIO:
+                stats = _run_job(item, tagger, options, scorer, run, bar)
+            else:
+                with OutputLock(item.job.output):
+                    stats = _run_job(item, tagger, options, scorer, run, bar)
             summary.per_file.append(stats)
             if stats["status"] == "up to date":
                 summary.up_to_date += 1
@@ -167,10 +105,9 @@ def tag_files(
                 _log(run.log_json, stats)
     finally:
         bar.close()
-        if lock:
-            lock.release()
         summary.seconds = time.perf_counter() - t0
-        summary.forward_seconds = getattr(tagger, "forward_seconds", 0.0)
+        summary.forward_seconds = tagger.forward_seconds
+        summary.tagged = tagger.sentences_tagged
     return summary
 
 
@@ -186,12 +123,21 @@ def _log(path: str, record: dict) -> None:
         raise OutputError(f"{path}: cannot append the JSON log: {exc.strerror}") from None
 
 
-def _run_job(job: FileJob, tagger, options: ReadOptions, scorer, run: RunOptions, bar) -> dict:
+def _finish_stats(stats: dict, tagger, before: dict, t1: float) -> None:
+    stats["seconds"] = round(time.perf_counter() - t1, 3)
+    # model-side counters of this file: time inside forward, subword tokens, padded batch slots
+    stats["forward_seconds"] = round(getattr(tagger, "forward_seconds", 0) - before["forward_seconds"], 3)
+    stats["subword_tokens"] = getattr(tagger, "tokens_seen", 0) - before["tokens_seen"]
+    stats["padded_tokens"] = getattr(tagger, "padded_tokens", 0) - before["padded_tokens"]
+
+
+def _run_job(planned: PlannedJob, tagger, options: ReadOptions, scorer, run: RunOptions, bar) -> dict:
     import json
 
-    from ..checkpoint import fingerprint, load_manifest, remove_manifest, save_manifest, sidecar
+    from ..checkpoint import remove_manifest, save_manifest, sidecar
     from ..io.base import AtomicOutput
 
+    job, fp = planned.job, planned.fingerprint
     stats = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "input": job.input,
@@ -207,38 +153,36 @@ def _run_job(job: FileJob, tagger, options: ReadOptions, scorer, run: RunOptions
     counters = ("forward_seconds", "tokens_seen", "padded_tokens")
     before = {k: getattr(tagger, k, 0) for k in counters}
     stdout = job.output == STDIO
-    fp = None
-    resume = None
-    if not stdout and job.input != STDIO:
-        try:
-            fp = fingerprint(job.input, tagger.model_name, {**run.output_options, "format": job.output_format})
-        except OSError:
-            fp = None  # a missing input is reported by the reader below
-        manifest = load_manifest(job.output) if run.resume and fp else None
-        if manifest and manifest.get("fingerprint") == fp:
-            if manifest.get("complete") and os.path.exists(job.output):
-                stats.update(manifest.get("stats", {}), status="up to date", seconds=0.0)
-                return stats
-            ck = manifest.get("checkpoint")
-            if ck and os.path.exists(sidecar(job.output, "part")):
-                resume = ck
-                stats.update({k: ck["stats"][k] for k in ("sentences", "tokens", "entities", "skipped")})
-                stats["status"] = f"resumed after {ck['sentences']} records"
+    resume = planned.checkpoint
+    if planned.status == "up to date":
+        stats.update(planned.stats or {}, status="up to date", seconds=0.0)
+        if scorer is not None:
+            score_output(job.output, job.output_format, scorer, input_fmt=job.input_format, options=options)
+        return stats
+    if resume:
+        stats.update({k: resume["stats"][k] for k in ("sentences", "tokens", "entities", "skipped")})
+        stats["status"] = f"resumed after {resume['sentences']} records"
     part = sidecar(job.output, "part") if fp else None
-    rejects_path = job.output + ".rejects.jsonl" if not stdout else None
+    rejects_file = rejects_path(job.output) if not stdout else None
     rejects: AtomicOutput | None = None
     writer = None
     done = resume["sentences"] if resume else 0
+    durable = done if resume else None  # sentences a later --resume can continue after
     # a CoNLL output carries -DOCSTART- lines that conlleval counts; score them the same way
     docstart = "input" if job.input_format == job.output_format == "conll" else None
+    on_the_way = None  # stdout and HTML outputs cannot be read back: score them while writing
+    if scorer is not None and (stdout or job.output_format not in READABLE_OUTPUTS):
+        if resume:
+            raise InputError("an HTML output cannot be resumed with a report", path=job.output, hint="write CoNLL, JSONL or Parquet, or run without --resume")
+        on_the_way = FileScore(scorer, job.input, job.input_format, options=options, docstart=docstart, pred_from="model", context="report", defer=True)
     try:
         writer = open_writer(
             job.output, job.output_format, input_path=job.input, input_fmt=job.input_format, part=part, resume=resume
         )
-        if rejects_path and options.on_error == "skip":
+        if rejects_file and options.on_error == "skip":
             rejects = AtomicOutput(
-                rejects_path,
-                part=sidecar(rejects_path, "part"),
+                rejects_file,
+                part=sidecar(rejects_file, "part"),
                 resume_bytes=resume.get("rejects_bytes") if resume else None,
             )
         for sent in tagger.tag(read(job.input, job.input_format, options), skip=done):
@@ -256,8 +200,8 @@ def _run_job(job: FileJob, tagger, options: ReadOptions, scorer, run: RunOptions
                 stats["tokens"] += len(sent.tokens)
                 stats["entities"] += len(conll_chunks(sent.pred or []))
                 bar.update(1)
-            if scorer is not None and sent.error is None:
-                add_sentence(scorer, sent, docstart)
+            if on_the_way is not None:
+                on_the_way.add(sent)
             if fp and run.checkpoint_every and done % run.checkpoint_every == 0:
                 ck = writer.checkpoint()
                 if rejects is not None:
@@ -265,7 +209,17 @@ def _run_job(job: FileJob, tagger, options: ReadOptions, scorer, run: RunOptions
                 ck["sentences"] = done
                 ck["stats"] = {k: stats[k] for k in ("sentences", "tokens", "entities", "skipped")}
                 save_manifest(job.output, {"fingerprint": fp, "complete": False, "checkpoint": ck})
-        writer.commit()
+                durable = done
+
+        def sealed(st) -> None:
+            # the manifest says "complete" before the output appears, naming the file that will
+            # appear (the rename keeps its inode): a kill between the two leaves nothing claimed
+            _finish_stats(stats, tagger, before, t1)
+            if fp:
+                out = {"inode": st.st_ino, "size": st.st_size}
+                save_manifest(job.output, {"fingerprint": fp, "complete": True, "output": out, "stats": stats})
+
+        writer.commit(before_rename=sealed)
         if rejects is not None:
             if stats["skipped"]:
                 rejects.commit()
@@ -284,18 +238,25 @@ def _run_job(job: FileJob, tagger, options: ReadOptions, scorer, run: RunOptions
         stats.update(status="skipped", error=str(exc), skipped=stats["skipped"] + 1)
         print(f"nerbatch: skipped {exc}", file=sys.stderr)
         return stats
-    except BaseException:
-        # interrupted or failed for another reason: keep the partial output for --resume
+    except BaseException as exc:
+        # interrupted or failed for another reason: keep the partial output only where --resume
+        # will use it (a checkpoint of it is in the manifest)
+        keep = fp is not None and durable is not None
         if writer is not None:
-            writer.abort(keep=fp is not None)
+            writer.abort(keep=keep)
         if rejects is not None:
-            rejects.abort(keep=fp is not None)
+            rejects.abort(keep=keep)
+        if isinstance(exc, KeyboardInterrupt):
+            kept = (part, durable) if keep and part else None
+            if isinstance(exc, Interrupted):
+                exc.kept = kept
+                raise
+            raise Interrupted(signal.SIGINT, kept) from exc
         raise
-    stats["seconds"] = round(time.perf_counter() - t1, 3)
-    # model-side counters of this file: time inside forward, subword tokens, padded batch slots
-    stats["forward_seconds"] = round(getattr(tagger, "forward_seconds", 0) - before["forward_seconds"], 3)
-    stats["subword_tokens"] = getattr(tagger, "tokens_seen", 0) - before["tokens_seen"]
-    stats["padded_tokens"] = getattr(tagger, "padded_tokens", 0) - before["padded_tokens"]
-    if fp:
-        save_manifest(job.output, {"fingerprint": fp, "complete": True, "stats": stats})
+    if "subword_tokens" not in stats:
+        _finish_stats(stats, tagger, before, t1)  # stdout: nothing was renamed
+    if on_the_way is not None:
+        on_the_way.finish()
+    elif scorer is not None:
+        score_output(job.output, job.output_format, scorer, input_fmt=job.input_format, options=options)
     return stats

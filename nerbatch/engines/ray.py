@@ -29,23 +29,21 @@ import pickle
 import time
 import warnings
 import zlib
-from collections import deque
 from dataclasses import replace
 from itertools import chain
 from typing import Any, Iterable, Iterator
 
+from ..align import neighbour, split_blocks
 from ..errors import InputError, NerbatchError
 from ..io import ReadOptions, read
 from ..io.base import STDIO
+from ..plan import FileJob, PlannedJob
 from ..record import Sentence
 from ..scoring import Scorer
 from ..tagger import TaggerOptions
-from .local import FileJob, TagSummary, tag_files
+from .local import RunOptions, TagSummary, plan, tag_files
 
 RAY_HINT = "pip install 'nerbatch[ray]'"
-# Test hook: the path of a file holding a number N. The first actor that has tagged N blocks while
-# the file exists renames it away and dies (os._exit), so Ray must restart it and retry the block.
-CRASH_ENV = "NERBATCH_RAY_TEST_CRASH"
 # Upper bound on the context budget in subwords (a model window is at most 512 subwords).
 MAX_WINDOW = 512
 # A dead actor is restarted without limit (losing a node must not end the run), but one block is
@@ -69,90 +67,6 @@ def checksum(tokens: list[str]) -> int:
 # -- reading (Ray tasks) -----------------------------------------------------------------------
 
 
-def _words(sent: Sentence) -> int:
-    """Words that surely give at least one subword (any letter or digit: at worst [UNK])."""
-    return sum(1 for w in sent.tokens if any(c.isalnum() for c in w))
-
-
-def _light(sent: Sentence) -> Sentence:
-    """A neighbour only lends context: its tokens and document are all that travel."""
-    return Sentence(tokens=sent.tokens, doc_id=sent.doc_id, index=sent.index, path=sent.path, line=sent.line)
-
-
-def split_blocks(
-    sentences: Iterable[Sentence], size: int, need: int
-) -> Iterator[tuple[list[Sentence], list[Sentence], list[Sentence], bool, bool]]:
-    """Cut a sentence stream into ``(left, core, right, left_cut, right_cut)`` blocks.
-
-    ``core`` is ``size`` consecutive sentences (fewer at the end). ``left``/``right`` are the
-    neighbouring sentences that ``align.with_context`` would draw context from: the run of same-document
-    sentences before the core (sentences without tokens or document skipped, as ``with_context`` does)
-    and the sentences after it up to the next sentence of another document. Each side stops once it
-    holds ``need`` words (``left_cut``/``right_cut`` say that it stopped early, so the tagger can check
-    that it got a full budget of subwords). ``need`` 0: no neighbours.
-    """
-    it = iter(sentences)
-    ahead: deque[Sentence] = deque()
-    left: deque[Sentence] = deque()
-    left_words = 0
-    left_doc: object = None
-    left_cut = False
-
-    def take(n: int) -> list[Sentence]:
-        out = []
-        while ahead and len(out) < n:
-            out.append(ahead.popleft())
-        while len(out) < n:
-            s = next(it, None)
-            if s is None:
-                break
-            out.append(s)
-        return out
-
-    core = take(size)
-    while core:
-        right: list[Sentence] = []
-        right_cut = False
-        if need > 0:
-            last = next((s for s in reversed(core) if s.tokens), None)
-            doc = last.doc_id if last is not None else None
-            if doc is not None:
-                words = 0
-                j = 0
-                while True:
-                    if words >= need:
-                        right_cut = True
-                        break
-                    if j == len(ahead):
-                        s = next(it, None)
-                        if s is None:
-                            break
-                        ahead.append(s)
-                    s = ahead[j]
-                    if s.tokens and s.doc_id != doc:
-                        break
-                    if s.tokens:
-                        right.append(_light(s))
-                        words += _words(s)
-                    j += 1
-        yield list(left), core, right, left_cut, right_cut
-        if need > 0:
-            for s in core:
-                if not s.tokens or s.doc_id is None:
-                    continue
-                if s.doc_id != left_doc:
-                    left.clear()
-                    left_words = 0
-                    left_doc = s.doc_id
-                    left_cut = False
-                left.append(_light(s))
-                left_words += _words(s)
-                while left and left_words - _words(left[0]) >= need:
-                    left_words -= _words(left.popleft())
-                    left_cut = True
-        core = take(size)
-
-
 def _row(file: int, block: int, kind: str, payload: bytes = b"", sentences: int = 0) -> dict:
     return {"file": file, "block": block, "kind": kind, "payload": payload, "sentences": sentences}
 
@@ -162,14 +76,24 @@ def _light_list(sents: list[Sentence]) -> list[tuple[list[str], str | None, int]
 
 
 def _read_file(item: dict, options: ReadOptions, size: int, need: int) -> Iterator[dict]:
-    """flat_map UDF: one input file -> one row per block, then an ``end`` row (or an ``error`` row)."""
-    file, name, fmt = int(item["file"]), item["name"], item["fmt"]
+    """flat_map UDF: one input file -> one row per shard of sentences still to tag, then an ``end``
+    row (or an ``error`` row). The first ``item["skip"]`` sentences (a resumed file's done part) are
+    read, for the context of what follows, but not sent."""
+    file, name, fmt, skip = int(item["file"]), item["name"], item["fmt"], int(item["skip"])
     # the path as given (local Ray, or a working_dir), else as the driver resolved it (shared filesystem)
     path = name if os.path.exists(name) or not os.path.exists(item["path"]) else item["path"]
-    block = 0
+    shard = 0
     n_sent = 0
+    start = 0
     try:
         for left, core, right, left_cut, right_cut in split_blocks(read(path, fmt, options), size, need):
+            end = start + len(core)
+            if end <= skip:
+                start = end
+                continue
+            if start < skip:  # where the resumed file continues: the done part only lends context
+                left, core, left_cut = left + [neighbour(s) for s in core[: skip - start]], core[skip - start :], False
+            start = end
             payload = {
                 "left": _light_list(left),
                 "core": _light_list(core),
@@ -180,81 +104,26 @@ def _read_file(item: dict, options: ReadOptions, size: int, need: int) -> Iterat
                 "path": name,
             }
             n_sent += len(core)
-            yield _row(file, block, "block", pickle.dumps(payload, protocol=5), len(core))
-            block += 1
+            yield _row(file, shard, "block", pickle.dumps(payload, protocol=5), len(core))
+            shard += 1
     except NerbatchError as exc:
         if isinstance(exc, InputError) and exc.path == path != name:
             exc.path = name  # the path the user gave, as the local engine reports it
-        yield _row(file, block, "error", pickle.dumps(exc))
+        yield _row(file, shard, "error", pickle.dumps(exc))
         return
-    yield _row(file, block, "end", b"", n_sent)
+    yield _row(file, shard, "end", b"", n_sent)
 
 
 # -- tagging (Ray actors) ----------------------------------------------------------------------
-
-
-def tag_block(
-    tagger,
-    left: list[Sentence],
-    core: list[Sentence],
-    right: list[Sentence],
-    left_cut: bool = False,
-    right_cut: bool = False,
-    need: int = MAX_WINDOW,
-) -> list[Sentence]:
-    """Fill ``pred``/``scores`` of the ``core`` sentences exactly as ``Tagger.tag`` does on the whole file.
-
-    Subwords and document context are computed over ``left + core + right``; only the core is tagged,
-    in sort blocks of ``tagger.options.block`` sentences (the core starts at a multiple of it in the
-    file, so the batches are the local engine's).
-    """
-    from ..align import assign, features_for, with_context, word_pieces
-    from ..batching import chunked, plan_batches
-
-    if not getattr(tagger, "loaded", True):
-        tagger.load()
-    body = tagger.max_length - len(tagger.specials)
-    budget = body if tagger.context else 0
-    if budget > need:
-        # the driver guessed the model's settings from its own copy of the model folder
-        raise NerbatchError(
-            f"{tagger.model_name}: the model uses {budget} subwords of document context but the blocks "
-            f"carry neighbours for {need}",
-            hint="the model folder differs between the driver and the workers; pass --context/--no-context "
-            "and --max-length explicitly",
-        )
-    items = left + core + right
-    pieces: list[list[list[int]]] = []
-    for chunk in chunked(items, 256):
-        pieces.extend(word_pieces(tagger.tokenizer, [s.tokens for s in chunk]))
-    if budget:  # a side cut short must still hold a full budget of subwords
-        if left_cut and sum(len(p) for ws in pieces[: len(left)] for p in ws) < budget:
-            raise AssertionError(f"{core[0].path}:{core[0].line}: not enough left context carried")
-        if right_cut and sum(len(p) for ws in pieces[len(left) + len(core) :] for p in ws) < budget:
-            raise AssertionError(f"{core[-1].path}:{core[-1].line}: not enough right context carried")
-    ctx = list(with_context(zip(items, pieces, strict=True), budget))[len(left) : len(left) + len(core)]
-    for block in chunked(ctx, tagger.options.block):
-        feats = []
-        for k, (_sent, p, lc, rc) in enumerate(block):
-            feats.extend(features_for(k, p, tagger.specials, tagger.max_length, tagger.options.stride, lc, rc))
-        parts: list[list] = [[] for _ in block]
-        for batch in plan_batches([len(f.input_ids) for f in feats], tagger.batch_tokens, tagger.max_batch):
-            fs = [feats[i] for i in batch]
-            for f, (labs, probs) in zip(fs, tagger._forward(fs), strict=True):
-                parts[f.sent].append((f, labs, probs))
-        for k, (sent, *_rest) in enumerate(block):
-            sent.pred, sent.scores = assign(len(sent.tokens), parts[k], tagger.labels)
-            if len(sent.pred) != len(sent.tokens):  # the core invariant
-                raise AssertionError(f"{sent.path}:{sent.line}: {len(sent.tokens)} tokens, {len(sent.pred)} tags")
-    return core
 
 
 def _sentences(light: list[tuple[list[str], str | None, int]], path: str = "") -> list[Sentence]:
     return [Sentence(tokens=t, doc_id=d, path=path, line=n) for t, d, n in light]
 
 
-class _TagActor:
-    """map_batches UDF: loads the tagger once per actor, then tags one block per row."""
+class TagActor:
+    """map_batches UDF: loads the tagger once per actor, then tags one shard per row with
+    :meth:`nerbatch.tagger.Tagger.tag_block`."""
 
     def __init__(self, model: str, options: TaggerOptions, model_abs: str | None = None) -> None:
         self.error: NerbatchError | None = None
@@ -266,43 +135,21 @@ class _TagActor:
             from ..tagger import Tagger
 
             self.tagger = Tagger(model, options)
-            if hasattr(self.tagger, "load"):
-                self.tagger.load()  # weights now, once per actor (Tagger loads them lazily)
+            self.tagger.load()  # weights now, once per actor
         except NerbatchError as exc:  # travels as data, so the driver raises it as the local engine would
             self.error = exc
 
-    def _maybe_crash(self) -> None:
-        path = os.environ.get(CRASH_ENV)
-        if not path:
-            return
-        try:
-            with open(path, encoding="utf-8") as fh:
-                after = int(fh.read().strip() or 0)
-        except (OSError, ValueError):
-            return
-        if self.done >= after:
-            try:
-                os.rename(path, path + ".fired")  # only one actor wins
-            except OSError:
-                return
-            os._exit(1)
-
-    def _tag(self, row: dict) -> dict:
+    def tag(self, row: dict) -> dict:
+        """One ``block`` row (a shard and its neighbours) -> the same row with the shard's tags."""
         if self.error is not None:
             return _row(row["file"], row["block"], "error", pickle.dumps(self.error))
-        self._maybe_crash()
         data = pickle.loads(row["payload"])
         core = _sentences(data["core"], data["path"])
         forward0 = self.tagger.forward_seconds
         try:
-            tag_block(
-                self.tagger,
-                _sentences(data["left"]),
-                core,
-                _sentences(data["right"]),
-                data["left_cut"],
-                data["right_cut"],
-                data["need"],
+            self.tagger.tag_block(
+                core, _sentences(data["left"]), _sentences(data["right"]),
+                left_cut=data["left_cut"], right_cut=data["right_cut"], carried=data["need"],
             )
         except NerbatchError as exc:
             return _row(row["file"], row["block"], "error", pickle.dumps(exc))
@@ -318,7 +165,7 @@ class _TagActor:
     def __call__(self, batch):
         import pyarrow as pa
 
-        out = [self._tag(row) if row["kind"] == "block" else row for row in batch.to_pylist()]
+        out = [self.tag(row) if row["kind"] == "block" else row for row in batch.to_pylist()]
         return pa.Table.from_pylist(out, schema=_schema())
 
 
@@ -340,8 +187,8 @@ def _schema():
 
 
 class RayTagger:
-    """Stands in for :class:`~nerbatch.tagger.Tagger` in :func:`tag_files`: ``tag`` zips the sentences
-    the driver reads with the results of the Ray pipeline for the same file.
+    """The tagger :func:`tag_files` drives on the Ray engine's driver: ``tag`` zips the sentences the
+    driver reads with the results of the Ray pipeline for the same file.
 
     Results arrive file by file in job order; ``tag`` finds its file from the sentences' ``path`` and
     drops the results of files the local engine did not ask for (up to date under ``--resume``,
@@ -351,6 +198,7 @@ class RayTagger:
     def __init__(self, model_name: str, rows: Iterator[dict], files: dict[str, int]) -> None:
         self.model_name = model_name
         self.forward_seconds = 0.0
+        self.sentences_tagged = 0  # sentences whose tags came from Ray in this run
         self._rows = rows
         self._files = files
         self._pending: dict | None = None
@@ -407,42 +255,41 @@ class RayTagger:
             yield from zip(data["pred"], data["scores"], data["check"], strict=True)
 
     def tag(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]:
-        """Yield the sentences in order with ``pred``/``scores`` from Ray (the first ``skip`` are dropped)."""
+        """Yield the sentences in order with ``pred``/``scores`` from Ray; the first ``skip`` (a resumed
+        file's done part, never sent to Ray) are read and dropped."""
         it = iter(sentences)
+        for _ in range(skip):
+            if next(it, None) is None:
+                return
         first = next(it, None)
         if first is None:
             return
         if first.path not in self._files:
             raise AssertionError(f"ray engine: {first.path} is not one of the files sent to Ray")
         results = self._results(self._files[first.path])
-        for k, sent in enumerate(chain([first], it)):
+        for sent in chain([first], it):
             got = next(results, None)
             if got is None:
                 raise AssertionError(f"{sent.path}:{sent.line}: no result from Ray for this sentence")
             pred, scores, (n, crc) = got
             if n != len(sent.tokens) or crc != checksum(sent.tokens) or len(pred) != len(sent.tokens):
                 raise AssertionError(f"{sent.path}:{sent.line}: the result from Ray is for another sentence")
-            if k < skip:
-                continue
             sent.pred, sent.scores = pred, scores
+            self.sentences_tagged += 1
             yield sent
         if next(results, None) is not None:
             raise AssertionError(f"{first.path}: Ray tagged more sentences than the driver read")
 
 
-def context_need(model: str, options: TaggerOptions) -> int:
-    """Words of neighbouring sentences a block carries (0: the model uses no document context).
+def context_need(tagger) -> int:
+    """Words of neighbouring sentences a shard carries (0: the model uses no document context).
 
-    For a model folder the driver can see, ``Tagger`` resolves the settings (from the folder's JSON
-    files; it raises the local engine's :class:`ModelError` for an unusable model, before any output
-    is opened). A hub id or a folder only the nodes have gets the safe bound; the actors check it.
+    For a model folder the driver can see, the settings come from its JSON files (the weights are
+    not loaded on the driver). A hub id gets the safe bound; the actors check it.
     """
-    if os.path.isdir(model):
-        from ..tagger import Tagger
-
-        tagger = Tagger(model, options)  # reads the JSON files only; the weights load lazily
-        return min(int(tagger.max_length), MAX_WINDOW) if tagger.context else 0
-    return 0 if options.context is False else MAX_WINDOW
+    if os.path.isdir(tagger.model_name):
+        return tagger.settings.context_need()
+    return 0 if tagger.options.context is False else MAX_WINDOW
 
 
 def _start_ray(ray, address: str | None, quiet: bool) -> bool:
@@ -469,12 +316,13 @@ def _start_ray(ray, address: str | None, quiet: bool) -> bool:
     return True
 
 
-def build_dataset(ray, jobs: list[FileJob], model: str, tagger_options: TaggerOptions, options: ReadOptions,
-                  workers: int, use_gpu: bool, size: int, need: int):
-    """The Ray Dataset of tagged blocks: rows ``file, block, kind (block|end|error), payload, sentences``."""
+def build_dataset(ray, planned: list[PlannedJob], model: str, tagger_options: TaggerOptions, options: ReadOptions,
+                  workers: int, use_gpu: bool, size: int, need: int, actor: type):
+    """The Ray Dataset of tagged shards: rows ``file, block, kind (block|end|error), payload, sentences``
+    (``block`` numbers a file's shards), for the planned jobs' remaining sentences only."""
     items = [
-        {"file": i, "name": job.input, "path": os.path.abspath(job.input), "fmt": job.input_format}
-        for i, job in enumerate(jobs)
+        {"file": i, "name": p.job.input, "path": os.path.abspath(p.job.input), "fmt": p.job.input_format, "skip": p.skip}
+        for i, p in enumerate(planned)
     ]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     readers = max(1, min(len(items), workers))
@@ -501,54 +349,60 @@ def build_dataset(ray, jobs: list[FileJob], model: str, tagger_options: TaggerOp
     try:
         with warnings.catch_warnings():  # Ray 2.60 deprecates passing actor options through
             warnings.simplefilter("ignore")
-            return ds.map_batches(_TagActor, max_restarts=-1, max_task_retries=TASK_RETRIES, **tag_args)
+            return ds.map_batches(actor, max_restarts=-1, max_task_retries=TASK_RETRIES, **tag_args)
     except TypeError:  # a Ray without pass-through: its own defaults restart actors and retry tasks
-        return ds.map_batches(_TagActor, **tag_args)
+        return ds.map_batches(actor, **tag_args)
 
 
 def tag_files_ray(
-    jobs: list[FileJob],
-    model: str,
-    tagger_options: TaggerOptions,
+    jobs: list[FileJob] | list[PlannedJob],
+    tagger,
     *,
     options: ReadOptions = ReadOptions(),
-    workers: int | None = None,
-    address: str | None = None,
     scorer: Scorer | None = None,
     progress: bool = True,
+    run: RunOptions = RunOptions(),
+    workers: int | None = None,
+    address: str | None = None,
     block_sentences: int = 2000,
-    run=None,
+    actor: type = TagActor,
 ) -> TagSummary:
-    """Tag each job's input into its output on Ray Data; the outputs are those of :func:`tag_files`.
+    """Tag each job's input into its output on Ray Data; the outputs are those of :func:`tag_files`,
+    which takes the same jobs, tagger and options.
 
-    ``workers``: tagging actors (default: one per GPU of the cluster, else one per ``threads or 1``
-    CPUs). ``address``: join that cluster (``auto``, ``ray://host:10001``) and leave it running;
-    without it a Ray already initialised in this process is used, else a local one is started for
-    the run and shut down after it. ``block_sentences`` is rounded up to a multiple of
-    ``tagger_options.block`` so the model sees the local engine's batches. ``run``: the local
-    engine's ``RunOptions`` (resume, checkpoints, JSON log), passed through to :func:`tag_files`.
+    ``tagger``: a :class:`~nerbatch.tagger.Tagger`; the driver reads its settings only, each actor
+    loads its own copy. Only what the run plan leaves to do is sent to Ray: outputs already complete
+    are skipped and a resumed file starts at its checkpoint. ``workers``: tagging actors (default:
+    one per GPU of the cluster, else one per ``threads or 1`` CPUs). ``address``: join that cluster
+    (``auto``, ``ray://host:10001``) and leave it running; without it a Ray already initialised in
+    this process is used, else a local one is started for the run and shut down after it.
+    ``block_sentences`` is rounded up to a multiple of ``tagger.options.block`` so the model sees
+    the local engine's batches. ``actor``: the map_batches class (a subclass of :class:`TagActor`).
     """
-    if any(job.input == STDIO for job in jobs):
+    planned = plan(jobs, tagger, options, run)
+    if any(p.job.input == STDIO for p in planned):
         raise InputError("--engine ray cannot read stdin", hint="pass a file, or use --engine local")
     if workers is not None and workers < 1:
         raise InputError("--workers must be at least 1")
     ray = _import_ray()
     from ray.data import DataContext
 
+    model, tagger_options = tagger.model_name, tagger.options
     tb = max(1, tagger_options.block)
     size = -(-max(1, block_sentences) // tb) * tb
-    need = context_need(model, tagger_options)
+    need = context_need(tagger)
+    remaining = [p for p in planned if p.status != "up to date"]
 
     t0 = time.perf_counter()
-    started = _start_ray(ray, address, quiet=not progress or any(job.output == STDIO for job in jobs))
+    started = _start_ray(ray, address, quiet=not progress or any(p.job.output == STDIO for p in planned))
     ctx = DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars)
     data_log = logging.getLogger("ray.data")
     saved_level = data_log.level
     rows = None
     try:
-        ctx.execution_options.preserve_order = True  # results in (file, block) order
-        ctx.target_max_block_size = 1  # one row (one block of sentences) per Ray block: a file spreads over actors
+        ctx.execution_options.preserve_order = True  # results in (file, shard) order
+        ctx.target_max_block_size = 1  # one row (one shard of sentences) per Ray block: a file spreads over actors
         ctx.enable_progress_bars = False  # the local engine's bar counts written sentences
         if not progress:
             data_log.setLevel(logging.ERROR)
@@ -561,11 +415,13 @@ def tag_files_ray(
         if use_gpu and tagger_options.device.startswith("cuda"):
             # Ray gives each actor one GPU and hides the others: it is always "cuda" (cuda:0) there
             tagger_options = replace(tagger_options, device="cuda")
-        ds = build_dataset(ray, jobs, model, tagger_options, options, workers, use_gpu, size, need)
-        rows = iter(ds.iter_rows())  # lazy: runs from the first result asked for
-        tagger = RayTagger(model, rows, {job.input: i for i, job in enumerate(jobs)})
-        kwargs = {} if run is None else {"run": run}
-        summary = tag_files(jobs, tagger, options=options, scorer=scorer, progress=progress, **kwargs)
+        if remaining:
+            ds = build_dataset(ray, remaining, model, tagger_options, options, workers, use_gpu, size, need, actor)
+            rows = iter(ds.iter_rows())  # lazy: runs from the first result asked for
+        else:
+            rows = iter(())
+        remote = RayTagger(model, rows, {p.job.input: i for i, p in enumerate(remaining)})
+        summary = tag_files(planned, remote, options=options, scorer=scorer, progress=progress, run=run)
     finally:
         close = getattr(rows, "close", None)
         if close is not None:

@@ -45,17 +45,19 @@ def guess_format(path: str, default: str | None = None) -> str | None:
 def looks_like_conll(path: str, lines: int = 50) -> bool:
     """Sniff a ``.txt`` file: ``-DOCSTART-`` or token lines whose last column is a tag mean CoNLL."""
     from ..record import is_tag
+    from .base import raw_lines
+    from .conll import _split
 
     seen = 0
     try:
         with open(path, "rb") as fh:
-            for raw in fh:
-                text = raw.decode("utf-8", "replace").strip().lstrip("\ufeff")
+            for raw in raw_lines(fh):
+                text = raw.decode("utf-8", "replace").strip(" \t\r\n").lstrip("\ufeff")
                 if not text:
                     continue
                 if text.startswith("-DOCSTART-"):
                     return True
-                cols = text.split()
+                cols = _split(text)
                 if len(cols) < 2 or not is_tag(cols[-1]):
                     return False
                 seen += 1
@@ -139,7 +141,7 @@ def open_writer(
                 raise InputError("no such file", path=input_path, hint="check the path") from None
             except (pa.ArrowInvalid, OSError) as exc:
                 raise InputError(f"not a readable Parquet file: {exc}", path=input_path) from None
-        return ParquetWriter(path, input_schema=schema, **kw)
+        return ParquetWriter(path, input_schema=schema, extra_json=input_fmt == "jsonl", **kw)
     raise InputError(f"unknown output format {fmt!r}", hint=f"use one of {', '.join(OUTPUT_FORMATS)}")
 
 

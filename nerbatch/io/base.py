@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import IO, BinaryIO, Iterator
+from typing import IO, BinaryIO, Iterable, Iterator
 
 from ..errors import InputError, OutputError
 from ..record import Sentence
@@ -31,6 +33,7 @@ class ReadOptions:
     errors: str = "strict"  # "strict" fails on undecodable bytes; "replace" goes on
     batch_rows: int = 1024  # Parquet record-batch size
     on_error: str = "fail"  # "skip": a bad record becomes a Sentence with ``error`` set, and reading goes on
+    conllu: bool | None = None  # CoNLL-U (FORM column, ``#`` comments, ``1-2``/``1.1`` lines); None: by extension
 
 
 def open_binary(path: str) -> BinaryIO:
@@ -49,18 +52,71 @@ def open_binary(path: str) -> BinaryIO:
         raise InputError(f"cannot read: {exc.strerror}", path=path) from None
 
 
+_SNIFF = 1 << 16  # bytes read to find the first line end
+_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+def _split_any_eol(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Lines (with their ends) of a byte stream whose lines end in CR, LF or CRLF."""
+    pending: list[bytes] = []  # pieces of the line not yet ended
+    cr = False  # the last chunk ended in CR: an LF may follow in the next one
+    for chunk in chunks:
+        pos = 0
+        if cr:
+            cr = False
+            if chunk.startswith(b"\n"):
+                pending.append(b"\n")
+                pos = 1
+            yield b"".join(pending)
+            pending = []
+        for m in _EOL.finditer(chunk, pos):
+            end = m.end()
+            pending.append(chunk[pos:end])
+            pos = end
+            if end == len(chunk) and m.group() == b"\r":
+                cr = True
+                break
+            yield b"".join(pending)
+            pending = []
+        if pos < len(chunk):
+            pending.append(chunk[pos:])
+    if pending:
+        yield b"".join(pending)
+
+
+def raw_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The lines of ``stream`` with their line ends, read lazily.
+
+    Lines end in LF (a CR before it belongs to the line end). A file whose first line holds a CR
+    that is not part of a CRLF (old Mac files end lines in CR only) is split on CR, LF and CRLF.
+    """
+    first = stream.readline(_SNIFF)
+    if not first:
+        return
+    body = first[:-1] if first.endswith(b"\n") else first
+    if b"\r" in body.removesuffix(b"\r") or (body.endswith(b"\r") and not first.endswith(b"\n")):
+        read = getattr(stream, "read1", stream.read)
+        yield from _split_any_eol(itertools.chain([first], iter(lambda: read(_SNIFF), b"")))
+        return
+    if not first.endswith(b"\n"):
+        first += stream.readline()  # the rest of a long first line
+    yield first
+    yield from stream
+
+
 def decoded_lines(path: str, options: ReadOptions) -> Iterator[tuple[int, str, str | None]]:
-    """Yield ``(line_number, text, error)`` without the line ending; BOM and CRLF tolerated.
+    """Yield ``(line_number, text, error)`` without the line ending; BOM, CRLF and CR-only tolerated.
 
     Undecodable bytes raise :class:`InputError` with the line and byte offset; under
     ``on_error="skip"`` the line comes with the error message instead (text decoded with
     replacement characters), and with ``errors="replace"`` they are replaced silently.
+    A byte-order mark at the start of a later line (files joined with ``cat``) is an error too.
     Reads the file lazily, line by line.
     """
     stream = open_binary(path)
     offset = 0
     try:
-        for lineno, raw in enumerate(stream, 1):
+        for lineno, raw in enumerate(raw_lines(stream), 1):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
                 offset += 3
@@ -80,6 +136,16 @@ def decoded_lines(path: str, options: ReadOptions) -> Iterator[tuple[int, str, s
                 text = raw.decode(options.encoding, "replace")
             except LookupError:
                 raise InputError(f"unknown encoding {options.encoding!r}", path=path) from None
+            if lineno > 1 and text.startswith("\ufeff") and error is None:
+                err = InputError(
+                    "a byte-order mark (U+FEFF) in the middle of the file: concatenated files?",
+                    path=path,
+                    line=lineno,
+                    hint="remove it, or pass --encoding utf-8-sig to drop a byte-order mark at the start of any line",
+                )
+                if options.on_error != "skip":
+                    raise err
+                error = str(err)
             offset += len(raw)
             yield lineno, text.rstrip("\r\n"), error
     except OSError as exc:
@@ -87,6 +153,33 @@ def decoded_lines(path: str, options: ReadOptions) -> Iterator[tuple[int, str, s
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+_UMASK: int | None = None
+
+
+def file_mode() -> int:
+    """The mode a new file gets from the user's umask (0o666 & ~umask), like any Unix tool's.
+
+    The umask is read once: from ``/proc/self/status`` where there is one (no window in which
+    another thread could create a file under a changed umask), else by setting it and back.
+    """
+    global _UMASK
+    if _UMASK is None:
+        mask = None
+        try:
+            with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("Umask:"):
+                        mask = int(line.split()[1], 8)
+                        break
+        except (OSError, ValueError, IndexError):
+            mask = None
+        if mask is None:
+            mask = os.umask(0)
+            os.umask(mask)
+        _UMASK = mask
+    return 0o666 & ~_UMASK
 
 
 class AtomicOutput:
@@ -121,6 +214,10 @@ class AtomicOutput:
                 raw.close()
             else:
                 fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=folder)
+                try:  # mkstemp creates 0600; the output gets the mode the umask gives
+                    os.fchmod(fd, file_mode())
+                except OSError:
+                    pass
         except FileNotFoundError:
             raise OutputError(f"{path}: output folder does not exist") from None
         except OSError as exc:
@@ -132,6 +229,8 @@ class AtomicOutput:
     def write(self, data) -> None:
         try:
             self.handle.write(data)
+        except BrokenPipeError:
+            raise  # stdout closed by the reader (| head): the CLI exits quietly
         except OSError as exc:
             self.abort()
             raise OutputError(f"{self.path}: write failed: {exc.strerror or exc}") from None
@@ -143,12 +242,17 @@ class AtomicOutput:
             if self.tmp is not None:
                 os.fsync(self.handle.fileno())
                 return os.fstat(self.handle.fileno()).st_size
+        except BrokenPipeError:
+            raise  # stdout closed by the reader (| head): the CLI exits quietly
         except OSError as exc:
             self.abort()
             raise OutputError(f"{self.path}: write failed: {exc.strerror or exc}") from None
         return 0
 
-    def commit(self) -> None:
+    def commit(self, before_rename=None) -> None:
+        """Publish the file: flush, fsync, then rename into place. ``before_rename(st)`` is called
+        with the durable temporary file's ``os.stat`` result just before the rename (the inode
+        stays the same through it), so a caller can record what the finished output will be."""
         if self._closed:
             return
         self._closed = True
@@ -157,8 +261,12 @@ class AtomicOutput:
             if self.tmp is not None:
                 os.fsync(self.handle.fileno())
                 self.handle.close()
+                if before_rename is not None:
+                    before_rename(os.stat(self.tmp))
                 os.replace(self.tmp, self.path)
                 self.tmp = None
+        except BrokenPipeError:
+            raise
         except OSError as exc:
             self._remove_tmp()
             raise OutputError(f"{self.path}: write failed: {exc.strerror or exc}") from None
@@ -226,13 +334,14 @@ class Writer:
     def finish(self) -> None:
         """Write whatever closes the format (footer, last buffered rows) before commit."""
 
-    def commit(self) -> None:
+    def commit(self, before_rename=None) -> None:
+        """Finish the format and publish the output (see :meth:`AtomicOutput.commit`)."""
         try:
             self.finish()
         except BaseException:
             self.out.abort()
             raise
-        self.out.commit()
+        self.out.commit(before_rename)
 
     def abort(self, keep: bool = False) -> None:
         self.out.abort(keep=keep)

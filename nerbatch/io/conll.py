@@ -2,6 +2,14 @@
 
 The writer mirrors the input line for line and appends one predicted-tag column, so
 ``word POS chunk gold`` becomes ``word POS chunk gold pred`` (what conlleval scores).
+
+Columns are split on tabs when the line has one, else on runs of ASCII spaces: any other
+character (NBSP, U+3000, U+2028 ...) is part of a token.
+
+CoNLL-U (``.conllu``, or ``ReadOptions.conllu``): the token is the FORM column (the second),
+there is no gold column unless one is named, ``#`` comment lines pass through unchanged, and
+multiword-token lines (ID ``1-2``) and empty nodes (ID ``1.1``) are kept in the output (with ``_``
+for the tag) but not tagged.
 """
 
 from __future__ import annotations
@@ -13,10 +21,28 @@ from ..record import Sentence
 from .base import ReadOptions, Writer, decoded_lines
 
 DOCSTART = "-DOCSTART-"
+_BLANKS = " \t"  # the only column separators (and what is stripped from line ends)
 
 
 def _split(line: str) -> list[str]:
-    return line.split("\t") if "\t" in line else line.split()
+    if "\t" in line:
+        return line.split("\t")
+    return [c for c in line.split(" ") if c]
+
+
+def _is_docstart(line: str) -> bool:
+    return line.startswith(DOCSTART) and (len(line) == len(DOCSTART) or line[len(DOCSTART)] in _BLANKS)
+
+
+class Untagged(str):
+    """A CoNLL-U line kept in a sentence's ``source`` but not tagged: a ``#`` comment inside the
+    sentence, a multiword-token line (``1-2``) or an empty node (``1.1``)."""
+
+    __slots__ = ()
+
+
+def _multiword_or_empty(token_id: str) -> bool:
+    return "-" in token_id or "." in token_id
 
 
 def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
@@ -26,6 +52,12 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
     tokens (its raw lines in ``source``), and reading goes on with the next sentence.
     """
     skip = options.on_error == "skip"
+    conllu = options.conllu if options.conllu is not None else path.lower().endswith(".conllu")
+    token_column = options.token_column
+    tag_column = options.tag_column
+    if conllu:  # the defaults name the FORM column and no gold column (CoNLL-U has no NER column)
+        token_column = 1 if token_column == 0 else token_column
+        tag_column = None if tag_column == -1 else tag_column
     ncols: int | None = None
     doc = 0
     index = 0
@@ -36,7 +68,7 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
     raw: list[str] = []
     error: str | None = None
     start = 0
-    has_tags = options.tag_column is not None
+    has_tags = tag_column is not None
     has_pred = options.pred_column is not None
 
     def flush() -> Sentence:
@@ -68,13 +100,19 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
             error = str(err)
 
     for lineno, line, decode_error in decoded_lines(path, options):
-        stripped = line.rstrip()
+        stripped = line.rstrip(_BLANKS)
         if not stripped:
             if raw:
                 yield flush()
             prefix.append("")
             continue
-        if stripped.startswith(DOCSTART) and (len(stripped) == len(DOCSTART) or stripped[len(DOCSTART)].isspace()):
+        if conllu and stripped.startswith("#"):
+            if raw:
+                raw.append(Untagged(stripped))
+            else:
+                prefix.append(stripped)
+            continue
+        if _is_docstart(stripped):
             if raw:
                 yield flush()
             doc += 1
@@ -109,9 +147,12 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
         if any(not c for c in cols):
             bad("empty column: an empty token or tag, or two tabs in a row", lineno)
             continue
+        if conllu and _multiword_or_empty(cols[0]):
+            raw[-1] = Untagged(stripped)
+            continue
         try:
-            token = cols[options.token_column]
-            tag = cols[options.tag_column] if has_tags and ncols > 1 else None  # type: ignore[index]
+            token = cols[token_column]
+            tag = cols[tag_column] if has_tags and ncols > 1 else None  # type: ignore[index]
             pred = cols[options.pred_column] if has_pred else None  # type: ignore[index]
         except IndexError:
             raise InputError(
@@ -129,12 +170,24 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
         yield Sentence(tokens=[], doc_id=f"{doc}", index=index, path=path, source=[], prefix=prefix)
 
 
+def _sep(line: str) -> str:
+    return "\t" if "\t" in line else " "
+
+
 def _passthrough(line: str) -> str:
-    """A non-token line of the input: blank lines stay blank; ``-DOCSTART-`` gets an ``O`` column
-    like every token line, so all non-blank lines have the same columns (conlleval requires it)."""
+    """A non-token line of the input: blank lines and CoNLL-U comments stay as they are;
+    ``-DOCSTART-`` gets an ``O`` column like every token line, so all non-blank lines have the
+    same columns (conlleval requires it)."""
     if not line:
         return "\n"
-    return f"{line}{chr(9) if chr(9) in line else ' '}O\n"
+    if line.startswith("#"):  # only CoNLL-U comments start a non-token line with "#"
+        return f"{line}\n"
+    return f"{line}{_sep(line)}O\n"
+
+
+def _untagged(line: str) -> str:
+    """A CoNLL-U comment inside a sentence stays as it is; multiword/empty-node lines get ``_``."""
+    return f"{line}\n" if line.startswith("#") else f"{line}{_sep(line)}_\n"
 
 
 class ConllWriter(Writer):
@@ -162,8 +215,12 @@ class ConllWriter(Writer):
             return
         if raw is not None:
             parts.extend(_passthrough(line) for line in sentence.prefix)
-            for line, tag in zip(raw, pred):
-                parts.append(f"{line}{chr(9) if chr(9) in line else ' '}{tag}\n")
+            tags = iter(pred)
+            for line in raw:
+                if isinstance(line, Untagged):
+                    parts.append(_untagged(line))
+                else:
+                    parts.append(f"{line}{_sep(line)}{next(tags)}\n")
         else:
             if not sentence.tokens:
                 return

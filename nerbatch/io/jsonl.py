@@ -1,12 +1,26 @@
 """JSON Lines: one object a line with ``tokens`` (or ``text``), optional gold ``tags``/``ner_tags``.
 
-Unknown keys pass through; the writer adds ``pred_tags`` and ``entities``.
+Unknown keys pass through byte for byte: the reader keeps each member's original JSON text
+(so ``1e5``, ``1.10`` or a 40-digit decimal come out as they went in) and the writer re-emits it,
+adding ``pred_tags`` and ``entities``. Input must be strict JSON: ``NaN``/``Infinity`` (which
+Python's json module writes and reads, but no JSON parser has to) are refused, as are values
+nested too deeply to read and integers too long to convert.
+
+Values that did not come from JSON text (Parquet rows) are written as JSON too: timestamps,
+dates and times as ISO 8601 strings, durations as ISO 8601 durations (``PT1.5S``), decimals as
+strings (exact), binary as base64 strings, NaN and infinities as ``null``.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime as _dt
+import decimal
 import json
+import math
 import re
+import sys
+from json.decoder import JSONDecodeError, scanstring
 from typing import Any, Iterator
 
 from ..errors import InputError
@@ -15,7 +29,109 @@ from ..scoring import conll_chunks
 from .base import ReadOptions, Writer, decoded_lines
 
 _WORD = re.compile(r"\S+")
-_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+# U+0085, U+2028 and U+2029 stay escaped (many line readers split on them); a CR can only be
+# whitespace between JSON tokens (inside strings it is invalid), so it becomes a space
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029", 0x0D: " "}
+_WS = re.compile(r"[ \t\n\r]*")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+# keys the writers fill in: an input's own values for them are replaced, not passed through
+OUTPUT_KEYS = ("pred_tags", "entities", "pred_scores")
+
+
+class _Constant(Exception):
+    """``NaN``, ``Infinity`` or ``-Infinity`` in the input: not JSON."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _Constant(name)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+class JsonObject(dict):
+    """A JSON object as read, plus each member's original text: ``raw[key] = (value, key text,
+    value text)``. The writer re-emits a member's text as long as ``self[key]`` is still that value."""
+
+    raw: dict[str, tuple[Any, str, str]]
+
+
+def _end(line: str, idx: int) -> None:
+    idx = _WS.match(line, idx).end()
+    if idx != len(line):
+        raise JSONDecodeError("Extra data", line, idx)
+
+
+def parse_json(line: str) -> Any:
+    """One JSON text, strictly; an object comes back as a :class:`JsonObject` that keeps its text.
+
+    Raises :class:`json.JSONDecodeError` (bad syntax), ``_Constant`` (NaN/Infinity),
+    ``RecursionError`` (too deep) or ``ValueError`` (an integer too long to convert).
+    """
+    idx = _WS.match(line).end()
+    if not line.startswith("{", idx):
+        value, idx = _DECODER.raw_decode(line, idx)
+        _end(line, idx)
+        return value
+    obj = JsonObject()
+    raw: dict[str, tuple[Any, str, str]] = {}
+    idx = _WS.match(line, idx + 1).end()
+    if line.startswith("}", idx):
+        idx += 1
+    else:
+        while True:
+            if not line.startswith('"', idx):
+                raise JSONDecodeError("Expecting property name enclosed in double quotes", line, idx)
+            key_start = idx
+            key, idx = scanstring(line, idx + 1, True)
+            key_text = line[key_start:idx]
+            idx = _WS.match(line, idx).end()
+            if not line.startswith(":", idx):
+                raise JSONDecodeError("Expecting ':' delimiter", line, idx)
+            idx = _WS.match(line, idx + 1).end()
+            value_start = idx
+            value, idx = _DECODER.raw_decode(line, idx)
+            obj[key] = value
+            raw[key] = (value, key_text, line[value_start:idx])
+            idx = _WS.match(line, idx).end()
+            if line.startswith("}", idx):
+                idx += 1
+                break
+            if not line.startswith(",", idx):
+                raise JSONDecodeError("Expecting ',' delimiter", line, idx)
+            idx = _WS.match(line, idx + 1).end()
+    _end(line, idx)
+    obj.raw = raw
+    return obj
+
+
+def _parse_line(line: str, path: str, lineno: int) -> Any:
+    """:func:`parse_json`, with every way a line can fail as an :class:`InputError` at ``path:lineno``."""
+    try:
+        return parse_json(line)
+    except JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg} at column {exc.colno}", path=path, line=lineno) from None
+    except _Constant as exc:
+        raise InputError(
+            f"invalid JSON: {exc.args[0]} is not a JSON value",
+            path=path,
+            line=lineno,
+            hint="write null (or a string) instead; Python's json.dumps(..., allow_nan=False) refuses to write it",
+        ) from None
+    except RecursionError:
+        raise InputError(
+            "invalid JSON: arrays or objects nested too deeply to read",
+            path=path,
+            line=lineno,
+            hint="flatten the record, or store the deep value as a string",
+        ) from None
+    except ValueError:  # int(): more digits than sys.get_int_max_str_digits()
+        raise InputError(
+            f"invalid JSON: an integer with more than {sys.get_int_max_str_digits()} digits, too long to read",
+            path=path,
+            line=lineno,
+            hint="store it as a string",
+        ) from None
 
 
 def split_text(text: str) -> tuple[list[str], list[tuple[int, int]]]:
@@ -106,10 +222,7 @@ def read_jsonl(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
         try:
             if error is not None:
                 raise InputError(error)
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg} at column {exc.colno}", path=path, line=lineno) from None
+            obj = _parse_line(line, path, lineno)
             if not isinstance(obj, dict):
                 raise InputError(f"expected a JSON object, found {type(obj).__name__}", path=path, line=lineno)
             sent = record_to_sentence(obj, options, path, lineno, index)
@@ -144,6 +257,77 @@ def entities(sentence: Sentence) -> list[dict]:
     return out
 
 
+def _json_default(value: Any) -> Any:
+    """JSON for the non-JSON values of Parquet rows (see the module docstring)."""
+    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        ns = getattr(value, "value", None)  # pandas.Timedelta: nanoseconds
+        if not isinstance(ns, int):
+            ns = ((value.days * 86400 + value.seconds) * 10**6 + value.microseconds) * 1000
+        sign, ns = ("-" if ns < 0 else ""), abs(ns)
+        secs, frac = divmod(ns, 10**9)
+        return f"{sign}PT{secs}" + (f".{frac:09d}".rstrip("0") if frac else "") + "S"
+    if isinstance(value, decimal.Decimal):
+        return str(value) if value.is_finite() else None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    return str(value)  # UUIDs and whatever else pyarrow hands back
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities (which JSON lacks) replaced by None, at any depth."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON text for a Python value (UTF-8, not ASCII-escaped)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_default)
+    except ValueError:  # NaN or an infinity somewhere
+        return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, default=_json_default)
+
+
+def _unchanged(read_value: Any, value: Any) -> bool:
+    """Is ``value`` still the member's value as read? The same object, or (after a copy or a
+    pickle, which keep no identity for numbers) an equal scalar of the same type."""
+    if read_value is value:
+        return True
+    kind = type(value)
+    if kind is not type(read_value) or kind not in (int, float, str, bool):
+        return False
+    return repr(value) == repr(read_value) if kind is float else value == read_value
+
+
+def members(obj: dict, replace: dict | None = None, skip: tuple = ()) -> list[str]:
+    """``"key": value`` texts of ``obj`` in order: a :class:`JsonObject`'s untouched members as
+    they were read, ``replace``'s values in place of (or after) the object's own, ``skip`` left out."""
+    raw = getattr(obj, "raw", None) or {}
+    replace = dict(replace or {})
+    out = []
+    for key, value in obj.items():
+        if key in skip:
+            continue
+        if key in replace:
+            out.append(f"{dumps(str(key))}: {dumps(replace.pop(key))}")
+            continue
+        kept = raw.get(key)
+        if kept is not None and _unchanged(kept[0], value):
+            out.append(f"{kept[1]}: {kept[2]}")
+        else:
+            out.append(f"{dumps(str(key))}: {dumps(value)}")
+    out.extend(f"{dumps(str(key))}: {dumps(value)}" for key, value in replace.items())
+    return out
+
+
 def output_record(sentence: Sentence) -> dict:
     """The JSON object written for a sentence: its input object (or a fresh one) plus predictions."""
     if isinstance(sentence.source, dict):
@@ -157,15 +341,32 @@ def output_record(sentence: Sentence) -> dict:
     return obj
 
 
+def output_line(sentence: Sentence) -> str:
+    """The JSON text of :func:`output_record`, untouched input members in their original text."""
+    new = {"pred_tags": sentence.pred, "entities": entities(sentence)}
+    if isinstance(sentence.source, dict):
+        parts = members(sentence.source, new)
+    else:
+        obj = {"doc_id": sentence.doc_id, "index": sentence.index, "tokens": sentence.tokens}
+        if sentence.tags is not None:
+            obj["tags"] = sentence.tags
+        parts = members(obj, new)
+    return "{" + ", ".join(parts) + "}"
+
+
+def _ascii(text: str) -> str:
+    """JSON text with every non-ASCII character \\u-escaped (they occur only inside strings)."""
+    return _NON_ASCII.sub(lambda m: json.dumps(m.group())[1:-1], text)
+
+
 class JsonlWriter(Writer):
     def write(self, sentence: Sentence) -> None:
         if not sentence.tokens and not isinstance(sentence.source, dict):
             return  # CoNLL passthrough lines have no JSONL counterpart
         if len(sentence.pred or []) != len(sentence.tokens):
             raise AssertionError(f"{sentence.path}:{sentence.line}: tag count differs from token count")
-        obj = output_record(sentence)
+        line = output_line(sentence).translate(_LINE_BREAKS)
         try:
-            # U+0085, U+2028 and U+2029 stay escaped: many line readers (str.splitlines, JavaScript) split on them
-            self.out.write(json.dumps(obj, ensure_ascii=False).translate(_LINE_BREAKS) + "\n")
-        except UnicodeEncodeError:  # lone surrogates (from "\ud800" escapes in the input) stay escaped
-            self.out.write(json.dumps(obj) + "\n")
+            self.out.write(line + "\n")
+        except UnicodeEncodeError:  # lone surrogates, or an output that is not UTF-8: escape
+            self.out.write(_ascii(line) + "\n")

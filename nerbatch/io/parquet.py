@@ -1,4 +1,9 @@
-"""Parquet: read by record batch (never the whole file); other columns pass through to the output."""
+"""Parquet: read by record batch (never the whole file); other columns pass through to the output.
+
+A Parquet output of a JSONL input keeps the input's other keys as one JSON column, ``extra_json``
+(the members' original JSON text, as an object): JSON records need not share keys or types, so
+per-key columns could not be typed safely while streaming.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,38 @@ from typing import Iterator
 from ..errors import InputError
 from ..record import Sentence
 from .base import ReadOptions, Writer
-from .jsonl import record_to_sentence
+from .jsonl import OUTPUT_KEYS, members, record_to_sentence
+
+EXTRA_JSON = "extra_json"
+ROWS_PER_GROUP = 4096
+BYTES_PER_GROUP = 64 << 20  # a row group is written when the buffered rows hold this much data
+
+
+def _nbytes(value) -> int:
+    """A rough size of a buffered value's data (string and binary lengths, 8 bytes a scalar)."""
+    if isinstance(value, str | bytes):
+        return len(value) + 8
+    if isinstance(value, list | tuple):
+        return sum(map(_nbytes, value)) + 8
+    if isinstance(value, dict):
+        return sum(map(_nbytes, value.values())) + 8
+    return 8
+
+
+def _rows(batch, first_row: int, path: str):
+    """The rows of a record batch as dicts; a row that cannot be converted (a date beyond year
+    9999 ...) is an :class:`InputError` for that row, found by converting the batch row by row."""
+    try:
+        return batch.to_pylist()
+    except (ValueError, OverflowError, TypeError):
+        pass
+    rows = []
+    for i in range(batch.num_rows):
+        try:
+            rows.extend(batch.slice(i, 1).to_pylist())
+        except (ValueError, OverflowError, TypeError) as exc:
+            rows.append(InputError(f"cannot read this row: {exc}", path=path, line=first_row + i + 1))
+    return rows
 
 
 def read_parquet(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
@@ -40,14 +76,17 @@ def read_parquet(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Se
     index = 0
     try:
         for batch in pf.iter_batches(batch_size=options.batch_rows):
-            for obj in batch.to_pylist():
+            for obj in _rows(batch, row, path):
                 row += 1
                 try:
+                    if isinstance(obj, InputError):
+                        raise obj
                     sent = record_to_sentence(obj, options, path, row, index)
                 except InputError as exc:
                     if options.on_error != "skip":
                         raise
-                    yield Sentence(tokens=[], path=path, line=row, source=repr(obj)[:2000], error=str(exc))
+                    source = "" if isinstance(obj, InputError) else repr(obj)[:2000]
+                    yield Sentence(tokens=[], path=path, line=row, source=source, error=str(exc))
                     continue
                 yield sent
                 index += 1
@@ -58,20 +97,33 @@ def read_parquet(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Se
 class ParquetWriter(Writer):
     """Passthrough columns plus ``pred_tags`` (list<string>) and ``pred_scores`` (list<float>).
 
-    Rows are buffered and written a row group at a time. The schema comes from the input Parquet
-    file when there is one, else from the standard columns. A Parquet file cannot be appended to,
+    Rows are buffered and written a row group at a time: every ``rows_per_group`` rows, or sooner
+    when the buffered rows hold ``bytes_per_group`` bytes of data (wide rows). The schema comes from
+    the input Parquet file when there is one, else from the standard columns (plus ``extra_json``
+    for a JSONL input: ``extra_json=True``, or a first row that has one). A Parquet file cannot be appended to,
     so with a fixed ``part`` name (resumable runs) every checkpoint seals a numbered part file
     (``<part>.NNNNN``); commit joins the parts, row group by row group, into the output.
     """
 
     binary = True
 
-    def __init__(self, path: str, input_schema=None, rows_per_group: int = 4096, **kw) -> None:
+    def __init__(
+        self,
+        path: str,
+        input_schema=None,
+        rows_per_group: int = ROWS_PER_GROUP,
+        bytes_per_group: int = BYTES_PER_GROUP,
+        extra_json: bool = False,
+        **kw,
+    ) -> None:
         import pyarrow as pa
 
         self.pa = pa
         self.rows: list[dict] = []
+        self.buffered = 0  # bytes of data in self.rows (roughly)
         self.rows_per_group = rows_per_group
+        self.bytes_per_group = bytes_per_group
+        self.extra_json = extra_json
         self.input_schema = input_schema
         self.schema = None
         self.writer = None
@@ -126,6 +178,8 @@ class ParquetWriter(Writer):
         ]
         if "tags" in row:
             fields.append(pa.field("tags", pa.list_(pa.string())))
+        if self.extra_json or EXTRA_JSON in row:
+            fields.append(pa.field(EXTRA_JSON, pa.string()))
         return pa.schema(fields + extra)
 
     def write(self, sentence: Sentence) -> None:
@@ -139,11 +193,28 @@ class ParquetWriter(Writer):
             row = {"doc_id": sentence.doc_id, "index": sentence.index, "tokens": sentence.tokens}
             if sentence.tags is not None:
                 row["tags"] = sentence.tags
+            if isinstance(sentence.source, dict):  # a JSON record: its other keys as one JSON column
+                row[EXTRA_JSON] = self._extra(sentence.source, row)
         row["pred_tags"] = sentence.pred
         row["pred_scores"] = sentence.scores
         self.rows.append(row)
-        if len(self.rows) >= self.rows_per_group:
+        self.buffered += _nbytes(row)
+        if len(self.rows) >= self.rows_per_group or self.buffered >= self.bytes_per_group:
             self._flush()
+
+    @staticmethod
+    def _extra(source: dict, row: dict) -> str:
+        """The JSON object of the record's members that have no column of their own: all but
+        ``doc_id``/``index``/``tokens``/``tags`` (or ``ner_tags``) holding what their column holds,
+        and the keys this run writes (``pred_tags``, ``pred_scores``, ``entities``: a previous
+        run's output)."""
+        skip = list(OUTPUT_KEYS)
+        for key, col in (("doc_id", "doc_id"), ("index", "index"), ("tokens", "tokens"), ("tags", "tags"), ("ner_tags", "tags")):
+            if key in source and col in row:
+                value, column = source[key], row[col]
+                if value is column or (type(value) is type(column) and value == column):
+                    skip.append(key)
+        return "{" + ", ".join(members(source, skip=tuple(skip))) + "}"
 
     def _target(self):
         import pyarrow.parquet as pq
@@ -164,6 +235,7 @@ class ParquetWriter(Writer):
         writer = self._target()
         writer.write_table(self.pa.Table.from_pylist(self.rows, schema=self.schema))
         self.rows = []
+        self.buffered = 0
 
     def finish(self) -> None:
         import pyarrow.parquet as pq

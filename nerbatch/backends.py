@@ -1,0 +1,358 @@
+"""Model back-ends behind one small interface: word pieces in, label ids and scores out.
+
+The tagging pipeline (:mod:`nerbatch.tagger`) only ever talks to a :class:`Backend`:
+
+* ``word_pieces(batch)``: the subword ids of each word of each pre-split sentence;
+* ``predict(ids, mask, rows, cols)``: for a padded batch (int64 numpy arrays), the best label id
+  and its probability at each ``(rows[i], cols[i])`` position (a word's first subword).
+
+Three implementations: :class:`TorchBackend` runs a torch callable (the eager transformers model,
+or the AOTInductor package of :mod:`nerbatch.compiled`), :class:`OnnxBackend` runs the ONNX Runtime
+int8 model of :mod:`nerbatch.quantize`. :func:`load_backend` picks one for a model and the run's
+options, using the cache (:mod:`nerbatch.cache`) where it can: a cached compiled entry loads with
+torch alone, a cached int8 entry with neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from .align import Specials, check_fast, word_pieces
+from .batching import DEFAULT_BATCH
+from .errors import ModelError
+from .settings import read_json
+
+__all__ = [
+    "Backend", "TorchBackend", "OnnxBackend", "load_backend", "compile_wanted", "batch_sizes",
+    "load_model", "resolve_model", "refuse_custom_code", "hub_reachable",
+]
+
+
+class Backend(Protocol):
+    """What the tagging pipeline needs from a model."""
+
+    labels: list[str]
+    specials: Specials
+    pad_id: int
+    device: str  # "cpu", "cuda", "cuda:1"
+    kind: str  # "eager", "compiled" or "int8": for notices and the run's log
+    max_width: int  # longest row the model takes, in subwords
+
+    def word_pieces(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]: ...
+
+    def predict(self, ids, mask, rows, cols) -> tuple[list[int], list[float]]: ...
+
+
+@dataclass
+class TorchBackend:
+    """A torch callable ``forward(input_ids, attention_mask) -> logits`` and its tokenizer."""
+
+    forward: object
+    tokenizer: object
+    labels: list[str]
+    specials: Specials
+    pad_id: int
+    device: str
+    kind: str
+    max_width: int
+    positions: int = 512  # the model's position embeddings (for a hub id's settings)
+    tokenizer_max: int = 512  # the tokenizer's model_max_length
+
+    def word_pieces(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        return word_pieces(self.tokenizer, batch)
+
+    def predict(self, ids, mask, rows, cols) -> tuple[list[int], list[float]]:
+        import torch
+
+        dev = torch.device(self.device)
+        t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        if dev.type == "cuda":
+            t_ids = t_ids.pin_memory().to(dev, non_blocking=True)
+            t_mask = t_mask.pin_memory().to(dev, non_blocking=True)
+        with torch.inference_mode():
+            logits = self.forward(t_ids, t_mask)
+            picked = logits[torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)]
+            probs, labels = picked.float().softmax(-1).max(-1)
+            return labels.cpu().tolist(), probs.cpu().tolist()
+
+
+@dataclass
+class OnnxBackend:
+    """An ONNX Runtime session (int8) run on numpy arrays; torch is never imported."""
+
+    session: object
+    tokenizer: object
+    labels: list[str]
+    specials: Specials
+    pad_id: int
+    max_width: int
+    device: str = "cpu"
+    kind: str = "int8"
+    positions: int = 512
+    tokenizer_max: int = 512
+
+    def word_pieces(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        return word_pieces(self.tokenizer, batch)
+
+    def predict(self, ids, mask, rows, cols) -> tuple[list[int], list[float]]:
+        import numpy as np
+
+        from .quantize import run_session
+
+        logits = run_session(self.session, ids, mask)
+        picked = logits[rows, cols].astype(np.float32)
+        picked = np.exp(picked - picked.max(-1, keepdims=True))
+        probs = picked / picked.sum(-1, keepdims=True)
+        return probs.argmax(-1).tolist(), probs.max(-1).tolist()
+
+
+# -- finding and loading a transformers model -----------------------------------------------------
+
+
+def refuse_custom_code(folder: str) -> None:
+    """Refuse a model folder that would need its own Python code to load.
+
+    nerbatch never runs code from a model folder (``trust_remote_code=False`` everywhere); a config
+    or tokenizer config with an ``auto_map`` would otherwise make transformers ask ``[y/N]`` on
+    stdin, which is where the data is.
+    """
+    for name in ("config.json", "tokenizer_config.json"):
+        data = read_json(os.path.join(folder, name))
+        if data.get("auto_map"):
+            raise ModelError(
+                f"{folder}: {name} asks to run Python code from the model folder (auto_map); nerbatch never does",
+                hint="use a model whose architecture transformers knows, e.g. one from `nerbatch train`",
+            )
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers at all (a TCP connect, no request); False offline."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve_model(model: str) -> bool:
+    """Check that ``model`` can be loaded; True for a local folder, False for a hub id.
+
+    Anything that looks like a path and is not a folder is "not found" at once, and so is a hub id
+    that is neither in the local Hugging Face cache nor reachable (instead of a minute of retries).
+    """
+    if os.path.isdir(model):
+        refuse_custom_code(model)
+        return True
+    if os.path.exists(model):
+        raise ModelError(f"{model}: not a model folder (it is a file)", hint="pass the folder that holds config.json")
+    pathlike = model.startswith((".", "/", "~")) or model.endswith(("/", os.sep)) or model.count("/") > 1
+    if not pathlike and "/" in model and os.path.isdir(model.split("/", 1)[0]):
+        pathlike = True  # "models/ner" where models/ exists: a folder, not a hub id
+    if pathlike:
+        raise ModelError(f"{model}: model folder not found", hint="check the path")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except Exception:  # noqa: BLE001 - an id the hub library refuses: not cached
+        cached = False
+    if not cached and not hub_reachable():
+        raise ModelError(
+            f"{model}: model folder not found, and the Hugging Face hub cannot be reached to look for a model of that id",
+            hint="check the path, or set up network access for hub ids",
+        )
+    return False
+
+
+def load_model(model: str):
+    """Tokenizer and token-classification model from a folder or hub id, with clear errors.
+
+    Never runs code from the model (``trust_remote_code=False``): such a model is refused.
+    """
+    local = resolve_model(model)
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    if not local and not hub_reachable():
+        local = True  # in the local cache only: do not wait on the network
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local, trust_remote_code=False)
+    except Exception as exc:  # transformers raises OSError/ValueError/etc.
+        raise ModelError(f"{model}: cannot load the tokenizer: {_first_line(exc)}") from None
+    check_fast(tokenizer, model)
+    try:
+        net = AutoModelForTokenClassification.from_pretrained(model, local_files_only=local, trust_remote_code=False)
+    except Exception as exc:
+        raise ModelError(f"{model}: cannot load a token-classification model: {_first_line(exc)}") from None
+    labels = [net.config.id2label[i] for i in range(net.config.num_labels)]
+    if all(lab.startswith("LABEL_") for lab in labels):
+        raise ModelError(
+            f"{model}: the model config has no NER labels (id2label is LABEL_0, LABEL_1, ...)",
+            hint="train one with `nerbatch train`, or set id2label in config.json",
+        )
+    return tokenizer, net
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# -- choosing a back-end ----------------------------------------------------------------------------
+
+
+def compile_wanted(model: str, precision: str, want: bool | None, cuda: bool = False) -> bool:
+    """Whether a run uses a compiled model (see :mod:`nerbatch.compiled`).
+
+    ``want`` True/False decides; None reads ``$NERBATCH_COMPILE`` (0/1), else auto: a local model
+    folder tagged in fp32 or bf16 on the CPU, with a C++ compiler present.
+    """
+    from .compiled import COMPILE_PRECISIONS, compiler_available
+
+    explicit = want
+    if want is None:
+        env = os.environ.get("NERBATCH_COMPILE", "").strip().lower()
+        want = None if env in ("", "auto") else env not in ("0", "no", "false", "off")
+    fits = os.path.isdir(model) and precision in COMPILE_PRECISIONS and not cuda
+    if want and not fits:
+        if explicit:
+            raise ModelError(
+                "--compile applies to a local model folder in fp32 or bf16 on the CPU",
+                hint="drop --compile, or use --device cpu with --precision fp32/bf16",
+            )
+        return False
+    if want is None:
+        return fits and compiler_available()
+    return want
+
+
+def _notice(verbose: bool, text: str) -> None:
+    if verbose:
+        print(f"nerbatch: {text}", file=sys.stderr, flush=True)
+
+
+def _cached(model: str, precision: str, cache: str, threads: int | None, verbose: bool):
+    """The back-end of a cached entry, or None (none there, or a damaged one: removed, rebuilt later)."""
+    from .cache import entry_key, find_entry
+
+    entry = find_entry(cache, entry_key(model, precision), precision)
+    if entry is None:
+        return None
+    try:
+        return _from_entry(entry, threads)
+    except Exception as exc:  # noqa: BLE001 - a damaged entry: rebuilt by the caller
+        _notice(verbose, f"the cached model {entry.folder} does not load ({exc}); rebuilding it")
+        shutil.rmtree(entry.folder, ignore_errors=True)
+        return None
+
+
+def _from_entry(entry, threads: int | None):
+    from . import compiled
+
+    meta = entry.meta
+    tokenizer = compiled.RawTokenizer(entry.tokenizer, meta["pad_id"])
+    common = {
+        "tokenizer": tokenizer,
+        "labels": list(meta["labels"]),
+        "specials": Specials(tuple(meta["prefix"]), tuple(meta["suffix"])),
+        "pad_id": meta["pad_id"],
+        "max_width": meta["max_width"],
+    }
+    if meta["precision"] == "int8":
+        from .quantize import open_session
+
+        return OnnxBackend(session=open_session(entry.package, threads), **common)
+    model = compiled.CompiledModel(entry.package, meta)
+    return TorchBackend(forward=model, device="cpu", kind="compiled", **common)
+
+
+def load_backend(model: str, options, max_length: int | None = None):
+    """The back-end for ``model`` under ``options`` (a :class:`~nerbatch.tagger.TaggerOptions`).
+
+    Order: a cached int8 entry (no torch); torch, then a cached compiled entry (no transformers);
+    else the transformers model, compiled into the cache when compiling is wanted, quantized to
+    int8 for ``--precision int8``, or placed on the device as it is.
+    """
+    from .cache import default_cache_dir
+
+    precision = options.precision
+    local = os.path.isdir(model)
+    cache = default_cache_dir()
+    if precision == "int8" and options.device in ("auto", "cpu") and local:
+        found = _cached(model, "int8", cache, options.threads, options.verbose)
+        if found is not None:
+            return found
+    import torch
+
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    dev = options.device
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("--device cuda: no CUDA device is available", hint="use --device cpu")
+    gpu = dev.startswith("cuda")
+    if precision == "fp16" and not gpu:
+        raise ModelError("--precision fp16 needs a GPU", hint="use fp32 or bf16 on CPU")
+    if precision == "int8" and gpu:
+        raise ModelError("--precision int8 runs on the CPU only", hint="use --device cpu, or bf16/fp16 on a GPU")
+    compile_it = compile_wanted(model, precision, options.compile, cuda=gpu)
+    if compile_it:
+        found = _cached(model, precision, cache, options.threads, options.verbose)
+        if found is not None:
+            return found
+    tokenizer, net = load_model(model)
+    labels = [net.config.id2label[i] for i in range(net.config.num_labels)]
+    specials = Specials.of(tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    positions = getattr(net.config, "max_position_embeddings", 512) or 512
+    width = min(512, max(positions, max_length or 0))
+    if compile_it:
+        from . import compiled
+
+        _notice(options.verbose, f"compiling the model for this CPU, once (about 20 s); cached in {cache}")
+        try:
+            entry = compiled.build(model, precision, tokenizer, net, specials, cache, max_width=width)
+            return _from_entry(entry, options.threads)
+        except compiled.CompileError as exc:
+            _notice(options.verbose, f"running the model uncompiled: {exc}")
+    if precision == "int8":
+        from .quantize import quantize_int8
+
+        path = quantize_int8(net.eval(), model if local else None, tokenizer, specials, cache, max_length or width)
+        from .quantize import open_session
+
+        return OnnxBackend(
+            session=open_session(path, options.threads), tokenizer=tokenizer, labels=labels, specials=specials,
+            pad_id=pad_id, max_width=width, positions=positions, tokenizer_max=tokenizer.model_max_length,
+        )
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    net.to(device=torch.device(dev), dtype=dtype)
+    net.eval()
+
+    def forward(ids, mask):
+        return net(input_ids=ids, attention_mask=mask).logits
+
+    return TorchBackend(
+        forward=forward, tokenizer=tokenizer, labels=labels, specials=specials, pad_id=pad_id, device=dev,
+        kind="eager", max_width=width, positions=positions, tokenizer_max=tokenizer.model_max_length,
+    )
+
+
+def batch_sizes(options, device: str) -> tuple[int, int]:
+    """(padded tokens per batch, rows per batch) for a device: the options, else the defaults."""
+    gpu = device.startswith("cuda")
+    tokens, rows = DEFAULT_BATCH["gpu" if gpu else "cpu"]
+    return options.batch_tokens or tokens, options.max_batch or rows
