@@ -1,11 +1,12 @@
 # nerbatch: `make demo` installs (if needed) and runs train -> tag -> evaluate on sample_data/;
-# `make test` installs (if needed) and runs the test suite.
+# `make test` installs (if needed) and runs the test suite; `make browser` adds headless Chromium
+# (Debian/Ubuntu, apt-get) for the HTML report's browser test, which is skipped without it.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 DEMO    = build/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench browser clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +31,13 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# headless Chromium for the browser test of `evaluate --html` (tests/test_report_html.py skips
+# that test, saying why, when no chromium/chromium-browser/google-chrome is on PATH)
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium || command -v chromium-browser || command -v google-chrome || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 lint: install
 	$(BIN)/ruff check nerbatch tests benchmarks

@@ -372,11 +372,10 @@ def _ort_variant(model, name: str):
 
     from nerbatch import quantize as q
 
-    ort, _ = q._require()
     model = model.float().eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "fp32.onnx")
-        q._export(model, path)
+        q.export_onnx(model, path)
         if "-fused" in name:
             from onnxruntime.transformers.optimizer import optimize_model
 
@@ -395,22 +394,38 @@ def _ort_variant(model, name: str):
                 nodes_to_exclude=head_nodes(src, model.config.num_labels) if "-fp32head" in name else None,
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
-        session = q._session(ort, path, None, spin="-nospin" not in name)
-    return q.Int8Model(session, model.config, None)
+        return q.open_session(path, None, spin="-nospin" not in name)
 
 
-def build_candidate(name: str, model):
-    """int8 candidates for --int8-candidates; each returns something called like the model."""
-    import torch
+def build_candidate(name: str, model, tokenizer, backend, folder: str):
+    """int8 candidates for --int8-candidates; each returns a back-end (nerbatch.backends) for the tagger:
+    ``model``/``tokenizer``: the transformers model and tokenizer, ``backend``: the tagger's own."""
+    from dataclasses import replace
+
+    from nerbatch.backends import OnnxBackend
+
+    def onnx(session):
+        return OnnxBackend(session=session, tokenizer=backend.tokenizer, labels=backend.labels, specials=backend.specials,
+                           pad_id=backend.pad_id, max_width=backend.max_width)
 
     if name in ("nerbatch.quantize", "nerbatch.quantize:cached"):
-        from nerbatch.quantize import quantize_int8
+        from nerbatch.cache import default_cache_dir
+        from nerbatch.quantize import open_session, quantize_int8
 
-        if name.endswith(":cached"):  # what `nerbatch tag --precision int8` does: the disk cache
-            return quantize_int8(model)
-        return quantize_int8(model, cache_dir=None)  # no cache: prep_s includes export + quantization
+        # ":cached" is what `nerbatch tag --precision int8` does (the disk cache); else prep_s includes
+        # the export and the quantization
+        cache = default_cache_dir() if name.endswith(":cached") else None
+        path = quantize_int8(model, folder, tokenizer, backend.specials, cache, backend.max_width)
+        return onnx(open_session(path))
     if name.startswith("ort-"):
-        return _ort_variant(model, name)
+        return onnx(_ort_variant(model, name))
+    torch_model = _torch_candidate(name, model)
+    return replace(backend, forward=lambda ids, mask: torch_model(input_ids=ids, attention_mask=mask).logits, kind=name)
+
+
+def _torch_candidate(name: str, model):
+    import torch
+
     if name == "torch.ao.quantize_dynamic":
         import warnings
 
@@ -441,10 +456,12 @@ def worker_nerbatch(spec: dict) -> dict:
     t0 = time.perf_counter()
     opts = {"compile": spec["compile"]} if "compile" in spec else {}
     tagger = Tagger(spec["model"], TaggerOptions(precision=spec["precision"], context=False, **opts))
-    if hasattr(tagger, "load"):  # the Tagger loads lazily (on the first sentence): load it here, untimed
-        tagger.load()
+    tagger.load()  # the Tagger loads lazily (on the first sentence): load it here, untimed
     if spec.get("swap"):
-        tagger.model = build_candidate(spec["swap"], tagger.model)
+        from nerbatch.backends import load_model
+
+        tokenizer, model = load_model(spec["model"])
+        tagger.backend = build_candidate(spec["swap"], model, tokenizer, tagger.backend, spec["model"])
     warm = Path(spec["output"] + ".warm.conll")
     write_subset(Path(spec["input"]), warm, 32)
     tag_files(plan_jobs([str(warm)], str(warm) + ".out"), tagger, progress=False)  # warm-up
@@ -465,8 +482,8 @@ def worker_nerbatch(spec: dict) -> dict:
             best = run
     best["load_s"] = prep
     best["padding_share"] = 1 - best["tokens_seen"] / best["padded_tokens"] if best["padded_tokens"] else None
-    best["model_repr"] = type(tagger.model).__name__
-    best["compiled"] = bool(getattr(tagger, "compiled", False))
+    best["model_repr"] = tagger.backend.kind
+    best["compiled"] = tagger.compiled
     return best
 
 

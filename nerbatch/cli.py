@@ -371,35 +371,59 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
 @click.argument("files", nargs=-1, required=True)
 @click.option("--model", "-m", default=None, help="Tag the gold FILES with this model first (nothing is written).")
 @click.option("--strict", is_flag=True, help="seqeval strict IOB2 mode instead of conlleval rules.")
-@click.option("--json", "json_path", default=None, help="Write the report as JSON here.")
+@click.option("--json", "json_path", default=None, help="Write the report as JSON here (scores, error classes, confusion, documents, intervals, error sentences).")
 @click.option("--output", "text_path", default=None, help="Write the text report here (it is printed either way).")
+@click.option("--html", "html_path", default=None, help="Write a self-contained HTML report here: tables, figures, and the error sentences, filterable by class and type.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, help="Bootstrap resamples (of documents, else sentences) for the 95% intervals and --compare; 0: no intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap (same seed, same intervals).")
+@click.option("--examples", type=click.IntRange(min=0), default=50, show_default=True, help="Error sentences kept per error class for --html and --json.")
+@click.option("--compare", is_flag=True, help="FILES are two predictions (A B) of the same gold: score both and give a paired bootstrap p-value for the F1 difference B - A.")
 @click.option("--input-format", type=click.Choice(INPUT_FORMATS), help="Input format (default: from the extension).")
 @click.option("--device", default="auto", show_default=True, callback=_check_device, help="With --model: auto, cpu, cuda.")
 @user_errors
-def evaluate(files, model, strict, json_path, text_path, input_format, device):
+def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, seed, examples, compare, input_format, device):
     """Score FILES that hold gold and predicted tags (CoNLL `... gold pred`, JSONL/Parquet `tags` + `pred_tags`).
 
     Default numbers equal conlleval's (IOB1 chunk rules: an I-X after O or another type starts a
-    chunk); --strict uses seqeval's strict IOB2 mode.
+    chunk); --strict uses seqeval's strict IOB2 mode. The report's first two lines are
+    conlleval's; then the per-type table, a bootstrap 95% interval, the error classes (wrong type,
+    wrong boundary, both, missed, spurious), the type confusion matrix and the worst documents.
 
     \b
     Examples:
       nerbatch evaluate test.tagged.conll
       nerbatch evaluate --model model/ test.conll --json scores.json
+      nerbatch evaluate test.tagged.conll --html report.html
+      nerbatch evaluate a.tagged.conll b.tagged.conll --compare
     """
-    from .evaluate import evaluate_files, evaluate_model, write_report
+    from .errors import InputError
+    from .evaluate import compare_files, evaluate_files, evaluate_model, format_comparison, write_report
     from .plan import FileJob, check_write_paths
     from .scoring import format_report
 
-    check_write_paths([FileJob(f, "-", "", "") for f in files], {"--output": text_path, "--json": json_path})
-
+    check_write_paths(
+        [FileJob(f, "-", "", "") for f in files], {"--output": text_path, "--json": json_path, "--html": html_path}
+    )
+    analysis = {"bootstrap": bootstrap, "seed": seed, "examples": examples}
+    if compare:
+        if len(files) != 2:
+            raise InputError(f"--compare takes two prediction files of the same gold (A B), not {len(files)}")
+        if model or html_path:
+            raise InputError(f"--compare does not go with {'--model' if model else '--html'}",
+                             hint="tag both first, then compare the tagged files; --html takes one file")
+        result = compare_files(files[0], files[1], strict=strict, fmt=input_format, **analysis)
+        write_report(result, text_path=text_path, json_path=json_path)
+        click.echo(format_comparison(result))
+        return
     if model:
         from .tagger import TaggerOptions
 
-        result = evaluate_model(model, list(files), strict=strict, fmt=input_format, tagger_options=TaggerOptions(device=device))
+        result = evaluate_model(
+            model, list(files), strict=strict, fmt=input_format, tagger_options=TaggerOptions(device=device), **analysis
+        )
     else:
-        result = evaluate_files(list(files), strict=strict, fmt=input_format)
-    write_report(result, text_path=text_path, json_path=json_path)
+        result = evaluate_files(list(files), strict=strict, fmt=input_format, **analysis)
+    write_report(result, text_path=text_path, json_path=json_path, html_path=html_path)
     click.echo(format_report(result))
 
 

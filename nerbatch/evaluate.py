@@ -22,7 +22,7 @@ from .io import ReadOptions, input_format, read
 from .io.base import STDIO, AtomicOutput
 from .io.conll import DOCSTART
 from .record import Sentence, iob1_to_iob2, is_tag
-from .scoring import Scorer, format_report
+from .scoring import DEFAULT_BOOTSTRAP, Scorer, format_report
 
 # chunk types of the CoNLL-2000 chunking task (the third column of the CoNLL-2003 files)
 CHUNK_TYPES = frozenset({"ADJP", "ADVP", "CONJP", "INTJ", "LST", "NP", "PP", "PRT", "SBAR", "UCP", "VP"})
@@ -50,11 +50,11 @@ def add_sentence(scorer: Scorer, sent: Sentence, docstart: str | None = None) ->
                 continue
             cols = line.split()
             if docstart == "tagged" and len(cols) >= 3:
-                scorer.add([cols[-2]], [cols[-1]], sentence=False)
+                scorer.add([cols[-2]], [cols[-1]], sentence=False, doc=sent.doc_id, path=sent.path)
             elif docstart == "input" and len(cols) >= 2:
-                scorer.add([cols[-1]], ["O"], sentence=False)
+                scorer.add([cols[-1]], ["O"], sentence=False, doc=sent.doc_id, path=sent.path)
     if sent.tokens and sent.tags is not None:
-        scorer.add(sent.tags, sent.pred or [])
+        scorer.add(sent.tags, sent.pred or [], doc=sent.doc_id, tokens=sent.tokens, path=sent.path, line=sent.line)
 
 
 def _columns(line: str) -> list[str]:
@@ -272,13 +272,18 @@ def evaluate_files(
     strict: bool = False,
     fmt: str | None = None,
     options: ReadOptions = ReadOptions(),
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    examples: int = 50,
 ) -> dict:
     """Score files that already hold gold and predicted tags; streams, so any size works.
 
     With ``strict`` a file whose gold tags are IOB1 is read twice: once to find that out, then
     scored with gold and predicted tags converted to IOB2 (a note in the result says so).
+    ``bootstrap``/``seed``: resamples behind the confidence intervals; ``examples``: error sentences
+    kept per error class (see :mod:`nerbatch.analysis`).
     """
-    scorer = Scorer(strict=strict)
+    scorer = Scorer(strict=strict, bootstrap=bootstrap, seed=seed, examples=examples)
     notes: list[str] = []
     for path in paths:
         f = input_format(path, fmt)
@@ -303,12 +308,15 @@ def evaluate_model(
     fmt: str | None = None,
     options: ReadOptions = ReadOptions(),
     tagger_options=None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    examples: int = 50,
 ) -> dict:
     """Tag gold files with ``model`` (nothing is written) and score the predictions."""
     from .tagger import Tagger, TaggerOptions
 
     tagger = Tagger(model, tagger_options or TaggerOptions())
-    scorer = Scorer(strict=strict)
+    scorer = Scorer(strict=strict, bootstrap=bootstrap, seed=seed, examples=examples)
     notes: list[str] = []
     for path in paths:
         f = input_format(path, fmt)
@@ -326,6 +334,126 @@ def evaluate_model(
     for note in notes:
         _note(result, note)
     return result
+
+
+# --------------------------------------------------------------------------- #
+# evaluate A B --compare: two predictions of the same gold, paired bootstrap
+# --------------------------------------------------------------------------- #
+
+
+def _differs(a: Sentence | None, b: Sentence | None) -> str | None:
+    """What makes two sentences of two predictions of one gold file differ (None: nothing)."""
+    if a is None or b is None:
+        return "it has fewer sentences" if b is None else "it has more sentences"  # (b is the one checked)
+    if bool(a.tokens) != bool(b.tokens):  # one file ends (trailing lines only) where the other goes on
+        return "it has fewer sentences" if not b.tokens else "it has more sentences"
+    if a.tokens != b.tokens:
+        k = next((i for i, (x, y) in enumerate(zip(a.tokens, b.tokens)) if x != y), min(len(a.tokens), len(b.tokens)))
+        if k < min(len(a.tokens), len(b.tokens)):
+            return f"the tokens differ ({a.tokens[k]!r} != {b.tokens[k]!r})"
+        return f"the sentences differ in length ({len(a.tokens)} != {len(b.tokens)} tokens)"
+    if a.tags != b.tags:
+        k = next((i for i, (x, y) in enumerate(zip(a.tags or [], b.tags or [])) if x != y), None)
+        if k is None:
+            return "one file has gold tags where the other has none"
+        return f"the gold tags differ ({a.tags[k]!r} != {b.tags[k]!r})"
+    if a.doc_id != b.doc_id:
+        return "the document boundaries (-DOCSTART- / doc_id) differ"
+    return None
+
+
+def compare_files(
+    path_a: str,
+    path_b: str,
+    *,
+    strict: bool = False,
+    fmt: str | None = None,
+    options: ReadOptions = ReadOptions(),
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    examples: int = 50,
+) -> dict:
+    """Score two prediction files of the same gold and test their F1 difference (B - A).
+
+    Both are read in step; their tokens, gold tags and documents must agree (else
+    :class:`InputError`, naming the first sentence that differs). The paired bootstrap resamples
+    the same documents (or sentences) for both; see :func:`nerbatch.analysis.paired_bootstrap`.
+    """
+    from itertools import zip_longest
+
+    from .analysis import paired_bootstrap
+
+    samples = bootstrap if bootstrap > 0 else DEFAULT_BOOTSTRAP
+    scorers, scores, readers = [], [], []
+    for path in (path_a, path_b):
+        f = input_format(path, fmt)
+        opts = evaluation_options(f, options)
+        scorer = Scorer(strict=strict, bootstrap=bootstrap, seed=seed, examples=examples)
+        convert = strict and _read_iob1(path, f, opts)
+        scorers.append(scorer)
+        scores.append(FileScore(scorer, path, f, options=opts, docstart="tagged" if f == "conll" else None, convert=convert))
+        readers.append(read(path, f, opts))
+    try:
+        for k, (a, b) in enumerate(zip_longest(*readers), 1):
+            why = _differs(a, b)
+            if why is not None:
+                where = b if b is not None else a
+                raise InputError(
+                    f"sentence {k} does not match {path_a}"
+                    + (f":{a.line}" if a is not None and a.line else "") + f": {why}",
+                    path=path_b,
+                    line=where.line if b is not None and b.line else None,
+                    hint="--compare takes two prediction files of the same gold file",
+                )
+            scores[0].add(a)
+            scores[1].add(b)
+    finally:
+        for r in readers:
+            close = getattr(r, "close", None)
+            if close is not None:
+                close()
+    results = []
+    for path, fs, scorer in zip((path_a, path_b), scores, scorers):
+        note = fs.finish()
+        result = scorer.result()
+        result["files"] = [path]
+        _note(result, note)
+        results.append(result)
+    (unit, counts_a), (_, counts_b) = (s.analysis.unit_counts() for s in scorers)
+    comparison = paired_bootstrap(counts_a, counts_b, samples, seed, unit=unit)
+    comparison["a"], comparison["b"] = path_a, path_b
+    return {"mode": results[0]["mode"], "files": [path_a, path_b], "a": results[0], "b": results[1], "comparison": comparison}
+
+
+def format_comparison(report: dict) -> str:
+    """Text of :func:`compare_files`: conlleval's two lines for each file, then the difference."""
+    lines: list[str] = []
+    for key in ("a", "b"):
+        result = report[key]
+        lines.append(f"{key.upper()}: {result['files'][0]}")
+        lines.extend(format_report({k: v for k, v in result.items() if k not in ("analysis", "notes")}).splitlines()[:2])
+        lines.append("")
+    c = report["comparison"]
+    header = f"{'':<6}  {'precision':>9}  {'recall':>7}  {'FB1':>7}"
+    lines.append(header)
+    rows = {}
+    for key in ("a", "b"):
+        o = report[key]["overall"]
+        rows[key] = [100 * o["precision"], 100 * o["recall"], 100 * o["f1"]]
+        lines.append(f"{key.upper():<6}  {rows[key][0]:>9.2f}  {rows[key][1]:>7.2f}  {rows[key][2]:>7.2f}")
+    d = [b - a for a, b in zip(rows["a"], rows["b"])]
+    lines.append(f"{'B - A':<6}  {d[0]:>+9.2f}  {d[1]:>+7.2f}  {d[2]:>+7.2f}")
+    lo, hi = (100 * v for v in c["f1_difference_interval"])
+    lines.append("")
+    lines.append(
+        f"FB1 difference B - A: {100 * c['f1_difference']:+.2f} ({100 * c['level']:.0f}% CI {lo:+.2f} to {hi:+.2f}); "
+        f"paired bootstrap p = {c['p_value']:.4f} ({c['samples']} samples over {c['units']} {c['unit']}, seed {c['seed']})"
+    )
+    notes = [n for key in ("a", "b") for n in report[key].get("notes") or []]
+    if notes:
+        lines.append("")
+        lines.extend(f"note: {note}" for note in notes)
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- #
@@ -430,9 +558,20 @@ def check_report_inputs(jobs, options: ReadOptions = ReadOptions(), *, labels: I
         check_report_input(job.input, job.input_format, options, labels=labels)
 
 
-def write_report(result: dict, *, text_path: str | None = None, json_path: str | None = None) -> None:
-    """Write the text and/or JSON report atomically."""
-    for path, body in ((text_path, lambda: format_report(result) + "\n"), (json_path, lambda: json.dumps(result, indent=2) + "\n")):
+def write_report(
+    result: dict, *, text_path: str | None = None, json_path: str | None = None, html_path: str | None = None
+) -> None:
+    """Write the text, JSON and/or HTML report atomically (a :func:`compare_files` result: text
+    and JSON only)."""
+    def text() -> str:
+        return (format_comparison(result) if "comparison" in result else format_report(result)) + "\n"
+
+    def page() -> str:
+        from .report_html import render
+
+        return render(result)
+
+    for path, body in ((text_path, text), (json_path, lambda: json.dumps(result, indent=2) + "\n"), (html_path, page)):
         if path:
             folder = os.path.dirname(os.path.abspath(path))
             os.makedirs(folder, exist_ok=True)

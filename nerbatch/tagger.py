@@ -24,7 +24,7 @@ from itertools import chain
 from typing import Iterable, Iterator, Sequence
 
 from .align import Feature, assign, features_for, in_context, split_blocks
-from .backends import batch_sizes, load_backend, load_model, refuse_custom_code, resolve_model
+from .backends import batch_sizes, compile_wanted, load_backend, load_model, refuse_custom_code, resolve_model
 from .batching import DEFAULT_BLOCK, background, chunked, plan_batches
 from .errors import ModelError
 from .record import Sentence
@@ -164,6 +164,10 @@ class Tagger:
     @property
     def compiled(self) -> bool:
         return self.backend is not None and self.backend.kind == "compiled"
+
+    def compile_wanted(self, cuda: bool = False) -> bool:
+        """Whether this run uses a compiled model (see :func:`nerbatch.backends.compile_wanted`)."""
+        return compile_wanted(self.model_name, self.options.precision, self.options.compile, cuda=cuda)
 
     def context_budget(self) -> int:
         """Subwords of document context on each side of a sentence (0: none)."""

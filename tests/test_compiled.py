@@ -94,6 +94,35 @@ def test_damaged_entry_is_rebuilt(tiny_model, cache):
     assert (entry / "model.pt2").stat().st_size > 1000
 
 
+def test_a_copy_with_a_changed_weight_and_old_mtimes_is_not_served_from_the_cache(tiny_model, cache, tmp_path):
+    """cp -a model model_b; change a weight; touch -r: model_b's compiled run gives model_b's tags."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    a = tmp_path / "model_a"
+    shutil.copytree(tiny_model, a)
+    tag(str(a), compile=True)  # A's entry in the cache
+    b = tmp_path / "model_b"
+    subprocess.run(["cp", "-a", str(a), str(b)], check=True)
+    weights = b / "model.safetensors"
+    state = load_file(str(weights))
+    name = next(k for k in state if k.startswith("classifier.bias"))
+    state[name] = state[name] + torch.arange(state[name].numel(), dtype=state[name].dtype)  # a different model
+    save_file(state, str(weights), metadata={"format": "pt"})
+    subprocess.run(["touch", "-r", str(a / "model.safetensors"), str(weights)], check=True)
+    assert weights.stat().st_size == (a / "model.safetensors").stat().st_size
+    assert weights.stat().st_mtime_ns == (a / "model.safetensors").stat().st_mtime_ns
+    _, eager_b = tag(str(b), compile=False)
+    compiled_b, got = tag(str(b), compile=True)
+    assert compiled_b.compiled
+    assert [s.pred for s in got] == [s.pred for s in eager_b]
+    _, eager_a = tag(str(a), compile=False)
+    assert [s.pred for s in eager_a] != [s.pred for s in eager_b]  # the change matters
+    assert len([p for p in cache.iterdir() if p.name.startswith("aoti-")]) == 2
+
+
 def test_no_compiler_falls_back_to_eager(tiny_model, cache, monkeypatch, capfd):
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     t, out = tag(tiny_model, compile=True, verbose=True)  # asked for, cannot build: a notice, then eager

@@ -186,17 +186,18 @@ CONTENDER = """
 import sys, time, os
 from nerbatch.checkpoint import OutputLock
 from nerbatch.errors import LockedError
-target, go = sys.argv[1], sys.argv[2]
+target, go, release = sys.argv[1], sys.argv[2], sys.argv[3]
 while not os.path.exists(go):
     time.sleep(0.001)
 lock = OutputLock(target)
 try:
     lock.acquire()
 except LockedError:
-    print("locked")
+    print("locked", flush=True)
     sys.exit(0)
 print("got", flush=True)
-time.sleep(0.4)
+while not os.path.exists(release):  # hold it until every contender has tried
+    time.sleep(0.005)
 lock.release()
 """
 
@@ -209,14 +210,17 @@ def test_many_processes_against_one_stale_lock_exactly_one_runs(tmp_path):
     for rnd in range(12):
         target = tmp_path / f"out{rnd}.conll"
         (tmp_path / f".out{rnd}.conll.nerbatch.lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
-        go = tmp_path / f"go{rnd}"
+        go, release = tmp_path / f"go{rnd}", tmp_path / f"release{rnd}"
         procs = [
-            subprocess.Popen([sys.executable, str(script), str(target), str(go)], stdout=subprocess.PIPE, text=True)
+            subprocess.Popen([sys.executable, str(script), str(target), str(go), str(release)], stdout=subprocess.PIPE, text=True)
             for _ in range(8)
         ]
         time.sleep(1.0)  # all started and waiting
         go.write_text("")
-        results = [p.communicate(timeout=60)[0].strip() for p in procs]
+        results = [p.stdout.readline().strip() for p in procs]  # each has tried once
+        release.write_text("")
+        for p in procs:
+            p.communicate(timeout=60)
         assert sorted(results).count("got") == 1, (rnd, results)
         assert results.count("locked") == 7
 
@@ -225,8 +229,7 @@ def test_many_processes_against_one_stale_lock_exactly_one_runs(tmp_path):
 
 
 def test_cache_key_and_manifest_identity_follow_the_weights_not_the_mtimes(tiny_model, tmp_path):
-    from nerbatch.cache import content_stamp, model_identity
-    from nerbatch.compiled import cache_key
+    from nerbatch.cache import content_stamp, entry_key, model_identity
 
     a = tmp_path / "model_a"
     shutil.copytree(tiny_model, a)
@@ -241,7 +244,7 @@ def test_cache_key_and_manifest_identity_follow_the_weights_not_the_mtimes(tiny_
     assert (weights.stat().st_size, weights.stat().st_mtime_ns) == ((a / "model.safetensors").stat().st_size, (a / "model.safetensors").stat().st_mtime_ns)
     assert content_stamp(str(a)) != content_stamp(str(b))
     for precision in ("fp32", "bf16", "int8"):
-        assert cache_key(str(a), precision) != cache_key(str(b), precision)
+        assert entry_key(str(a), precision) != entry_key(str(b), precision)
     assert model_identity(str(a)).split("#")[1] != model_identity(str(b)).split("#")[1]
 
 

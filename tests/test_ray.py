@@ -264,3 +264,45 @@ def test_on_error_skip_rejects_and_resume_like_the_local_engine(ray_local, tiny_
     assert b2.up_to_date == 2
     assert (a2.files, a2.up_to_date, a2.skipped, a2.sentences) == (b2.files, b2.up_to_date, b2.skipped, b2.sentences)
     assert Path(jobs["ray"][0].output).stat().st_mtime_ns == before
+
+
+class _StopsAfter(Tagger):
+    """A tagger interrupted (as by Ctrl-C) after yielding ``stop`` sentences."""
+
+    stop = 50
+
+    def tag(self, sentences, skip=0):
+        for i, sent in enumerate(super().tag(sentences, skip)):
+            if i == self.stop:
+                raise KeyboardInterrupt
+            yield sent
+
+
+def test_only_the_remaining_work_is_sent_to_ray(ray_local, tiny_model, tmp_path):
+    """Half the outputs complete, one interrupted after a checkpoint: Ray tags only what is left."""
+    from nerbatch.engines.local import RunOptions
+    from nerbatch.errors import Interrupted
+    from nerbatch.io import read
+
+    src = tmp_path / "in"
+    src.mkdir()
+    text = (SAMPLE / "test.conll").read_text(encoding="utf-8")
+    for name in "abcd":
+        (src / f"{name}.conll").write_text(text, encoding="utf-8")
+    inputs = [str(src / f"{n}.conll") for n in "abcd"]
+    records = {p: len(list(read(p))) for p in inputs}
+    options = TaggerOptions(device="cpu", block=16)
+    out = tmp_path / "out"
+    run = RunOptions(resume=True, checkpoint_every=20)
+    jobs = plan_jobs(inputs, str(out) + os.sep)
+    tag_files(jobs[:2], Tagger(tiny_model, options), progress=False, run=run)  # a, b complete
+    with pytest.raises(Interrupted) as info:  # c: interrupted after 50, checkpointed at 40
+        tag_files(jobs[2:3], _StopsAfter(tiny_model, options), progress=False, run=run)
+    assert info.value.kept and info.value.kept[1] == 40
+    summary = tag_files_ray(jobs, tiny_model, options, progress=False, workers=2, block_sentences=16, run=run)
+    assert summary.up_to_date == 2
+    assert summary.tagged == records[inputs[2]] - 40 + records[inputs[3]]
+    ref = tmp_path / "ref"
+    ref_jobs = plan_jobs(inputs, str(ref) + os.sep)
+    tag_files(ref_jobs, Tagger(tiny_model, options), progress=False)
+    assert_same_outputs(ref_jobs, jobs)

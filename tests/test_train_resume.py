@@ -370,3 +370,21 @@ def test_options_that_need_a_dev_set(data, tmp_path):
         del args[i : i + 2]
         res = CliRunner().invoke(cli, args)
         assert res.exit_code == 2 and "needs a dev set" in res.stderr
+
+
+@pytest.mark.parametrize("change", ["auto_map", "model_type"])
+def test_a_base_model_needing_its_own_code_or_unknown_architecture_is_refused(data, tmp_path, change):
+    base = tmp_path / "base"
+    shutil.copytree(data["base"], base)
+    config = json.loads((base / "config.json").read_text())
+    if change == "auto_map":
+        config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    else:
+        config["model_type"] = "no-such-architecture"
+    (base / "config.json").write_text(json.dumps(config))
+    args = _args(data, tmp_path / "m")
+    args[args.index(data["base"])] = str(base)
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and ("auto_map" in res.stderr or "no-such-architecture" in res.stderr)
+    assert sorted(os.listdir(tmp_path)) == ["base"]  # no model, work folder or lock left

@@ -1,24 +1,31 @@
-"""The Ray engine: the local engine's file jobs, with the model run by a pool of Ray actors.
+"""The Ray engine: the run plan's jobs, with the model run by a pool of Ray actors.
 
 Pipeline (one Ray Dataset, streamed)::
 
-    from_items(files) -> flat_map(read a file into blocks) -> map_batches(tag, actor pool) -> driver
+    from_items(files left to do) -> flat_map(read a file into shards) -> map_batches(TagActor) -> driver
 
-* Reading: one Ray task per input file runs nerbatch's own reader and cuts the sentence stream into
-  blocks of ``k x TaggerOptions.block`` sentences, at the positions where the local tagger cuts its
-  sort blocks, so every model batch holds exactly the rows it holds with the local engine. A block
-  carries tokens and document ids only, plus the neighbouring sentences of the same document that
-  the document context of its first and last sentences needs, so the context is identical too.
-* Tagging: ``map_batches`` with a callable class; each actor loads ``Tagger(model, options)`` once
-  (one GPU per actor when the cluster has GPUs, else ``threads or 1`` CPUs) and returns ``pred`` and
-  ``scores`` per sentence. A dead actor is restarted and its block retried by Ray.
+* Planning happens before (:func:`nerbatch.plan.plan_run`, shared with the local engine): outputs
+  already complete are not sent at all, and a resumed file is sent from its checkpoint on.
+* Reading: one Ray task per input file runs nerbatch's own reader and cuts the sentence stream with
+  :func:`nerbatch.align.split_blocks` into *shards* of ``k x TaggerOptions.block`` sentences, at the
+  positions where the local tagger cuts its blocks, so every model batch holds exactly the rows it
+  holds with the local engine. A shard carries tokens and document ids only, plus the neighbouring
+  sentences its document context needs, so the context is identical too.
+* Tagging: ``map_batches`` with :class:`TagActor`; each actor loads ``Tagger(model, options)`` once
+  (one GPU per actor when the cluster has GPUs, else ``threads or 1`` CPUs) and runs the public
+  :meth:`nerbatch.tagger.Tagger.tag_block` on each shard. A dead actor is restarted and its shard
+  retried by Ray.
 * Writing: the driver runs the local engine's :func:`~nerbatch.engines.local.tag_files` with
-  :class:`RayTagger` in place of the tagger: the driver reads each file again with the same reader
-  (for the passthrough columns, CoNLL lines, ``source``) and zips its sentences with the results,
-  which arrive in input order (``preserve_order``) and are checked block by block (no block lost or
-  repeated) and sentence by sentence (same token count and checksum). Writers, atomic outputs, the
-  output lock, manifests, ``--resume``, ``--on-error skip`` and the summary are therefore exactly
-  the local engine's.
+  :class:`RayTagger` as its tagger: the driver reads each file again with the same reader (for the
+  passthrough columns, CoNLL lines, ``source``) and zips its sentences with the results, which
+  arrive in input order (``preserve_order``) and are checked shard by shard (none lost or repeated)
+  and sentence by sentence (same token count and checksum). Writers, atomic outputs, output locks,
+  manifests, ``--resume``, ``--on-error skip`` and the summary are therefore exactly the local
+  engine's.
+
+Words: a *block* is what the tagger sorts and batches together (``TaggerOptions.block``
+sentences); a *shard* is one Ray work item (a whole number of blocks); Ray's own dataset blocks are
+called "Ray blocks".
 """
 
 from __future__ import annotations
