@@ -22,7 +22,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: install
 	mkdir -p $(DEMO)
 	$(BIN)/nerbatch train --train sample_data/train.conll --dev sample_data/dev.conll \
-		-o $(DEMO)/model --epochs 8 --lr 2e-4
+		-o $(DEMO)/model --epochs 8 --lr 2e-4 --force
 	$(BIN)/nerbatch tag sample_data/test.conll -o $(DEMO)/test.tagged.conll \
 		--model $(DEMO)/model --report $(DEMO)/report.txt --report-json $(DEMO)/report.json
 	$(BIN)/nerbatch tag sample_data/sentences.txt -o $(DEMO)/sentences.html --model $(DEMO)/model

@@ -3,8 +3,10 @@
 The tagging pipeline (:mod:`nerbatch.tagger`) only ever talks to a :class:`Backend`:
 
 * ``word_pieces(batch)``: the subword ids of each word of each pre-split sentence;
-* ``predict(ids, mask, rows, cols)``: for a padded batch (int64 numpy arrays), the best label id
-  and its probability at each ``(rows[i], cols[i])`` position (a word's first subword).
+* ``predict(ids, mask, rows, cols)``: for a padded batch (int64 numpy arrays), the label
+  probabilities (float32 numpy, positions x labels) at each ``(rows[i], cols[i])`` position (a
+  word's first subword); decoding them into tags is the pipeline's job (:mod:`nerbatch.decode`),
+  the same for every back-end.
 
 Three implementations: :class:`TorchBackend` runs a torch callable (the eager transformers model,
 or the AOTInductor package of :mod:`nerbatch.compiled`), :class:`OnnxBackend` runs the ONNX Runtime
@@ -44,7 +46,7 @@ class Backend(Protocol):
 
     def word_pieces(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]: ...
 
-    def predict(self, ids, mask, rows, cols) -> tuple[list[int], list[float]]: ...
+    def predict(self, ids, mask, rows, cols): ...  # -> float32 numpy (positions, labels)
 
 
 @dataclass
@@ -65,7 +67,7 @@ class TorchBackend:
     def word_pieces(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         return word_pieces(self.tokenizer, batch)
 
-    def predict(self, ids, mask, rows, cols) -> tuple[list[int], list[float]]:
+    def predict(self, ids, mask, rows, cols):
         import torch
 
         dev = torch.device(self.device)
@@ -76,8 +78,7 @@ class TorchBackend:
         with torch.inference_mode():
             logits = self.forward(t_ids, t_mask)
             picked = logits[torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)]
-            probs, labels = picked.float().softmax(-1).max(-1)
-            return labels.cpu().tolist(), probs.cpu().tolist()
+            return picked.float().softmax(-1).cpu().numpy()
 
 
 @dataclass
@@ -98,7 +99,7 @@ class OnnxBackend:
     def word_pieces(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         return word_pieces(self.tokenizer, batch)
 
-    def predict(self, ids, mask, rows, cols) -> tuple[list[int], list[float]]:
+    def predict(self, ids, mask, rows, cols):
         import numpy as np
 
         from .quantize import run_session
@@ -106,8 +107,7 @@ class OnnxBackend:
         logits = run_session(self.session, ids, mask)
         picked = logits[rows, cols].astype(np.float32)
         picked = np.exp(picked - picked.max(-1, keepdims=True))
-        probs = picked / picked.sum(-1, keepdims=True)
-        return probs.argmax(-1).tolist(), probs.max(-1).tolist()
+        return (picked / picked.sum(-1, keepdims=True)).astype(np.float32)
 
 
 # -- finding and loading a transformers model -----------------------------------------------------

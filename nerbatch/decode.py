@@ -67,21 +67,23 @@ class Decoder:
     def decode(self, probs: np.ndarray) -> tuple[list[int], list[float]]:
         """Label ids and their probabilities for one sentence's words (``probs``: words x labels).
 
-        A row of NaN marks a word without subwords: it is ``O`` with probability 1, and the words
-        around it are decoded with that ``O`` in place (so no ``I-X`` follows it).
+        A row of NaN marks a word without subwords (a zero-width space, a control character): it
+        gets ``O`` with probability 1, as it always has, and is transparent to decoding, so the
+        other words get the tags they would get without it (the one place an ``O`` can stand
+        inside an entity).
         """
-        if probs.shape[0] == 0:
-            return [], []
-        p = probs
-        missing = np.isnan(p[:, 0])
-        if missing.any():
-            p = p.copy()
-            p[missing] = 0.0
-            p[missing, self.outside if self.outside is not None else 0] = 1.0
-        best = p.argmax(-1)
-        if self.method == "viterbi" and self.constrained and not is_well_formed(best, self.allowed, self.start):
-            best = self._viterbi(p)
-        return best.tolist(), p[np.arange(len(best)), best].astype(np.float64).tolist()
+        n = probs.shape[0]
+        ids = np.full(n, self.outside if self.outside is not None else 0, dtype=np.int64)
+        scores = np.ones(n, dtype=np.float64)
+        known = ~np.isnan(probs[:, 0]) if n else np.zeros(0, dtype=bool)
+        p = probs[known]
+        if len(p):
+            best = p.argmax(-1)
+            if self.method == "viterbi" and self.constrained and not is_well_formed(best, self.allowed, self.start):
+                best = self._viterbi(p)
+            ids[known] = best
+            scores[known] = p[np.arange(len(best)), best]
+        return ids.tolist(), scores.tolist()
 
     def _viterbi(self, p: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore"):

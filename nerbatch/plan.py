@@ -47,8 +47,8 @@ class PlannedJob:
         return int(self.checkpoint["sentences"]) if self.checkpoint else 0
 
 
-def output_fingerprint(read_options, settings, precision: str, compile_model: bool | None) -> dict:
-    """The options that change an output: reading, the model's settings, precision, compiling."""
+def output_fingerprint(read_options, settings, precision: str, compile_model: bool | None, decode: str = "viterbi") -> dict:
+    """The options that change an output: reading, the model's settings, precision, compiling, decoding."""
     from dataclasses import asdict
 
     fp = settings.fingerprint()
@@ -59,6 +59,7 @@ def output_fingerprint(read_options, settings, precision: str, compile_model: bo
         "stride": fp["stride"],
         "precision": precision,
         "compile": compile_model,
+        "decode": decode,
     }
 
 

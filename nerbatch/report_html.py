@@ -46,6 +46,8 @@ th, td { padding: 3px 9px; border-bottom: 1px solid var(--line); text-align: rig
 th:first-child, td:first-child { text-align: left; }
 th { background: #f1f3f5; font-weight: 600; }
 .figs { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
+.figs .col { display: flex; flex-direction: column; gap: 18px; }
+.nav a { color: #1c7ed6; text-decoration: none; margin: 0 2px; }
 figure { margin: 0; border: 1px solid var(--line); padding: 8px; border-radius: 4px; width: min-content; }
 figcaption { color: var(--muted); font-size: 12px; }
 svg text { font: 12px system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; fill: #212529; }
@@ -334,7 +336,7 @@ def _documents(analysis: dict) -> str:
     ]
     head = ["document", "line", "sentences", "tokens", "gold", "predicted", "correct", "F1", *(SHORT[c] for c in ERROR_CLASSES)]
     shown = len(rows)
-    text = (f"<h2>Worst documents</h2><p class='meta'>{shown} of {len(analysis['documents'])} documents "
+    text = (f"<h2 id='documents'>Worst documents</h2><p class='meta'>{shown} of {len(analysis['documents'])} documents "
             f"({len(docs)} with errors), lowest F1 first.</p>")
     return text + (_html_table(head, rows) if rows else "<p>No document has an error.</p>")
 
@@ -359,7 +361,7 @@ def _errors(analysis: dict, several_files: bool) -> str:
         if n:
             extra = f"; {n - s} more not shown" if n > s else ""
             more.append(f"{_e(LABELS[c])}: {n} sentence{'s' if n != 1 else ''}, {s} shown{extra}")
-    note = (f"Sentences are kept until each error class has {limit} (<code>--examples</code>). " if limit else "") + "; ".join(more)
+    note = (f"Sentences are kept until each error class has {limit} (<code>--examples</code>). " if limit else "") + " · ".join(more)
     out = [
         "<h2 id='errors'>Sentences with errors</h2>",
         '<div class="controls"><label>error class <select id="f-class">', *opts_c, "</select></label>",
@@ -391,24 +393,27 @@ def render(result: dict, *, title: str | None = None) -> str:
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">{_e(" · ".join(meta))}</p>',
         _summary(result),
-        "<h2>Scores per type</h2>",
+        "<h2 id='types'>Scores per type</h2>",
         _per_type_table(result),
     ]
     if analysis:
+        body[2:2] = ['<p class="nav"><a href="#types">scores per type</a> · <a href="#classes">error classes</a> · '
+                     '<a href="#errors">sentences with errors</a> · <a href="#documents">worst documents</a></p>']
         body += [
-            "<h2>Error classes</h2>",
+            "<h2 id='classes'>Error classes</h2>",
             f"<p class='meta'>Every gold and every predicted entity ({_e(analysis['entities'])}) is classed by its "
             "best-overlapping counterpart: the same span first, then the same type, then the largest overlap.</p>",
-            '<div class="figs">',
+            '<div class="figs"><div class="col">',
             f"<figure>{_class_bars(analysis)}<figcaption>Gold and predicted entities per class: the gold bars sum "
             "to the gold phrases, the predicted bars to the found ones; correct is conlleval's correct count.</figcaption></figure>",
-            f"<figure>{_confusion(analysis)}<figcaption>Type confusion: each gold entity once, under the type of its "
-            "best-overlapping prediction (none: missed); row none: spurious predictions.</figcaption></figure>",
             f"<figure>{_type_bars(analysis)}<figcaption>Per type: its gold entities by class, then its spurious "
             "predictions.</figcaption></figure>",
             "</div>",
-            _documents(analysis),
+            f"<figure>{_confusion(analysis)}<figcaption>Type confusion: each gold entity once, under the type of its "
+            "best-overlapping prediction (none: missed); row none: spurious predictions.</figcaption></figure>",
+            "</div>",
             _errors(analysis, several),
+            _documents(analysis),
         ]
     else:
         body.append("<p>This result has no analysis.</p>"

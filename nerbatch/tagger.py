@@ -6,9 +6,10 @@ Stages, each a named step of :class:`Tagger` built from the stage modules:
    ``TaggerOptions.block`` sentences, each with the neighbouring sentences its document context needs;
 2. **prepare** (:meth:`Tagger.prepare`): word pieces from the back-end's tokenizer, document context
    and windows (:mod:`nerbatch.align`), a padding-minimising batch plan (:mod:`nerbatch.batching`);
-3. **predict** (:meth:`Tagger.run`): the back-end (:mod:`nerbatch.backends`) gives a label and a score
-   at each word's first subword;
-4. **assign** (:func:`nerbatch.align.assign`): word tags back in input order, every token exactly one.
+3. **predict** (:meth:`Tagger.predict`): the back-end (:mod:`nerbatch.backends`) gives the label
+   probabilities at each word's first subword;
+4. **decode** (:meth:`Tagger.run`): each word's probabilities (:func:`nerbatch.align.word_probs`,
+   every token exactly once) become a well-formed tag sequence (:mod:`nerbatch.decode`).
 
 :meth:`Tagger.tag_block` is one block through stages 2-4, the unit both engines run: the local engine
 through :meth:`Tagger.tag` (a background thread prepares the next block while the model runs this one),
@@ -23,9 +24,10 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Iterable, Iterator, Sequence
 
-from .align import Feature, assign, features_for, in_context, split_blocks
+from .align import Feature, features_for, in_context, split_blocks, word_probs
 from .backends import batch_sizes, compile_wanted, load_backend, load_model, refuse_custom_code, resolve_model
 from .batching import DEFAULT_BLOCK, background, chunked, plan_batches
+from .decode import DECODERS, Decoder
 from .errors import ModelError
 from .record import Sentence
 from .settings import NERBATCH_CONFIG, ModelSettings, read_folder_settings, read_model_config, settings_for
@@ -51,6 +53,7 @@ class TaggerOptions:
     threads: int | None = None  # torch intra-op threads on CPU
     compile: bool | None = None  # compiled CPU model (nerbatch.compiled); None: $NERBATCH_COMPILE, else auto
     verbose: bool = False  # one-line notices on stderr (compiling, falling back)
+    decode: str = "viterbi"  # "viterbi": the best tag sequence IOB2 allows; "argmax": each word on its own
 
 
 @dataclass
@@ -80,17 +83,6 @@ def _trim_heap() -> None:
 _MALLOC_TRIM = None
 
 
-def _split(feats: list[Feature], labels: list[int], probs: list[float]) -> list[tuple[list[int], list[float]]]:
-    """Per-feature (label ids, scores rounded to 4 places) from the flat predictions of a batch."""
-    out = []
-    k = 0
-    for f in feats:
-        n = len(f.positions)
-        out.append((labels[k : k + n], [round(p, 4) for p in probs[k : k + n]]))
-        k += n
-    return out
-
-
 class Tagger:
     """Tag sentences with a token-classification model; see the module docstring for the stages.
 
@@ -101,6 +93,8 @@ class Tagger:
     def __init__(self, model: str, options: TaggerOptions = TaggerOptions()) -> None:
         if options.precision not in PRECISIONS:
             raise ModelError(f"unknown precision {options.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+        if options.decode not in DECODERS:
+            raise ModelError(f"unknown decoder {options.decode!r}", hint=f"use one of {', '.join(DECODERS)}")
         self.model_name = model
         self.options = options
         self.forward_seconds = 0.0
@@ -108,6 +102,7 @@ class Tagger:
         self.padded_tokens = 0
         self.sentences_tagged = 0
         self.backend = None
+        self._decoder: Decoder | None = None
         self._settings: ModelSettings | None = None
         if resolve_model(model):  # a local folder: the settings come from its JSON files
             self._settings = read_folder_settings(
@@ -209,23 +204,32 @@ class Tagger:
         return out
 
     def run(self, prepared: PreparedBlock) -> list[Sentence]:
-        """Predict every batch of a prepared block and assign the word tags (``pred``, ``scores``)."""
-        parts: list[list[tuple[Feature, list[int], list[float]]]] = [[] for _ in prepared.sentences]
+        """Predict every batch of a prepared block, then decode each sentence (``pred``, ``scores``)."""
+        parts: list[list[tuple[Feature, object]]] = [[] for _ in prepared.sentences]
         for batch in prepared.batches:
             fs = [prepared.features[i] for i in batch]
-            for f, (labs, probs) in zip(fs, self.predict(fs), strict=True):
-                parts[f.sent].append((f, labs, probs))
+            for f, probs in zip(fs, self.predict(fs), strict=True):
+                parts[f.sent].append((f, probs))
         labels = self.labels
+        decoder = self.decoder
         for k, sent in enumerate(prepared.sentences):
-            sent.pred, sent.scores = assign(len(sent.tokens), parts[k], labels)
+            ids, scores = decoder.decode(word_probs(len(sent.tokens), parts[k], len(labels)))
+            sent.pred = [labels[i] for i in ids]
+            sent.scores = [round(p, 4) for p in scores]
             if len(sent.pred) != len(sent.tokens):  # the core invariant
                 raise AssertionError(f"{sent.path}:{sent.line}: {len(sent.tokens)} tokens, {len(sent.pred)} tags")
         self.sentences_tagged += len(prepared.sentences)
         _trim_heap()
         return prepared.sentences
 
-    def predict(self, feats: list[Feature]) -> list[tuple[list[int], list[float]]]:
-        """Label ids and scores (4 places) at the word positions of each feature of one batch."""
+    @property
+    def decoder(self) -> Decoder:
+        if self._decoder is None:
+            self._decoder = Decoder(self.labels, self.options.decode)
+        return self._decoder
+
+    def predict(self, feats: list[Feature]) -> list:
+        """The label probabilities (positions x labels) at the word positions of each feature of one batch."""
         import numpy as np
 
         width = max(len(f.input_ids) for f in feats)
@@ -242,9 +246,14 @@ class Tagger:
             self.tokens_seen += n
         self.padded_tokens += ids.size
         t0 = time.perf_counter()
-        labels, probs = self.backend.predict(ids, mask, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
+        probs = self.backend.predict(ids, mask, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
         self.forward_seconds += time.perf_counter() - t0
-        return _split(feats, labels, probs)
+        out = []
+        k = 0
+        for f in feats:
+            out.append(probs[k : k + len(f.positions)])
+            k += len(f.positions)
+        return out
 
     def tag_block(
         self,

@@ -566,7 +566,7 @@ def _write_model(work: str, source: str, tokenizer, result: dict, opts: TrainOpt
     """Assemble the model folder under ``work/model.new`` (weights linked from ``source``, small
     files written atomically, the user's permissions, flushed), then swap it in at the output."""
     from .files import atomic_write
-    from .train_loop import test_stop
+    from .train_loop import stop_for_tests
 
     new = os.path.join(work, "model.new")
     shutil.rmtree(new, ignore_errors=True)
@@ -578,7 +578,7 @@ def _write_model(work: str, source: str, tokenizer, result: dict, opts: TrainOpt
     atomic_write(os.path.join(new, NERBATCH_CONFIG), json.dumps(saved, indent=2) + "\n")
     atomic_write(os.path.join(new, "README.md"), model_card(result))
     files.settle(new)
-    test_stop("final-save")
+    stop_for_tests("final-save")
     files.install(new, opts.output_dir, work, opts.force)
 
 
@@ -630,6 +630,15 @@ def _train_locked(opts: TrainOptions, select: str, work: str) -> dict:
     resume_from, notes = _prepare_work(work, fp, opts)
     try:
         return _fit(opts, select, base, local, bf16, fp, work, resume_from, notes)
+    except KeyboardInterrupt:
+        latest = files.latest_checkpoint(work)
+        if latest is None:
+            shutil.rmtree(work, ignore_errors=True)
+            raise TrainingInterrupted("interrupted before the first checkpoint; nothing was kept") from None
+        raise TrainingInterrupted(
+            f"interrupted; the last checkpoint ({_describe(latest[0])}) is kept in {work}: "
+            "run the same command with --resume to continue from it"
+        ) from None
     except BaseException:
         if files.latest_checkpoint(work) is None:
             shutil.rmtree(work, ignore_errors=True)  # nothing to resume: leave nothing behind
@@ -675,13 +684,8 @@ def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
     except KeyboardInterrupt:
         report.close()
         latest = files.latest_checkpoint(work)
-        if latest is None:
-            raise TrainingInterrupted("interrupted before the first checkpoint; nothing was kept") from None
-        report.log({"event": "interrupted", "checkpoint": latest[0]})
-        raise TrainingInterrupted(
-            f"interrupted; the last checkpoint ({_describe(latest[0])}) is kept in {work}: "
-            "run the same command with --resume to continue from it"
-        ) from None
+        report.log({"event": "interrupted", "checkpoint": latest[0] if latest else None})
+        raise
     shutil.rmtree(work, ignore_errors=True)
     kept = result["selected"] or {}
     report.log({"event": "done", "kept_epoch": kept.get("epoch"), "reason": kept.get("reason"),

@@ -95,7 +95,7 @@ class NerTrainer(Trainer):
         return loss
 
 
-def test_stop(point: str) -> None:
+def stop_for_tests(point: str) -> None:
     """Test hook: with ``NERBATCH_TEST_STOP_AT=POINT`` in the environment the process stops itself
     (SIGSTOP) at that point (``checkpoint-STEP``, ``final-save``), so a test can SIGKILL it there."""
     if os.environ.get("NERBATCH_TEST_STOP_AT") == point:
@@ -275,7 +275,7 @@ class TrainRun(TrainerCallback):
         if row is not None:
             record = {**row, "steps": state.max_steps, "best_epoch": self.best["epoch"] if self.best else None}
             self.report.epoch(row, record)
-        test_stop(f"checkpoint-{state.global_step}")
+        stop_for_tests(f"checkpoint-{state.global_step}")
         return control
 
     def on_train_end(self, args, state, control, **kw):

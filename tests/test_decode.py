@@ -79,16 +79,16 @@ def test_the_issue_example_b_loc_then_i_misc():
     assert scores[1] == np.float32(0.3)
 
 
-def test_words_without_subwords_get_o_and_the_words_after_them_stay_well_formed():
+def test_words_without_subwords_get_o_and_leave_the_others_as_they_are():
     p = np.full((3, len(LABELS)), np.nan, dtype=np.float32)
     p[0] = 0.01
     p[0, LABELS.index("B-PER")] = 0.9
     p[2] = 0.01
-    p[2, LABELS.index("I-PER")] = 0.85
-    p[2, LABELS.index("B-PER")] = 0.05
+    p[2, LABELS.index("I-PER")] = 0.9
     ids, scores = DEC.decode(p)
-    assert [LABELS[i] for i in ids] == ["B-PER", "O", "B-PER"]  # an I-PER cannot follow the O
+    assert [LABELS[i] for i in ids] == ["B-PER", "O", "I-PER"]  # as without the middle word, which is O
     assert scores[1] == 1.0
+    assert DEC.decode(p[[0, 2]])[0] == [ids[0], ids[2]]
 
 
 def test_a_sentence_may_not_start_inside_an_entity():

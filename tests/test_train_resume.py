@@ -256,7 +256,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(data, tmp_path, refe
         if point == "checkpoint-12":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "test_stop", interrupt)
+    monkeypatch.setattr(loop, "stop_for_tests", interrupt)
     out = tmp_path / "model"
     res = CliRunner().invoke(cli, _args(data, out))
     assert res.exit_code == 130
@@ -313,7 +313,7 @@ def _selection_run(data, out, monkeypatch, *extra):
         if point.startswith("checkpoint-"):
             weights[int(point.split("-")[1])] = load_file(str(_work(out) / "trainer" / point / "model.safetensors"))
 
-    monkeypatch.setattr(loop, "test_stop", record)
+    monkeypatch.setattr(loop, "stop_for_tests", record)
     res = _invoke(_args(data, out, "--no-context", "--epochs", "6", *extra))
     assert res.exit_code == 0, res.output
     return json.loads((out / "metrics.json").read_text()), weights

@@ -55,7 +55,8 @@ def plan(jobs: list[FileJob] | list[PlannedJob], tagger, options: ReadOptions, r
     """The run plan of :mod:`nerbatch.plan` for these jobs (jobs already planned are kept as they are)."""
     if all(isinstance(j, PlannedJob) for j in jobs):
         return list(jobs)  # type: ignore[arg-type]
-    fp = output_fingerprint(options, tagger.settings, tagger.options.precision, tagger.options.compile)
+    o = tagger.options
+    fp = output_fingerprint(options, tagger.settings, o.precision, o.compile, o.decode)
     return plan_run(list(jobs), tagger.model_name, fp, run.resume)
 
 
