@@ -385,3 +385,64 @@ def layout_units(text: str, layout: str = "line") -> list[list[Token]]:
         if m:
             start = m.end()
     return out
+
+
+WORD_SPLITTERS = ("treebank", "whitespace")
+_WS_WORD = re.compile(r"\S+")
+
+
+def _whitespace_sentences(text: str, sentences: list[tuple[int, int]]) -> list[list[Token]]:
+    out = []
+    for a, b in sentences:
+        toks = [(m.group(), m.start(), m.end()) for m in _WS_WORD.finditer(text, a, b)]
+        if toks:
+            out.append(toks)
+    return out
+
+
+def layout_records(text: str, layout: str = "line", words: str = "treebank") -> list[list[list[Token]]]:
+    """Like :func:`layout_units`, with the sentences grouped by the unit they come from.
+
+    A unit is a line (``line``), a blank-line separated paragraph (``paragraph``) or the whole text
+    (``document``); each is a list of sentences, each a list of tokens with spans into ``text``.
+    Units without tokens are left out. ``words="whitespace"`` cuts words at whitespace only (the
+    behaviour before tokenisation; sentences still come from the layout and Punkt).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown text layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if words not in WORD_SPLITTERS:
+        raise ValueError(f"unknown word splitter {words!r}; expected one of {', '.join(WORD_SPLITTERS)}")
+    if layout == "line":
+        bounds = [m.span() for m in _LINE.finditer(text)]
+    elif layout == "paragraph":
+        bounds, start = [], 0
+        for m in [*_BLANK_LINES.finditer(text), None]:
+            end = m.start() if m else len(text)
+            bounds.append((start, end))
+            if m:
+                start = m.end()
+    else:
+        bounds = [(0, len(text))]
+    masked = _mask(text) if words == "treebank" else text
+    out: list[list[list[Token]]] = []
+    for a, b in bounds:
+        if words == "whitespace":
+            spans = [(a, b)] if layout == "line" else _sentence_spans(_mask(text[a:b]), 0, b - a)
+            unit = _whitespace_sentences(text, [(a + s, a + e) if layout != "line" else (s, e) for s, e in spans])
+        elif layout == "line":
+            toks = [tok for sent in _split(text, masked, a, b, False) for tok in sent]
+            unit = [toks] if toks else []
+        else:
+            unit = _split(text, masked, a, b, True)
+        if unit:
+            out.append(unit)
+    return out
+
+
+def contract(layout: str = "line") -> dict[str, Any]:
+    """The tokenisation settings to record with a model trained or run on raw text (``nerbatch.json``).
+
+    ``TextSettings.from_dict(contract())`` gives them back; compare with
+    :meth:`TextSettings.differences` against ``TextSettings.current(layout)`` at tagging time.
+    """
+    return TextSettings.current(layout).to_dict()

@@ -179,7 +179,7 @@ def _metrics_fn(id2label: dict[int, str]):
         preds, labels = eval_pred.predictions, eval_pred.label_ids
         if preds.ndim == 3:
             preds = preds.argmax(-1)
-        scorer = Scorer()
+        scorer = Scorer(analysis=False)  # dev F1 per epoch: no error analysis needed
         for p_row, l_row in zip(preds, labels):
             keep = l_row != IGNORE
             scorer.add([id2label[int(i)] for i in l_row[keep]], [id2label[int(i)] for i in p_row[keep]])

@@ -25,7 +25,7 @@ class ReadOptions:
     tag_column: int | None = -1  # CoNLL gold column; None: no gold tags
     pred_column: int | None = None  # CoNLL predicted column (evaluate reads ``word ... gold pred``)
     tokens_key: str = "tokens"  # JSONL key / Parquet column with the token list
-    text_key: str = "text"  # JSONL key / Parquet column with raw text (split on whitespace)
+    text_key: str = "text"  # JSONL key / Parquet column with raw text (tokenised, see nerbatch.tokenize)
     tags_key: str | None = None  # gold tags key/column; None: try "tags" then "ner_tags"
     pred_key: str = "pred_tags"
     doc_key: str | None = None  # document id key/column; None: try "doc_id" then "doc"
@@ -34,6 +34,16 @@ class ReadOptions:
     batch_rows: int = 1024  # Parquet record-batch size
     on_error: str = "fail"  # "skip": a bad record becomes a Sentence with ``error`` set, and reading goes on
     conllu: bool | None = None  # CoNLL-U (FORM column, ``#`` comments, ``1-2``/``1.1`` lines); None: by extension
+    # raw text into sentences: "line", "paragraph" or "document" (nerbatch.tokenize.LAYOUTS);
+    # None: the format's default, "line" for text files and "document" for JSONL/Parquet text fields
+    layout: str | None = None
+    tokenizer: str = "treebank"  # raw-text words: "treebank" (CoNLL-style) or "whitespace" (split on whitespace only)
+
+    def layout_for(self, fmt: str) -> str:
+        """The layout raw text of input format ``fmt`` ("text", "jsonl", "parquet") is cut by."""
+        if self.layout is not None:
+            return self.layout
+        return "line" if fmt == "text" else "document"
 
 
 def open_binary(path: str) -> BinaryIO:

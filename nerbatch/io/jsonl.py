@@ -24,7 +24,7 @@ from json.decoder import JSONDecodeError, scanstring
 from typing import Any, Iterator
 
 from ..errors import InputError
-from ..record import Sentence, token_offsets
+from ..record import RECORD_DOC, RecordParts, Sentence, token_offsets
 from ..scoring import conll_chunks
 from .base import ReadOptions, Writer, decoded_lines
 
@@ -135,7 +135,7 @@ def _parse_line(line: str, path: str, lineno: int) -> Any:
 
 
 def split_text(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Whitespace words of ``text`` with their character offsets."""
+    """Whitespace words of ``text`` with their character offsets (raw text that comes with tags)."""
     tokens, spans = [], []
     for m in _WORD.finditer(text):
         tokens.append(m.group())
@@ -149,10 +149,19 @@ def _str_list(value: Any, what: str, path: str, line: int) -> list[str]:
     return value
 
 
-def record_to_sentence(
-    obj: dict, options: ReadOptions, path: str, line: int, index: int
-) -> Sentence:
-    """Build a sentence from one JSON object or Parquet row (shared by both readers)."""
+def record_to_sentences(
+    obj: dict, options: ReadOptions, path: str, line: int, index: int, fmt: str = "jsonl"
+) -> list[Sentence]:
+    """The sentences of one JSON object or Parquet row (shared by both readers).
+
+    A token list is one sentence. Raw ``text`` (no token list) is tokenised
+    (:mod:`nerbatch.tokenize`) and cut into sentences by ``options.layout_for(fmt)``
+    (``document`` by default: one record, several sentences); the sentences share the record's
+    ``text`` and ``source``, spans into that text, ``part``/``last`` set, and a document id (the
+    record's own, or one made up for the record) so they give each other context. Raw text with
+    gold ``tags`` (or predicted tags to evaluate) is split on whitespace into one sentence: such
+    tags can only be aligned with the whitespace words.
+    """
     text = None
     spans = None
     if options.tokens_key in obj and obj[options.tokens_key] is not None:
@@ -199,18 +208,34 @@ def record_to_sentence(
         if obj.get(key) is not None:
             doc_id = str(obj[key])
             break
-    return Sentence(
-        tokens=tokens,
-        tags=tags,
-        doc_id=doc_id,
-        index=index,
-        path=path,
-        line=line,
-        source=obj,
-        text=text,
-        spans=spans,
-        pred=pred,
-    )
+    if text is not None and tags is None and pred is None:
+        from .text import unit_sentences
+
+        sentences = unit_sentences(
+            text, options.layout_for(fmt), options.tokenizer, doc_id=doc_id, index=index, path=path, line=line, source=obj
+        )
+        for sent in sentences:
+            sent.line = line
+        if len(sentences) > 1 and doc_id is None:
+            for sent in sentences:
+                sent.doc_id = f"{RECORD_DOC}{path}:{line}"
+        if sentences:
+            return sentences
+        tokens, spans = [], []  # no tokens at all: one empty sentence keeps the record
+    return [
+        Sentence(
+            tokens=tokens,
+            tags=tags,
+            doc_id=doc_id,
+            index=index,
+            path=path,
+            line=line,
+            source=obj,
+            text=text,
+            spans=spans,
+            pred=pred,
+        )
+    ]
 
 
 def read_jsonl(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
@@ -225,14 +250,14 @@ def read_jsonl(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
             obj = _parse_line(line, path, lineno)
             if not isinstance(obj, dict):
                 raise InputError(f"expected a JSON object, found {type(obj).__name__}", path=path, line=lineno)
-            sent = record_to_sentence(obj, options, path, lineno, index)
+            sents = record_to_sentences(obj, options, path, lineno, index)
         except InputError as exc:
             if options.on_error != "skip":
                 raise
             yield Sentence(tokens=[], path=path, line=lineno, source=line, error=str(exc))
             continue
-        yield sent
-        index += 1
+        yield from sents
+        index += len(sents)
 
 
 def entities(sentence: Sentence) -> list[dict]:
