@@ -98,7 +98,28 @@ def read_options_decorator(fn):
         click.option("--token-column", type=int, default=0, show_default=True, help="CoNLL column holding the word (0-based; negative counts from the end)."),
         click.option("--tag-column", default="-1", show_default=True, help="CoNLL column holding gold tags, or 'none' (e.g. --tag-column none for 'word POS chunk' files)."),
         click.option("--tokens-key", default="tokens", show_default=True, help="JSONL key / Parquet column with the token list."),
-        click.option("--text-key", default="text", show_default=True, help="JSONL key / Parquet column with raw text, split on whitespace when there is no token list."),
+        click.option("--text-key", default="text", show_default=True, help="JSONL key / Parquet column with raw text, tokenised (CoNLL-style: 'Finland.' is 'Finland' '.') when there is no token list."),
+        click.option(
+            "--layout",
+            type=click.Choice(["line", "paragraph", "document"]),
+            default=None,
+            help="How raw text is cut into sentences: 'line' = one sentence a line; 'paragraph' = blank-line "
+            "separated paragraphs, hard-wrapped lines joined, split into sentences; 'document' = the whole "
+            "text split into sentences. Default: 'line' for text files and stdin (nerbatch's text format, "
+            "and a wrong join is worse than a wrong cut: lines without final punctuation, such as headlines "
+            "or lists, would run together; the file is one document, so neighbouring lines give context "
+            "anyway), 'document' for JSONL/Parquet text fields (each record written back as one record). "
+            "E.g. --layout paragraph for prose wrapped at 80 columns.",
+        ),
+        click.option(
+            "--tokenizer",
+            "word_tokenizer",
+            type=click.Choice(["treebank", "whitespace"]),
+            default="treebank",
+            show_default=True,
+            help="How raw text is cut into words: 'treebank' = CoNLL-2003 style with character offsets "
+            "('Finland.' -> 'Finland' '.'); 'whitespace' = split on whitespace only (the earlier behaviour).",
+        ),
         click.option("--tags-key", default=None, help="JSONL key / Parquet column with gold tags (default: 'tags', then 'ner_tags')."),
         click.option("--doc-key", default=None, help="JSONL key / Parquet column with a document id (default: 'doc_id', then 'doc'); sentences of one document share context."),
         click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the inputs (a UTF-8 BOM is always accepted)."),
@@ -126,6 +147,8 @@ def build_read_options(kw: dict):
         doc_key=kw.pop("doc_key"),
         encoding=kw.pop("encoding"),
         errors=kw.pop("decode_errors"),
+        layout=kw.pop("layout"),
+        tokenizer=kw.pop("word_tokenizer"),
     )
 
 

@@ -195,6 +195,29 @@ def test_layouts():
         layout_units(text, "page")
 
 
+def test_layout_records_group_sentences_by_unit():
+    text = "First line. Two\r\nsecond line\r\n\r\nA paragraph\nwrapped here. Next one.\n \n\nLast"
+    for layout in LAYOUTS:
+        records = nt.layout_records(text, layout)
+        assert [sent for unit in records for sent in unit] == layout_units(text, layout)
+    assert [len(u) for u in nt.layout_records(text, "line")] == [1, 1, 1, 1, 1]
+    assert [len(u) for u in nt.layout_records(text, "paragraph")] == [2, 2, 1]
+    assert [len(u) for u in nt.layout_records(text, "document")] == [4]
+    assert nt.layout_records("  \n\n ", "paragraph") == []
+    ws = nt.layout_records("Hi Finland.  Bye (now).\nx", "document", words="whitespace")
+    assert [[t for t, _, _ in s] for s in ws[0]] == [["Hi", "Finland."], ["Bye", "(now).", "x"]]
+    assert [[t for t, _, _ in s] for u in nt.layout_records("a  b.\nc", "line", "whitespace") for s in u] == [["a", "b."], ["c"]]
+    with pytest.raises(ValueError, match="word splitter"):
+        nt.layout_records(text, "line", words="spacy")
+
+
+def test_contract_is_the_settings_to_record():
+    data = nt.contract("document")
+    assert json.loads(json.dumps(data)) == data
+    assert TextSettings.from_dict(data) == TextSettings.current("document")
+    assert data["tokenizer"] == nt.TOKENIZER and data["layout"] == "document"
+
+
 # --------------------------------------------------------------------------------------------- #
 # Settings and import cost
 # --------------------------------------------------------------------------------------------- #

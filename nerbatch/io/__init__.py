@@ -46,7 +46,7 @@ def looks_like_conll(path: str, lines: int = 50) -> bool:
     """Sniff a ``.txt`` file: ``-DOCSTART-`` or token lines whose last column is a tag mean CoNLL."""
     from ..record import is_tag
     from .base import raw_lines
-    from .conll import _split
+    from .conll import split_columns
 
     seen = 0
     try:
@@ -57,7 +57,7 @@ def looks_like_conll(path: str, lines: int = 50) -> bool:
                     continue
                 if text.startswith("-DOCSTART-"):
                     return True
-                cols = _split(text)
+                cols = split_columns(text)
                 if len(cols) < 2 or not is_tag(cols[-1]):
                     return False
                 seen += 1

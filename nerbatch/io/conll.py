@@ -24,7 +24,7 @@ DOCSTART = "-DOCSTART-"
 _BLANKS = " \t"  # the only column separators (and what is stripped from line ends)
 
 
-def _split(line: str) -> list[str]:
+def split_columns(line: str) -> list[str]:
     if "\t" in line:
         return line.split("\t")
     return [c for c in line.split(" ") if c]
@@ -127,7 +127,7 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
                 raise InputError(decode_error)
             error = error or decode_error
             continue
-        cols = _split(stripped)
+        cols = split_columns(stripped)
         if ncols is None:
             ncols = len(cols)
             if has_pred and ncols < 3:

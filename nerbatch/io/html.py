@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import html
+import re
 
-from ..record import Sentence
+from ..record import RecordParts, Sentence
 from ..scoring import conll_chunks
 from .base import Writer
 
@@ -35,8 +36,40 @@ def colour(label: str) -> str:
     return _PALETTE[sum(map(ord, label)) % len(_PALETTE)]
 
 
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
+
+
+def _mark(label: str, text: str) -> str:
+    return (
+        f'<mark class="entity" style="background: {colour(label)}">{html.escape(text)}'
+        f"<span>{html.escape(label)}</span></mark>"
+    )
+
+
+def _plain(text: str) -> str:
+    """Text between entities: escaped, blank lines (paragraph breaks) as new paragraphs."""
+    return "</p>\n<p>".join(html.escape(piece) for piece in _PARAGRAPH_BREAK.split(text))
+
+
+def render_text(sentence: Sentence) -> str:
+    """The sentence's original text (from its first token to its last) with the entities marked."""
+    text, spans = sentence.text or "", sentence.spans or []
+    pos = spans[0][0]
+    pieces: list[str] = []
+    for label, start, end in conll_chunks(sentence.pred or []):
+        cs, ce = spans[start][0], spans[end - 1][1]
+        pieces.append(_plain(text[pos:cs]))
+        pieces.append(_mark(label, text[cs:ce]))
+        pos = ce
+    pieces.append(_plain(text[pos : spans[-1][1]]))
+    return "<p>" + "".join(pieces) + "</p>\n"
+
+
 def render_sentence(sentence: Sentence) -> str:
-    """One ``<p>`` with each predicted entity as a coloured ``<mark>``."""
+    """One ``<p>`` with each predicted entity as a coloured ``<mark>``: the original text when the
+    sentence has it (raw-text input), else the tokens joined by spaces."""
+    if sentence.text is not None and sentence.spans and len(sentence.spans) == len(sentence.tokens):
+        return render_text(sentence)
     tokens = sentence.tokens
     pieces: list[str] = []
     pos = 0
@@ -56,20 +89,26 @@ class HtmlWriter(Writer):
     def __init__(self, path: str, **kw) -> None:
         self._doc: object = object()
         self._open = False
+        self.parts = RecordParts()  # the sentences of one raw text, rendered as one text
         super().__init__(path, **kw)
         if not self.resumed:
             self.out.write(_HEAD)
 
     def state(self) -> dict:
-        return {"doc": self._doc if self._open else None, "open": self._open}
+        return {"doc": self._doc if self._open else None, "open": self._open, "parts": self.parts.state()}
 
     def restore(self, state: dict) -> None:
+        self.parts.restore(state.get("parts"))
         self._open = state.get("open", False)
         self._doc = state.get("doc") if self._open else object()
 
     def write(self, sentence: Sentence) -> None:
         if not sentence.tokens:
             return
+        joined = self.parts.add(sentence)
+        if joined is None:
+            return
+        sentence = joined
         if sentence.doc_id != self._doc:
             if self._open:
                 self.out.write("</section>\n")

@@ -353,29 +353,48 @@ def members(obj: dict, replace: dict | None = None, skip: tuple = ()) -> list[st
     return out
 
 
+def _fresh_record(sentence: Sentence) -> dict:
+    """The object written for a sentence that did not come from a JSON object (CoNLL, text)."""
+    obj: dict = {"doc_id": sentence.doc_id, "index": sentence.index}
+    if sentence.text is not None:  # raw text: the entities' char offsets are into it
+        obj["text"] = sentence.text
+    obj["tokens"] = sentence.tokens
+    if sentence.tags is not None:
+        obj["tags"] = sentence.tags
+    return obj
+
+
+def _predictions(sentence: Sentence) -> dict:
+    """The members this run writes. A record of raw ``text`` also gets its ``tokens`` when they are
+    not the text's whitespace words, so ``pred_tags`` can be lined up with them (and reading the
+    output back gives the same tokens)."""
+    new: dict = {}
+    if (
+        isinstance(sentence.source, dict)
+        and sentence.text is not None
+        and sentence.spans is not None
+        and [m.span() for m in _WORD.finditer(sentence.text)] != [tuple(s) for s in sentence.spans]
+    ):
+        new["tokens"] = sentence.tokens
+    new["pred_tags"] = sentence.pred
+    new["entities"] = entities(sentence)
+    return new
+
+
 def output_record(sentence: Sentence) -> dict:
     """The JSON object written for a sentence: its input object (or a fresh one) plus predictions."""
-    if isinstance(sentence.source, dict):
-        obj = dict(sentence.source)
-    else:
-        obj = {"doc_id": sentence.doc_id, "index": sentence.index, "tokens": sentence.tokens}
-        if sentence.tags is not None:
-            obj["tags"] = sentence.tags
-    obj["pred_tags"] = sentence.pred
-    obj["entities"] = entities(sentence)
+    obj = dict(sentence.source) if isinstance(sentence.source, dict) else _fresh_record(sentence)
+    obj.update(_predictions(sentence))
     return obj
 
 
 def output_line(sentence: Sentence) -> str:
     """The JSON text of :func:`output_record`, untouched input members in their original text."""
-    new = {"pred_tags": sentence.pred, "entities": entities(sentence)}
+    new = _predictions(sentence)
     if isinstance(sentence.source, dict):
         parts = members(sentence.source, new)
     else:
-        obj = {"doc_id": sentence.doc_id, "index": sentence.index, "tokens": sentence.tokens}
-        if sentence.tags is not None:
-            obj["tags"] = sentence.tags
-        parts = members(obj, new)
+        parts = members(_fresh_record(sentence), new)
     return "{" + ", ".join(parts) + "}"
 
 
@@ -385,11 +404,27 @@ def _ascii(text: str) -> str:
 
 
 class JsonlWriter(Writer):
+    """One line per input record: the sentences of one raw text are joined back (:class:`RecordParts`)."""
+
+    def __init__(self, path: str, **kw) -> None:
+        self.parts = RecordParts()
+        super().__init__(path, **kw)
+
+    def state(self) -> dict:
+        return {"parts": self.parts.state()}
+
+    def restore(self, state: dict) -> None:
+        self.parts.restore(state.get("parts"))
+
     def write(self, sentence: Sentence) -> None:
         if not sentence.tokens and not isinstance(sentence.source, dict):
             return  # CoNLL passthrough lines have no JSONL counterpart
         if len(sentence.pred or []) != len(sentence.tokens):
             raise AssertionError(f"{sentence.path}:{sentence.line}: tag count differs from token count")
+        joined = self.parts.add(sentence)
+        if joined is None:
+            return
+        sentence = joined
         line = output_line(sentence).translate(_LINE_BREAKS)
         try:
             self.out.write(line + "\n")

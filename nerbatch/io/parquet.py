@@ -11,9 +11,9 @@ import os
 from typing import Iterator
 
 from ..errors import InputError
-from ..record import Sentence
+from ..record import RecordParts, Sentence
 from .base import ReadOptions, Writer
-from .jsonl import OUTPUT_KEYS, members, record_to_sentence
+from .jsonl import OUTPUT_KEYS, members, record_to_sentences
 
 EXTRA_JSON = "extra_json"
 ROWS_PER_GROUP = 4096
@@ -81,15 +81,15 @@ def read_parquet(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Se
                 try:
                     if isinstance(obj, InputError):
                         raise obj
-                    sent = record_to_sentence(obj, options, path, row, index)
+                    sents = record_to_sentences(obj, options, path, row, index, "parquet")
                 except InputError as exc:
                     if options.on_error != "skip":
                         raise
                     source = "" if isinstance(obj, InputError) else repr(obj)[:2000]
                     yield Sentence(tokens=[], path=path, line=row, source=source, error=str(exc))
                     continue
-                yield sent
-                index += 1
+                yield from sents
+                index += len(sents)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"corrupt Parquet data after row {row}: {exc}", path=path) from None
 
@@ -129,6 +129,7 @@ class ParquetWriter(Writer):
         self.writer = None
         self.sealed = 0  # complete part files (resumable mode)
         self.part_writer = None
+        self.parts = RecordParts()  # the sentences of one raw-text row, joined back into the row
         super().__init__(path, **kw)
         if self.part is not None:
             for stale in self._parts(from_index=self.sealed):
@@ -144,10 +145,11 @@ class ParquetWriter(Writer):
         return [os.path.join(folder, n) for n in names if int(n[len(base) + 1 :]) >= from_index]
 
     def state(self) -> dict:
-        return {"sealed": self.sealed}
+        return {"sealed": self.sealed, "parts": self.parts.state()}
 
     def restore(self, state: dict) -> None:
         self.sealed = int(state.get("sealed", 0))
+        self.parts.restore(state.get("parts"))
 
     def checkpoint(self) -> dict:
         if self.part is None:
@@ -170,6 +172,8 @@ class ParquetWriter(Writer):
         ]
         if self.input_schema is not None:
             base = [f for f in self.input_schema if f.name not in ("pred_tags", "pred_scores")]
+            if "tokens" in row and "tokens" not in self.input_schema.names:  # raw text: its tokens
+                base.append(pa.field("tokens", pa.list_(pa.string())))
             return pa.schema(base + extra)
         fields = [
             pa.field("doc_id", pa.string()),
@@ -187,8 +191,14 @@ class ParquetWriter(Writer):
             return
         if len(sentence.pred or []) != len(sentence.tokens):
             raise AssertionError(f"{sentence.path}:{sentence.line}: tag count differs from token count")
+        joined = self.parts.add(sentence)
+        if joined is None:
+            return
+        sentence = joined
         if isinstance(sentence.source, dict) and self.input_schema is not None:
             row = dict(sentence.source)
+            if sentence.text is not None and "tokens" not in self.input_schema.names:
+                row["tokens"] = sentence.tokens  # what pred_tags are aligned with
         else:
             row = {"doc_id": sentence.doc_id, "index": sentence.index, "tokens": sentence.tokens}
             if sentence.tags is not None:
