@@ -53,7 +53,8 @@ def _file_digest(path: str, st: os.stat_result, memo_dir: str | None) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()
-    if memo is not None:
+    if memo is not None and os.path.isdir(os.path.dirname(memo_dir)):
+        # only into a cache that exists already: a run that caches nothing (--no-compile) creates none
         try:
             os.makedirs(memo_dir, exist_ok=True)
             atomic_write(memo, digest)
