@@ -56,9 +56,9 @@ class CrashingActor(TagActor):
         return super().tag(row)
 
 
-def tag_files_ray(jobs, model, options, **kw):
+def tag_files_ray(jobs, model, tagger_options, **kw):
     """The Ray engine with a Tagger for ``model`` (and the crash-hook actor of these tests)."""
-    return _tag_files_ray(jobs, Tagger(model, options), actor=CrashingActor, **kw)
+    return _tag_files_ray(jobs, Tagger(model, tagger_options), actor=CrashingActor, **kw)
 
 
 @pytest.fixture(scope="module")
