@@ -352,3 +352,18 @@ def split_blocks(
                     left_words -= countable_words(left.popleft())
                     left_cut = True
         core = take(size)
+
+
+def from_sentence(
+    blocks: Iterable[tuple[list[Sentence], list[Sentence], list[Sentence], bool, bool]], skip: int
+) -> Iterator[tuple[list[Sentence], list[Sentence], list[Sentence], bool, bool]]:
+    """The blocks of :func:`split_blocks` from sentence ``skip`` on (a resumed file): blocks before it
+    are dropped, and the block it falls in keeps only the sentences from it, the others lending context."""
+    start = 0
+    for left, core, right, left_cut, right_cut in blocks:
+        end = start + len(core)
+        if end > skip:
+            if start < skip:
+                left, core, left_cut = left + [neighbour(s) for s in core[: skip - start]], core[skip - start :], False
+            yield left, core, right, left_cut, right_cut
+        start = end

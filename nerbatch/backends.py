@@ -17,6 +17,7 @@ torch alone, a cached int8 entry with neither torch nor transformers.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -131,14 +132,21 @@ def refuse_custom_code(folder: str) -> None:
 
 def hub_reachable(timeout: float = 2.0) -> bool:
     """Whether the Hugging Face hub answers at all (a TCP connect, no request); False offline."""
-    import socket
     from urllib.parse import urlparse
 
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return _answers(url.hostname or "", url.port or 443, timeout)
+
+
+@functools.lru_cache(maxsize=None)
+def _answers(host: str, port: int, timeout: float) -> bool:
+    """One connect per host and process (resolving and loading a model both ask)."""
+    import socket
+
     try:
-        socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
         return True
     except OSError:
         return False
@@ -329,11 +337,9 @@ def load_backend(model: str, options, max_length: int | None = None):
         except compiled.CompileError as exc:
             _notice(options.verbose, f"running the model uncompiled: {exc}")
     if precision == "int8":
-        from .quantize import quantize_int8
+        from .quantize import open_session, quantize_int8
 
         path = quantize_int8(net.eval(), model if local else None, tokenizer, specials, cache, max_length or width)
-        from .quantize import open_session
-
         return OnnxBackend(
             session=open_session(path, options.threads), tokenizer=tokenizer, labels=labels, specials=specials,
             pad_id=pad_id, max_width=width, positions=positions, tokenizer_max=tokenizer.model_max_length,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Iterable, Iterator, Sequence
 
-from .align import Feature, features_for, in_context, split_blocks, word_probs
+from .align import Feature, features_for, from_sentence, in_context, split_blocks, word_probs
 from .backends import batch_sizes, compile_wanted, load_backend, load_model, refuse_custom_code, resolve_model
 from .batching import DEFAULT_BLOCK, background, chunked, plan_batches
 from .decode import DECODERS, Decoder
@@ -287,14 +287,7 @@ class Tagger:
     def blocks(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[tuple[list, list, list, bool, bool]]:
         """The stream as ``(left, core, right, left_cut, right_cut)`` blocks of ``options.block`` sentences,
         from sentence ``skip`` on (the sentences before it still lend context)."""
-        start = 0
-        for left, core, right, left_cut, right_cut in split_blocks(sentences, self.options.block, self.settings.context_need()):
-            end = start + len(core)
-            if end > skip:
-                if start < skip:  # the block where a resumed file continues
-                    left, core, left_cut = left + core[: skip - start], core[skip - start :], False
-                yield left, core, right, left_cut, right_cut
-            start = end
+        return from_sentence(split_blocks(sentences, self.options.block, self.settings.context_need()), skip)
 
     def tag(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]:
         """Yield the input sentences in order, each with ``pred`` and ``scores`` (one per token).

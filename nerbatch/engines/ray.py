@@ -40,7 +40,7 @@ from dataclasses import replace
 from itertools import chain
 from typing import Any, Iterable, Iterator
 
-from ..align import neighbour, split_blocks
+from ..align import from_sentence, split_blocks
 from ..errors import InputError, NerbatchError
 from ..io import ReadOptions, read
 from ..io.base import STDIO
@@ -91,16 +91,9 @@ def _read_file(item: dict, options: ReadOptions, size: int, need: int) -> Iterat
     path = name if os.path.exists(name) or not os.path.exists(item["path"]) else item["path"]
     shard = 0
     n_sent = 0
-    start = 0
     try:
-        for left, core, right, left_cut, right_cut in split_blocks(read(path, fmt, options), size, need):
-            end = start + len(core)
-            if end <= skip:
-                start = end
-                continue
-            if start < skip:  # where the resumed file continues: the done part only lends context
-                left, core, left_cut = left + [neighbour(s) for s in core[: skip - start]], core[skip - start :], False
-            start = end
+        blocks = from_sentence(split_blocks(read(path, fmt, options), size, need), skip)
+        for left, core, right, left_cut, right_cut in blocks:
             payload = {
                 "left": _light_list(left),
                 "core": _light_list(core),
