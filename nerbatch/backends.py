@@ -3,10 +3,11 @@
 The tagging pipeline (:mod:`nerbatch.tagger`) only ever talks to a :class:`Backend`:
 
 * ``word_pieces(batch)``: the subword ids of each word of each pre-split sentence;
-* ``predict(ids, mask, rows, cols)``: for a padded batch (int64 numpy arrays), the label
-  probabilities (float32 numpy, positions x labels) at each ``(rows[i], cols[i])`` position (a
-  word's first subword); decoding them into tags is the pipeline's job (:mod:`nerbatch.decode`),
-  the same for every back-end.
+* ``predict(ids, mask, rows, cols, types=None)``: for a padded batch (int64 numpy arrays), the
+  label probabilities (float32 numpy, positions x labels) at each ``(rows[i], cols[i])`` position
+  (a word's first subword); ``types`` are the token type ids of a model trained with casing
+  (:mod:`nerbatch.casing`), None otherwise; decoding them into tags is the pipeline's job
+  (:mod:`nerbatch.decode`), the same for every back-end.
 
 Three implementations: :class:`TorchBackend` runs a torch callable (the eager transformers model,
 or the AOTInductor package of :mod:`nerbatch.compiled`), :class:`OnnxBackend` runs the ONNX Runtime
@@ -26,6 +27,7 @@ from typing import Protocol, Sequence
 
 from .align import Specials, check_fast, word_pieces
 from .batching import DEFAULT_BATCH
+from .casing import SHAPES
 from .errors import ModelError
 from .settings import read_json
 
@@ -47,12 +49,13 @@ class Backend(Protocol):
 
     def word_pieces(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]: ...
 
-    def predict(self, ids, mask, rows, cols): ...  # -> float32 numpy (positions, labels)
+    def predict(self, ids, mask, rows, cols, types=None): ...  # -> float32 numpy (positions, labels)
 
 
 @dataclass
 class TorchBackend:
-    """A torch callable ``forward(input_ids, attention_mask) -> logits`` and its tokenizer."""
+    """A torch callable ``forward(input_ids, attention_mask, token_type_ids) -> logits`` and its
+    tokenizer (``token_type_ids`` None: the model's default)."""
 
     forward: object
     tokenizer: object
@@ -68,16 +71,19 @@ class TorchBackend:
     def word_pieces(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         return word_pieces(self.tokenizer, batch)
 
-    def predict(self, ids, mask, rows, cols):
+    def predict(self, ids, mask, rows, cols, types=None):
         import torch
 
         dev = torch.device(self.device)
         t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        t_types = None if types is None else torch.from_numpy(types)
         if dev.type == "cuda":
             t_ids = t_ids.pin_memory().to(dev, non_blocking=True)
             t_mask = t_mask.pin_memory().to(dev, non_blocking=True)
+            if t_types is not None:
+                t_types = t_types.pin_memory().to(dev, non_blocking=True)
         with torch.inference_mode():
-            logits = self.forward(t_ids, t_mask)
+            logits = self.forward(t_ids, t_mask, t_types)
             picked = logits[torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)]
             return picked.float().softmax(-1).cpu().numpy()
 
@@ -100,12 +106,12 @@ class OnnxBackend:
     def word_pieces(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         return word_pieces(self.tokenizer, batch)
 
-    def predict(self, ids, mask, rows, cols):
+    def predict(self, ids, mask, rows, cols, types=None):
         import numpy as np
 
         from .quantize import run_session
 
-        logits = run_session(self.session, ids, mask)
+        logits = run_session(self.session, ids, mask, types)
         picked = logits[rows, cols].astype(np.float32)
         picked = np.exp(picked - picked.max(-1, keepdims=True))
         return (picked / picked.sum(-1, keepdims=True)).astype(np.float32)
@@ -251,7 +257,7 @@ def _notice(verbose: bool, text: str) -> None:
         print(f"nerbatch: {text}", file=sys.stderr, flush=True)
 
 
-def _cached(model: str, precision: str, cache: str, threads: int | None, verbose: bool):
+def _cached(model: str, precision: str, cache: str, threads: int | None, verbose: bool, token_types: bool):
     """The back-end of a cached entry, or None (none there, or a damaged one: removed, rebuilt later)."""
     from .cache import entry_key, find_entry
 
@@ -259,6 +265,8 @@ def _cached(model: str, precision: str, cache: str, threads: int | None, verbose
     if entry is None:
         return None
     try:
+        if bool(entry.meta.get("token_types")) != token_types:
+            raise ModelError("built for other model inputs (token type ids)")
         return _from_entry(entry, threads)
     except Exception as exc:  # noqa: BLE001 - a damaged entry: rebuilt by the caller
         _notice(verbose, f"the cached model {entry.folder} does not load ({exc}); rebuilding it")
@@ -286,8 +294,9 @@ def _from_entry(entry, threads: int | None):
     return TorchBackend(forward=model, device="cpu", kind="compiled", **common)
 
 
-def load_backend(model: str, options, max_length: int | None = None):
-    """The back-end for ``model`` under ``options`` (a :class:`~nerbatch.tagger.TaggerOptions`).
+def load_backend(model: str, options, max_length: int | None = None, token_types: bool = False):
+    """The back-end for ``model`` under ``options`` (a :class:`~nerbatch.tagger.TaggerOptions`);
+    ``token_types``: the model takes casing ids (:mod:`nerbatch.casing`), compiled and int8 copies too.
 
     Order: a cached int8 entry (no torch); torch, then a cached compiled entry (no transformers);
     else the transformers model, compiled into the cache when compiling is wanted, quantized to
@@ -299,7 +308,7 @@ def load_backend(model: str, options, max_length: int | None = None):
     local = os.path.isdir(model)
     cache = default_cache_dir()
     if precision == "int8" and options.device in ("auto", "cpu") and local:
-        found = _cached(model, "int8", cache, options.threads, options.verbose)
+        found = _cached(model, "int8", cache, options.threads, options.verbose, token_types)
         if found is not None:
             return found
     import torch
@@ -318,10 +327,16 @@ def load_backend(model: str, options, max_length: int | None = None):
         raise ModelError("--precision int8 runs on the CPU only", hint="use --device cpu, or bf16/fp16 on a GPU")
     compile_it = compile_wanted(model, precision, options.compile, cuda=gpu)
     if compile_it:
-        found = _cached(model, precision, cache, options.threads, options.verbose)
+        found = _cached(model, precision, cache, options.threads, options.verbose, token_types)
         if found is not None:
             return found
     tokenizer, net = load_model(model)
+    if token_types and (getattr(net.config, "type_vocab_size", 0) or 0) < SHAPES:
+        raise ModelError(
+            f"{model}: nerbatch.json says the model takes casing ids, but config.json has "
+            f"type_vocab_size {getattr(net.config, 'type_vocab_size', None)} (needs {SHAPES})",
+            hint="the folder was changed after training; retrain it",
+        )
     labels = [net.config.id2label[i] for i in range(net.config.num_labels)]
     specials = Specials.of(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -332,14 +347,14 @@ def load_backend(model: str, options, max_length: int | None = None):
 
         _notice(options.verbose, f"compiling the model for this CPU, once (about 20 s); cached in {cache}")
         try:
-            entry = compiled.build(model, precision, tokenizer, net, specials, cache, max_width=width)
+            entry = compiled.build(model, precision, tokenizer, net, specials, cache, max_width=width, token_types=token_types)
             return _from_entry(entry, options.threads)
         except compiled.CompileError as exc:
             _notice(options.verbose, f"running the model uncompiled: {exc}")
     if precision == "int8":
         from .quantize import open_session, quantize_int8
 
-        path = quantize_int8(net.eval(), model if local else None, tokenizer, specials, cache, max_length or width)
+        path = quantize_int8(net.eval(), model if local else None, tokenizer, specials, cache, max_length or width, token_types)
         return OnnxBackend(
             session=open_session(path, options.threads), tokenizer=tokenizer, labels=labels, specials=specials,
             pad_id=pad_id, max_width=width, positions=positions, tokenizer_max=tokenizer.model_max_length,
@@ -348,8 +363,10 @@ def load_backend(model: str, options, max_length: int | None = None):
     net.to(device=torch.device(dev), dtype=dtype)
     net.eval()
 
-    def forward(ids, mask):
-        return net(input_ids=ids, attention_mask=mask).logits
+    def forward(ids, mask, types=None):
+        if types is None:  # (not every architecture takes token_type_ids at all)
+            return net(input_ids=ids, attention_mask=mask).logits
+        return net(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
 
     return TorchBackend(
         forward=forward, tokenizer=tokenizer, labels=labels, specials=specials, pad_id=pad_id, device=dev,

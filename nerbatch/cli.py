@@ -311,6 +311,7 @@ def _train_default(name: str):
 @click.option("--seed", type=int, default=_train_default("seed"), show_default=True, help="Random seed.")
 @click.option("--max-length", type=int, default=_train_default("max_length"), show_default=True, help="Subwords per training window (long sentences are windowed, never truncated).")
 @click.option("--context/--no-context", default=_train_default("context"), show_default=True, help="Fill each window with neighbouring sentences of the same document (labels on the target only); tagging then does the same.")
+@click.option("--casing", type=click.Choice(["auto", "shape", "none"]), default=_train_default("casing"), show_default=True, help="Give an uncased encoder each word's case (lower / Capitalised / UPPER / mixed) as token type ids; auto = when the base model's tokenizer lowercases (the default MiniLM does). Recorded in nerbatch.json; tagging applies it. A plain transformers pipeline does not (see README).")
 @click.option("--every", type=int, default=_train_default("every"), show_default=True, help="Keep every Nth training sentence (e.g. 5 for a quick run).")
 @click.option("--bf16/--no-bf16", default=_train_default("bf16"), help="bf16 mixed precision. Default: on where it is fast (GPUs with bf16, CPUs with AMX-BF16), off elsewhere.")
 @click.option("--group-by-length/--no-group-by-length", default=_train_default("group_by_length"), show_default=True, help="Batch sequences of similar length together (less padding, faster); off gives the plain random batches.")
@@ -324,7 +325,7 @@ def _train_default(name: str):
 @read_options_decorator
 @click.option("-q", "--quiet", is_flag=True, help="Only the final table (stdout): no start-up line, progress bar or epoch rows.")
 @user_errors
-def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, seed, max_length, context, every, bf16, group_by_length, select, patience, checkpoint_steps, resume, force, log_json, threads, quiet, **kw):
+def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, seed, max_length, context, casing, every, bf16, group_by_length, select, patience, checkpoint_steps, resume, force, log_json, threads, quiet, **kw):
     """Fine-tune an encoder for NER and write a model folder.
 
     The folder loads with plain transformers (`pipeline("token-classification", model=DIR)`) and
@@ -359,6 +360,7 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
         seed=seed,
         max_length=max_length,
         context=context,
+        casing=casing,
         every=every,
         bf16=bf16,
         group_by_length=group_by_length,

@@ -71,19 +71,34 @@ class CompiledModel:
             fn = aoti_load_package(package)
             self._run = lambda args: fn(*args)
 
-    def __call__(self, input_ids, attention_mask):
-        """int64 ``(rows, width)`` tensors -> logits ``(rows, width, labels)``."""
+    def __call__(self, input_ids, attention_mask, token_type_ids=None):
+        """int64 ``(rows, width)`` tensors -> logits ``(rows, width, labels)``; ``token_type_ids``
+        (casing ids) for a package exported with them (zeros when not given)."""
         import torch
 
+        typed = bool(self.meta.get("token_types"))
+        if token_type_ids is not None and not typed:
+            raise CompileError("the compiled model was built without token type (casing) ids")
+        if typed and token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
         rows, width = input_ids.shape
         if width < MIN_WIDTH:  # exported with seq >= 2: add a masked pad column
             pad = torch.zeros((rows, MIN_WIDTH - width), dtype=input_ids.dtype)
             input_ids = torch.cat([input_ids, pad + self.meta["pad_id"]], 1)
             attention_mask = torch.cat([attention_mask, pad], 1)
+            if typed:
+                token_type_ids = torch.cat([token_type_ids, pad], 1)
         if rows > MAX_ROWS:
-            parts = [self(input_ids[i : i + MAX_ROWS], attention_mask[i : i + MAX_ROWS]) for i in range(0, rows, MAX_ROWS)]
+            parts = [
+                self(input_ids[i : i + MAX_ROWS], attention_mask[i : i + MAX_ROWS],
+                     token_type_ids[i : i + MAX_ROWS] if typed else None)
+                for i in range(0, rows, MAX_ROWS)
+            ]
             return torch.cat(parts)[:, :width]
-        out = self._run([input_ids.contiguous(), attention_mask.contiguous()])
+        args = [input_ids.contiguous(), attention_mask.contiguous()]
+        if typed:
+            args.append(token_type_ids.contiguous())
+        out = self._run(args)
         logits = out[0] if isinstance(out, (list, tuple)) else out
         return logits[:, :width]
 
@@ -141,7 +156,9 @@ def _quiet():
         yield
 
 
-def build(model: str, precision: str, tokenizer, net, specials, cache_dir: str, max_width: int = 512) -> cache.Entry:
+def build(
+    model: str, precision: str, tokenizer, net, specials, cache_dir: str, max_width: int = 512, token_types: bool = False
+) -> cache.Entry:
     """Export + AOTInductor-compile ``net`` (a loaded transformers model) into the cache.
 
     Raises :class:`CompileError` on any failure (no compiler, an op the exporter cannot trace, a
@@ -161,21 +178,20 @@ def build(model: str, precision: str, tokenizer, net, specials, cache_dir: str, 
     def write(path: str) -> None:
         from .quantize import LogitsOnly
 
-        ids = torch.full((3, 8), 100, dtype=torch.long)  # sizes > 1 so no axis is specialised
-        mask = torch.ones_like(ids)
-        mask[1, 5:] = 0
+        args, inputs = LogitsOnly.examples(3, token_types)
         batch = torch.export.Dim("batch", min=1, max=MAX_ROWS)
         seq = torch.export.Dim("seq", min=MIN_WIDTH, max=max_width)
         with _quiet():
             program = torch.export.export(
-                LogitsOnly.wrap(net).eval(), (ids, mask),
-                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+                LogitsOnly.wrap(net, token_types).eval(), args,
+                dynamic_shapes={name: {0: batch, 1: seq} for name in inputs},
             )
             from torch._inductor import aoti_compile_and_package
 
             aoti_compile_and_package(program, package_path=path)
 
-    meta = {**cache.entry_meta(model, precision, tokenizer, net, specials, max_width), "torch": torch.__version__}
+    meta = {**cache.entry_meta(model, precision, tokenizer, net, specials, max_width), "torch": torch.__version__,
+            "token_types": token_types}
     try:
         return cache.save_entry(cache_dir, cache.entry_key(model, precision), precision, tokenizer, meta, write)
     except cache.CacheError as exc:

@@ -75,10 +75,11 @@ def _fingerprint(model, ort, onnx) -> str:
 
 
 class LogitsOnly:
-    """Wraps the model so the exported graph has exactly (input_ids, attention_mask) -> logits."""
+    """Wraps the model so the exported graph has exactly (input_ids, attention_mask) -> logits, or
+    (input_ids, attention_mask, token_type_ids) -> logits for a model trained with casing ids."""
 
     @staticmethod
-    def wrap(model):
+    def wrap(model, token_types: bool = False):
         import torch
 
         class Wrapper(torch.nn.Module):
@@ -89,19 +90,35 @@ class LogitsOnly:
             def forward(self, input_ids, attention_mask):
                 return self.m(input_ids=input_ids, attention_mask=attention_mask).logits
 
-        return Wrapper(model)
+        class TypedWrapper(Wrapper):
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+
+        return (TypedWrapper if token_types else Wrapper)(model)
+
+    @staticmethod
+    def examples(rows: int, token_types: bool):
+        """Example inputs for an export (sizes > 1 so no axis is specialised, a padded row so the
+        mask path is traced) and their input names."""
+        import torch
+
+        ids = torch.full((rows, 8), 100, dtype=torch.long)
+        mask = torch.ones_like(ids)
+        mask[1, 5:] = 0
+        if not token_types:
+            return (ids, mask), ["input_ids", "attention_mask"]
+        types = torch.zeros_like(ids)
+        types[0, 1:3] = 1
+        return (ids, mask, types), ["input_ids", "attention_mask", "token_type_ids"]
 
 
-def export_onnx(model, path: str) -> None:
+def export_onnx(model, path: str, token_types: bool = False) -> None:
     """torch.onnx export with dynamic batch and sequence axes (dynamo exporter; TorchScript fallback)."""
     import torch
 
-    wrapped = LogitsOnly.wrap(model).eval()
-    # example shapes > 1 so neither axis is specialised; a padded row so the mask path is traced
-    ids = torch.full((2, 8), 100, dtype=torch.long)
-    mask = torch.ones_like(ids)
-    mask[1, 5:] = 0
-    names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["logits"]}
+    wrapped = LogitsOnly.wrap(model, token_types).eval()
+    args, inputs = LogitsOnly.examples(2, token_types)
+    names = {"input_names": inputs, "output_names": ["logits"]}
     sink = io.StringIO()  # the exporter prints progress to stdout, which may be our output stream
     errors = []
     with contextlib.redirect_stdout(sink), warnings.catch_warnings(), quiet_logging("torch.onnx", "onnxscript"):
@@ -110,10 +127,10 @@ def export_onnx(model, path: str) -> None:
             batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
             torch.onnx.export(
                 wrapped,
-                (ids, mask),
+                args,
                 path,
                 dynamo=True,
-                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+                dynamic_shapes={name: {0: batch, 1: seq} for name in inputs},
                 external_data=False,
                 verbose=False,
                 **names,
@@ -125,11 +142,11 @@ def export_onnx(model, path: str) -> None:
             axes = {0: "batch", 1: "seq"}
             torch.onnx.export(
                 wrapped,
-                (ids, mask),
+                args,
                 path,
                 dynamo=False,
                 opset_version=17,
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes},
+                dynamic_axes={**{name: axes for name in inputs}, "logits": axes},
                 **names,
             )
             return
@@ -195,14 +212,21 @@ def open_session(path: str, threads: int | None = None, spin: bool = False):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-def run_session(session, ids, mask):
-    """int64 ``(rows, width)`` arrays -> float32 logits ``(rows, width, labels)`` as numpy."""
+def run_session(session, ids, mask, types=None):
+    """int64 ``(rows, width)`` arrays -> float32 logits ``(rows, width, labels)`` as numpy.
+    ``types``: the token type (casing) ids, for a model exported with them."""
+    import numpy as np
+
     names = {i.name for i in session.get_inputs()}
     feeds = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in names:
+        feeds["token_type_ids"] = types if types is not None else np.zeros_like(ids)
+    elif types is not None:
+        raise ModelError("the int8 model was exported without token type (casing) ids", hint="clear the nerbatch cache")
     return session.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0]
 
 
-def build_int8(model, path: str) -> None:
+def build_int8(model, path: str, token_types: bool = False) -> None:
     """Export ``model`` (a transformers token-classification model) and quantize it into ``path``."""
     import torch
 
@@ -214,11 +238,13 @@ def build_int8(model, path: str) -> None:
         model = model.float()  # export from fp32 weights; int8 scales come from them
     with tempfile.TemporaryDirectory(prefix=".nerbatch-int8-", dir=os.path.dirname(os.path.abspath(path))) as work:
         fp32 = os.path.join(work, "model.fp32.onnx")
-        export_onnx(model, fp32)
+        export_onnx(model, fp32, token_types)
         _quantize(fp32, path)
 
 
-def quantize_int8(model, folder: str | None, tokenizer, specials, cache_dir: str | None, max_width: int) -> str:
+def quantize_int8(
+    model, folder: str | None, tokenizer, specials, cache_dir: str | None, max_width: int, token_types: bool = False
+) -> str:
     """The int8 ONNX file for ``model``, built once and kept as a cache entry (see :mod:`nerbatch.cache`).
 
     ``folder``: the model folder the weights came from (the entry is keyed by its contents), or None
@@ -234,11 +260,14 @@ def quantize_int8(model, folder: str | None, tokenizer, specials, cache_dir: str
         if entry is not None:
             return entry.package
         meta = cache.entry_meta(folder or getattr(model.config, "_name_or_path", "?"), "int8", tokenizer, model, specials, max_width)
+        meta["token_types"] = token_types
         try:
-            return cache.save_entry(cache_dir, key, "int8", tokenizer, meta, lambda dst: build_int8(model, dst)).package
+            return cache.save_entry(
+                cache_dir, key, "int8", tokenizer, meta, lambda dst: build_int8(model, dst, token_types)
+            ).package
         except cache.CacheError:
             pass  # an unwritable cache: build without it
     tmp = tempfile.mkdtemp(prefix="nerbatch-int8-")
     path = os.path.join(tmp, "model.int8.onnx")
-    build_int8(model, path)
+    build_int8(model, path, token_types)
     return path

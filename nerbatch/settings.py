@@ -46,11 +46,15 @@ class ModelSettings:
     context: bool  # document context around each sentence
     stride: int | None  # step between windows of a long sentence (None: half a window)
     limit: int  # the model's own longest window
+    casing: str = "none"  # "shape": word-shape ids as token types (nerbatch.casing), as training recorded
     trained: dict = field(default_factory=dict, compare=False)  # nerbatch.json as training wrote it
 
     def fingerprint(self) -> dict:
         """The settings that change the output (recorded in every output's manifest)."""
-        return {"max_length": self.max_length, "context": self.context, "stride": self.stride, "labels": list(self.labels)}
+        fp = {"max_length": self.max_length, "context": self.context, "stride": self.stride, "labels": list(self.labels)}
+        if self.casing != "none":  # (absent otherwise: outputs made before casing existed stay current)
+            fp["casing"] = self.casing
+        return fp
 
     def context_need(self) -> int:
         """Words of neighbouring sentences a block must carry for the document context (0: none):
@@ -86,8 +90,19 @@ def settings_for(
         context=bool(trained.get("context", False) if context is None else context),
         stride=stride,
         limit=limit,
+        casing=_casing(model, trained),
         trained=trained,
     )
+
+
+def _casing(model: str, trained: dict) -> str:
+    casing = trained.get("casing", "none")
+    if casing not in ("shape", "none"):
+        raise ModelError(
+            f"{model}: nerbatch.json names casing {casing!r}, which this nerbatch does not know",
+            hint="upgrade nerbatch, or retrain the model",
+        )
+    return casing
 
 
 def read_folder_settings(model: str, *, max_length=None, context=None, stride=None) -> ModelSettings:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Iterable, Iterator, Sequence
 
+from . import casing
 from .align import Feature, features_for, from_sentence, in_context, split_blocks, word_probs
 from .backends import batch_sizes, compile_wanted, load_backend, load_model, refuse_custom_code, resolve_model
 from .batching import DEFAULT_BLOCK, background, chunked, plan_batches
@@ -126,7 +127,8 @@ class Tagger:
         if self.backend is not None:
             return
         max_length = self._settings.max_length if self._settings else self.options.max_length
-        backend = load_backend(self.model_name, self.options, max_length=max_length)
+        casing = self._settings is not None and self._settings.casing == "shape"
+        backend = load_backend(self.model_name, self.options, max_length=max_length, token_types=casing)
         if self._settings is None:
             self._settings = settings_for(
                 self.model_name, list(backend.labels), backend.positions, backend.tokenizer_max, {},
@@ -193,7 +195,7 @@ class Tagger:
                     sent = core[0] if where == "left" else core[-1]
                     raise AssertionError(f"{sent.path}:{sent.line}: not enough {where} context carried")
         items = [*left, *core, *right]
-        ctx = list(in_context(items, backend.word_pieces, budget))[len(left) : len(left) + len(core)]
+        ctx = list(in_context(items, self.pieces_of, budget))[len(left) : len(left) + len(core)]
         out = []
         for block in chunked(ctx, self.options.block):
             feats: list[Feature] = []
@@ -202,6 +204,12 @@ class Tagger:
             batches = plan_batches([len(f.input_ids) for f in feats], self.batch_tokens, self.max_batch)
             out.append(PreparedBlock([b[0] for b in block], feats, batches))
         return out
+
+    def pieces_of(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        """The word pieces of each word of each sentence, as the model takes them: with each word's
+        shape in the ids for a model trained with casing (:func:`nerbatch.casing.mark`, as training does)."""
+        pieces = self.backend.word_pieces(batch)
+        return casing.mark(pieces, batch) if self.settings.casing == "shape" else pieces
 
     def run(self, prepared: PreparedBlock) -> list[Sentence]:
         """Predict every batch of a prepared block, then decode each sentence (``pred``, ``scores``)."""
@@ -245,8 +253,11 @@ class Tagger:
             cols.extend(f.positions)
             self.tokens_seen += n
         self.padded_tokens += ids.size
+        types = None
+        if self.settings.casing == "shape":
+            ids, types = casing.split(ids)
         t0 = time.perf_counter()
-        probs = self.backend.predict(ids, mask, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
+        probs = self.backend.predict(ids, mask, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), types)
         self.forward_seconds += time.perf_counter() - t0
         out = []
         k = 0

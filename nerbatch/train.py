@@ -35,6 +35,7 @@ from typing import Iterator
 
 from . import __version__
 from . import train_output as files
+from . import casing
 from .align import IGNORE, Specials, check_fast, features_for, in_context, label_ids, word_pieces
 from .errors import InputError, ModelError, NerbatchError
 from .io import ReadOptions, read
@@ -68,6 +69,7 @@ class TrainOptions:
     seed: int = 42
     max_length: int = 128
     context: bool = True
+    casing: str = "auto"  # word-shape ids as token types (nerbatch.casing): auto = when the tokenizer lowercases
     every: int = 1  # keep every Nth training sentence (1: all)
     warmup: float = 0.1  # fraction of steps
     weight_decay: float = 0.01
@@ -140,16 +142,22 @@ def encode(
     context: bool,
     every: int = 1,
     stats: dict | None = None,
+    shapes: bool = False,
 ) -> Iterator[dict]:
     """Training features, streamed, one per window: ``input_ids`` and ``labels`` (the label id on
-    each word's first subword, ``-100`` on other subwords, specials and context). Keeps every
-    ``every``-th sentence; ``stats`` (if given) counts ``sentences`` read and ``kept``."""
+    each word's first subword, ``-100`` on other subwords, specials and context), and with
+    ``shapes`` the ``token_type_ids`` of :mod:`nerbatch.casing` (built exactly as tagging builds
+    them). Keeps every ``every``-th sentence; ``stats`` (if given) counts ``sentences`` read and ``kept``."""
     specials = Specials.of(tokenizer)
     budget = (max_length - len(specials)) if context else 0
 
+    def pieces_of(batch):
+        pieces = word_pieces(tokenizer, batch)
+        return casing.mark(pieces, batch) if shapes else pieces
+
     if stats is not None:
         stats.update(sentences=0, kept=0)
-    windows = in_context(_sentences(paths, fmt, options), lambda batch: word_pieces(tokenizer, batch), budget)
+    windows = in_context(_sentences(paths, fmt, options), pieces_of, budget)
     for n, (sent, p, left, right) in enumerate(windows):
         if stats is not None:
             stats["sentences"] += 1
@@ -165,10 +173,11 @@ def encode(
                     line=sent.line + tag_i if isinstance(sent.source, list) else sent.line,
                 )
         for feat in features_for(0, p, specials, max_length, None, left, right):
-            yield {
-                "input_ids": feat.input_ids,
-                "labels": label_ids(feat, sent.tags, label2id),
-            }
+            if shapes:
+                ids, types = casing.split(feat.input_ids)
+                yield {"input_ids": ids.tolist(), "token_type_ids": types.tolist(), "labels": label_ids(feat, sent.tags, label2id)}
+            else:
+                yield {"input_ids": feat.input_ids, "labels": label_ids(feat, sent.tags, label2id)}
 
 
 def _metrics_fn(id2label: dict[int, str]):
@@ -432,7 +441,9 @@ def _load_base(base: str, local: bool, labels: list[str]):
     return tokenizer, model
 
 
-def _dataset(paths: list[str], every: int, name: str, opts: TrainOptions, tokenizer, label2id: dict, work: str, stats: dict):
+def _dataset(
+    paths: list[str], every: int, name: str, opts: TrainOptions, tokenizer, label2id: dict, work: str, stats: dict, shapes: bool
+):
     """Encoded features as an Arrow-backed ``datasets.Dataset`` cached in the work folder; our own
     input errors come out unwrapped."""
     import time
@@ -441,7 +452,9 @@ def _dataset(paths: list[str], every: int, name: str, opts: TrainOptions, tokeni
     from datasets.exceptions import DatasetGenerationError
 
     def gen():
-        return encode(paths, opts.input_format, opts.read_options, tokenizer, label2id, opts.max_length, opts.context, every, stats)
+        return encode(
+            paths, opts.input_format, opts.read_options, tokenizer, label2id, opts.max_length, opts.context, every, stats, shapes
+        )
 
     try:
         return Dataset.from_generator(
@@ -535,7 +548,7 @@ def _startup_line(opts: TrainOptions, stats: dict, dev_stats: dict, windows: int
     )
 
 
-def _result(opts, base, bf16, select, fp, labels, run, stats, windows) -> dict:
+def _result(opts, base, bf16, select, fp, labels, run, stats, windows, shapes: bool) -> dict:
     rows = run.rows
     if select == "best" and run.best is not None:
         kept = next(r for r in rows if r["step"] == run.best["step"])
@@ -545,7 +558,8 @@ def _result(opts, base, bf16, select, fp, labels, run, stats, windows) -> dict:
         reason = "the last epoch" + (" (--select last)" if opts.dev else " (no dev set to select by)")
     settings = {k: v for k, v in asdict(opts).items() if k not in _RUN_ONLY + ("read_options",)}
     settings["output_dir"] = opts.output_dir
-    settings.update(base_model=base, bf16=bf16, select=select)  # as resolved (auto -> this machine's choice)
+    # as resolved (auto -> this machine's / this encoder's choice)
+    settings.update(base_model=base, bf16=bf16, select=select, casing="shape" if shapes else "none")
     return {
         "nerbatch_version": __version__,
         "settings": settings,
@@ -574,7 +588,8 @@ def _write_model(work: str, source: str, tokenizer, result: dict, opts: TrainOpt
     files.link_model_files(source, new)
     tokenizer.save_pretrained(new)
     atomic_write(os.path.join(new, "metrics.json"), json.dumps(result, indent=2) + "\n")
-    saved = {"nerbatch_version": __version__, "max_length": opts.max_length, "context": opts.context, "scheme": "IOB2"}
+    saved = {"nerbatch_version": __version__, "max_length": opts.max_length, "context": opts.context, "scheme": "IOB2",
+             "casing": result["settings"]["casing"]}
     atomic_write(os.path.join(new, NERBATCH_CONFIG), json.dumps(saved, indent=2) + "\n")
     atomic_write(os.path.join(new, "README.md"), model_card(result))
     files.settle(new)
@@ -660,8 +675,11 @@ def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
     tokenizer, model = _load_base(base, local, labels)
     stats: dict = {}
     dev_stats: dict = {}
-    train_ds = _dataset(opts.train, opts.every, "train", opts, tokenizer, label2id, work, stats)
-    dev_ds = _dataset([opts.dev], 1, "dev", opts, tokenizer, label2id, work, dev_stats) if opts.dev else None
+    shapes = casing.resolve(opts.casing, tokenizer, model, base) == "shape"
+    if shapes:
+        casing.widen_token_types(model)
+    train_ds = _dataset(opts.train, opts.every, "train", opts, tokenizer, label2id, work, stats, shapes)
+    dev_ds = _dataset([opts.dev], 1, "dev", opts, tokenizer, label2id, work, dev_stats, shapes) if opts.dev else None
     report = Report(opts.quiet, opts.log_json, dev_ds is not None, opts.output_dir)
     trainer, run = _build_trainer(opts, model, tokenizer, train_ds, dev_ds, labels, bf16, work, select, report)
     checkpoint = None
@@ -669,13 +687,15 @@ def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
         checkpoint, state = resume_from
         run.restore(state)
     report.say(_startup_line(opts, stats, dev_stats, len(train_ds), bf16, work))
+    if shapes:
+        report.say("the encoder's tokenizer lowercases: word-shape ids (Capitalised/UPPER/mixed) go in as token types (--casing)")
     for note in notes:
         report.say(note)
     try:
         if not run.finished:
             trainer.train(resume_from_checkpoint=checkpoint)
         report.close()
-        result = _result(opts, base, bf16, select, fp, labels, run, stats, len(train_ds))
+        result = _result(opts, base, bf16, select, fp, labels, run, stats, len(train_ds), shapes)
         latest = files.latest_checkpoint(work)
         if latest is None or not latest[1].get("finished"):
             raise NerbatchError("training ended without a final checkpoint")  # not expected

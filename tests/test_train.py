@@ -48,7 +48,10 @@ def test_metrics_and_settings_are_saved(trained):
         assert 0.0 <= row["f1"] <= 1.0 and row["seconds"] > 0
     assert metrics["settings"]["every"] == 2
     saved = json.loads((trained / "nerbatch.json").read_text())
-    assert saved == {"nerbatch_version": saved["nerbatch_version"], "max_length": 64, "context": True, "scheme": "IOB2"}
+    assert saved == {
+        "nerbatch_version": saved["nerbatch_version"], "max_length": 64, "context": True, "scheme": "IOB2",
+        "casing": "shape",  # the tiny tokenizer lowercases, as the default MiniLM does
+    }
     assert "Dev scores per epoch" in (trained / "README.md").read_text()
 
 
