@@ -186,19 +186,40 @@ def worker_info(spec: dict) -> dict:
         enc = tok([w for w, _ in sents[i : i + 256]], is_split_into_words=True, add_special_tokens=True)
         lengths.extend(len(x) for x in enc["input_ids"])
 
-    def gflops(dtype, n: int, reps: int = 5) -> float:
+    def gflops(dtype, n: int, reps: int = 5, budget: float = 3.0) -> tuple[float, float]:
+        """(GFLOP/s, seconds of one call): best of ``reps`` calls, within ``budget`` seconds."""
         a = torch.randn(n, n).to(dtype)
         b = torch.randn(n, n).to(dtype)
+        t0 = time.perf_counter()
         torch.matmul(a, b)
-        best = float("inf")
+        best = time.perf_counter() - t0
+        t_end = time.perf_counter() + budget
         for _ in range(reps):
+            if time.perf_counter() + best > t_end:
+                break
             t0 = time.perf_counter()
             torch.matmul(a, b)
             best = min(best, time.perf_counter() - t0)
-        return 2 * n**3 / best / 1e9
+        return 2 * n**3 / best / 1e9, best
 
-    fp32 = max(gflops(torch.float32, n) for n in (1024, 2048, 3072))
-    bf16 = max(gflops(torch.bfloat16, n) for n in (1024, 2048, 3072))
+    def best_rate(dtype) -> float:
+        # bounded: where bf16 is emulated (no AVX512-BF16/AMX) a 3072^2 bf16 matmul takes a minute, and
+        # this loop took over 9 min on a Zen 3; stop at the first size whose call takes over 0.5 s
+        rate = 0.0
+        for n in (1024, 2048, 3072):
+            r, call = gflops(dtype, n)
+            rate = max(rate, r)
+            if call > 0.5:
+                break
+        return rate
+
+    fp32 = best_rate(torch.float32)
+    bf16 = best_rate(torch.bfloat16)
+    # what `--precision auto` measures and chooses here (nerbatch.precision; cached per CPU)
+    from nerbatch.precision import resolve_precision
+    from nerbatch.tagger import TaggerOptions
+
+    _, choice = resolve_precision(spec["model"], TaggerOptions(device="cpu"))
 
     def model_gemms(dtype, rows: int = 4096, reps: int = 5) -> float:
         """GFLOP/s of this model's own Linear shapes at a nerbatch-sized batch (best of reps): the
@@ -238,6 +259,7 @@ def worker_info(spec: dict) -> dict:
         "model_gemms_fp32_gflops": gemm_fp32,
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "precision_auto": choice.as_dict(),  # rates (GFLOP/s), ratios vs fp32, rows, seconds, the choice
     }
 
 
@@ -669,6 +691,12 @@ def main_bench(args) -> None:
             f"machine: fp32 matmul {info['matmul_fp32_gflops']:.0f} GFLOP/s, bf16 {info['matmul_bf16_gflops']:.0f} GFLOP/s "
             f"({info['torch_threads']} torch threads, {info['cpu_capability']})"
         )
+        auto = info.get("precision_auto") or {}
+        m = auto.get("measurement") or {}
+        if m:
+            rates = ", ".join(f"{p} {m['rates'][p]:.0f} ({m['ratios'][p]:.2f}x)" for p in m["rates"])
+            print(f"precision auto: {auto['reason']}; model-shape matmuls GFLOP/s {rates}, "
+                  f"{m['seconds']:.2f} s{' (from the cache)' if auto.get('cached') else ''}")
         print(f"model: {info['model_type']}, {info['params']:,} params; {info['flops_assumption']}")
         print(f"ceiling: {info['ceiling_tokens_per_s']:,.0f} subword tokens/s at the fp32 matmul rate")
         info["gemm_bound_fraction"] = info["model_gemms_fp32_gflops"] / info["matmul_fp32_gflops"]

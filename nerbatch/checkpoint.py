@@ -28,7 +28,9 @@ def sidecar(output: str, suffix: str) -> str:
 def fingerprint(input_path: str, model_id: str, options: dict[str, Any]) -> dict[str, Any]:
     """What must match for an existing output to count as done for this run (``model_id``: see
     :func:`nerbatch.cache.model_identity`)."""
-    st = os.stat(input_path)
+    from .io.hf import split_ref
+
+    st = os.stat(split_ref(input_path)[0])  # a dataset named with its split (DIR@SPLIT): the folder
     return {
         "input": os.path.realpath(input_path),
         "size": st.st_size,

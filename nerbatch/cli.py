@@ -15,8 +15,8 @@ import click
 from . import __version__
 from .errors import EXIT_PARTIAL, NerbatchError
 
-INPUT_FORMATS = ["conll", "jsonl", "parquet", "text"]
-OUTPUT_FORMATS = ["conll", "jsonl", "parquet", "html"]
+INPUT_FORMATS = ["conll", "jsonl", "parquet", "text", "hf"]
+OUTPUT_FORMATS = ["conll", "jsonl", "parquet", "html", "hf"]
 
 
 class UserError(click.ClickException):
@@ -115,19 +115,39 @@ def read_options_decorator(fn):
             "--tokenizer",
             "word_tokenizer",
             type=click.Choice(["treebank", "whitespace"]),
-            default="treebank",
-            show_default=True,
+            default=None,
             help="How raw text is cut into words: 'treebank' = CoNLL-2003 style with character offsets "
-            "('Finland.' -> 'Finland' '.'); 'whitespace' = split on whitespace only (the earlier behaviour).",
+            "('Finland.' -> 'Finland' '.'); 'whitespace' = split on whitespace only (the earlier behaviour). "
+            "Default: treebank; `tag` applies what a model trained on raw text recorded (as --layout).",
         ),
         click.option("--tags-key", default=None, help="JSONL key / Parquet column with gold tags (default: 'tags', then 'ner_tags')."),
         click.option("--doc-key", default=None, help="JSONL key / Parquet column with a document id (default: 'doc_id', then 'doc'); sentences of one document share context."),
         click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the inputs (a UTF-8 BOM is always accepted)."),
         click.option("--errors", "decode_errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True, help="On undecodable bytes: fail with file, line and byte offset, or replace them and go on."),
-    ]
+    ] + input_source_options()
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+def _options(opts: list):
+    """Apply a list of click options in order."""
+
+    def apply(fn):
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return apply
+
+
+def input_source_options() -> list:
+    """Folder walks and Hugging Face datasets (train, tag, evaluate)."""
+    return [
+        click.option("--glob", default=None, help="Files to take from a folder input (walked recursively), e.g. '*.conll.gz' (matched against the name) or 'en/*.jsonl' (against the path under the folder). Default: every file of a known format."),
+        click.option("--split", default=None, help="Split of a Hugging Face dataset input (hf:ID, a save_to_disk or data folder); needed when it has several."),
+        click.option("--config", "dataset_config", default=None, help="Configuration of a Hugging Face dataset input (load_dataset(ID, CONFIG))."),
+    ]
 
 
 def build_read_options(kw: dict):
@@ -148,7 +168,9 @@ def build_read_options(kw: dict):
         encoding=kw.pop("encoding"),
         errors=kw.pop("decode_errors"),
         layout=kw.pop("layout"),
-        tokenizer=kw.pop("word_tokenizer"),
+        tokenizer=kw.pop("word_tokenizer") or "treebank",
+        split=kw.pop("split"),
+        config=kw.pop("dataset_config"),
     )
 
 
@@ -165,7 +187,7 @@ def tagger_options_decorator(fn):
     opts = [
         click.option("--model", "-m", envvar="NERBATCH_MODEL", required=True, help="Model folder (from `nerbatch train`) or hub id; env NERBATCH_MODEL."),
         click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto (CUDA when present), cpu, cuda or cuda:N."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "int8"]), default="fp32", show_default=True, help="Model precision; fp16 needs a GPU; bf16 is fast on GPUs and AMX CPUs; int8 (CPU) runs an ONNX Runtime int8 copy of the model (pip install 'nerbatch[int8]'; quantized on first use, then cached)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="auto", show_default=True, help="Model precision. auto: the fastest on this machine of fp32, bf16 and int8 (each within 0.1 F1 of fp32), by a 2-s matmul measurement cached per CPU; bf16 (else fp16) on a GPU. fp32: byte-identical output whatever the batching; fp16 needs a GPU; int8 (CPU) runs an ONNX Runtime int8 copy of the model (pip install 'nerbatch[int8]'; quantized on first use, then cached)."),
         click.option("--batch-tokens", type=click.IntRange(min=64), default=None, help="Padded subword tokens per batch (default 4096 on CPU, 32768 on GPU)."),
         click.option("--max-batch", type=click.IntRange(min=1), default=None, help="Sentences per batch at most (default 128 on CPU, 1024 on GPU)."),
         click.option("--max-length", type=click.IntRange(MIN_WINDOW, 512), default=None, help="Subwords per model window (default: as trained, else the model's limit)."),
@@ -253,12 +275,14 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
     from .plan import check_write_paths
     from .scoring import Scorer, format_report
 
+    given = {"tokenizer_given": kw["word_tokenizer"] is not None, "layout_given": kw["layout"] is not None}
     read_options = replace(build_read_options(kw), on_error=on_error)
-    jobs = plan_jobs(list(inputs), output, input_fmt=kw.pop("input_format"), output_fmt=output_format)
+    jobs = plan_jobs(list(inputs), output, input_fmt=kw.pop("input_format"), output_fmt=output_format, glob=kw.pop("glob"))
     check_write_paths(
         jobs, {"--report": report_path, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip"
     )
     tagger = build_tagger(kw, verbose=not quiet)
+    read_options = _text_contract(tagger.model_name, read_options, [j.input_format for j in jobs], given, quiet)
     scorer = Scorer() if (report_path or report_json) else None
     if scorer is not None:  # refuse inputs without gold NER tags before tagging anything
         from .evaluate import check_report_inputs
@@ -292,6 +316,18 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
         sys.exit(EXIT_PARTIAL)
 
 
+def _text_contract(model: str, read_options, formats: list[str], given: dict, quiet: bool):
+    """Cut raw text as the model's training text was cut (nerbatch.json), saying where a run differs."""
+    from .io.text import apply_contract
+    from .settings import read_model_config, text_contract
+
+    read_options, notes = apply_contract(read_options, text_contract(read_model_config(model)), formats, **given)
+    if not quiet:
+        for note in notes:
+            click.echo(f"nerbatch: {note}", err=True)
+    return read_options
+
+
 def _train_default(name: str):
     """A default of `nerbatch train`, read from TrainOptions (the one place training defaults live)."""
     from .train import TrainOptions
@@ -313,7 +349,7 @@ def _train_default(name: str):
 @click.option("--context/--no-context", default=_train_default("context"), show_default=True, help="Fill each window with neighbouring sentences of the same document (labels on the target only); tagging then does the same.")
 @click.option("--casing", type=click.Choice(["auto", "shape", "none"]), default=_train_default("casing"), show_default=True, help="Give an uncased encoder each word's case (lower / Capitalised / UPPER / mixed) as token type ids; auto = when the base model's tokenizer lowercases (the default MiniLM does). Recorded in nerbatch.json; tagging applies it. A plain transformers pipeline does not (see README).")
 @click.option("--every", type=int, default=_train_default("every"), show_default=True, help="Keep every Nth training sentence (e.g. 5 for a quick run).")
-@click.option("--bf16/--no-bf16", default=_train_default("bf16"), help="bf16 mixed precision. Default: on where it is fast (GPUs with bf16, CPUs with AMX-BF16), off elsewhere.")
+@click.option("--bf16/--no-bf16", default=_train_default("bf16"), help="bf16 mixed precision. Default: on where it is fast: GPUs with bf16, and CPUs where bf16 matmuls on the model's shapes measure at least 1.15x fp32 (a short measurement, cached per CPU); off elsewhere.")
 @click.option("--group-by-length/--no-group-by-length", default=_train_default("group_by_length"), show_default=True, help="Batch sequences of similar length together (less padding, faster); off gives the plain random batches.")
 @click.option("--select", type=click.Choice(["best", "last"]), default=_train_default("select"), help="Which epoch's weights to keep: best = the highest dev F1 (the default with --dev), last = the final epoch (the default without).")
 @click.option("--patience", type=click.IntRange(min=1), default=_train_default("patience"), help="Stop after N epochs without a dev F1 improvement (needs --dev).")
@@ -348,8 +384,12 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
     if every < 1:
         raise click.BadParameter("must be 1 or more", param_hint="--every")
     read_options = build_read_options(kw)
+    from .plan import expand_inputs
+
+    glob, fmt = kw.pop("glob"), kw.get("input_format")
+    train_files = [p for p, _ in expand_inputs(list(train_files), glob, fmt)]
     opts = TrainOptions(
-        train=list(train_files),
+        train=train_files,
         dev=dev,
         output_dir=output,
         base_model=base_model,
@@ -407,8 +447,9 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
 @click.option("--compare", is_flag=True, help="FILES are two predictions (A B) of the same gold: score both and give a paired bootstrap p-value for the F1 difference B - A.")
 @click.option("--input-format", type=click.Choice(INPUT_FORMATS), help="Input format (default: from the extension).")
 @click.option("--device", default="auto", show_default=True, callback=_check_device, help="With --model: auto, cpu, cuda.")
+@_options(input_source_options())
 @user_errors
-def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, seed, examples, compare, input_format, device):
+def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, seed, examples, compare, input_format, device, glob, split, dataset_config):
     """Score FILES that hold gold and predicted tags (CoNLL `... gold pred`, JSONL/Parquet `tags` + `pred_tags`).
 
     Default numbers equal conlleval's (IOB1 chunk rules: an I-X after O or another type starts a
@@ -425,9 +466,12 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
     """
     from .errors import InputError
     from .evaluate import compare_files, evaluate_files, evaluate_model, format_comparison, write_report
-    from .plan import FileJob, check_write_paths
+    from .io import ReadOptions
+    from .plan import FileJob, check_write_paths, expand_inputs
     from .scoring import format_report
 
+    files = [p for p, _ in expand_inputs(list(files), glob, input_format)]
+    options = ReadOptions(split=split, config=dataset_config)
     check_write_paths(
         [FileJob(f, "-", "", "") for f in files], {"--output": text_path, "--json": json_path, "--html": html_path}
     )
@@ -438,7 +482,7 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
         if model or html_path:
             raise InputError(f"--compare does not go with {'--model' if model else '--html'}",
                              hint="tag both first, then compare the tagged files; --html takes one file")
-        result = compare_files(files[0], files[1], strict=strict, fmt=input_format, **analysis)
+        result = compare_files(files[0], files[1], strict=strict, fmt=input_format, options=options, **analysis)
         write_report(result, text_path=text_path, json_path=json_path)
         click.echo(format_comparison(result))
         return
@@ -446,10 +490,10 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
         from .tagger import TaggerOptions
 
         result = evaluate_model(
-            model, list(files), strict=strict, fmt=input_format, tagger_options=TaggerOptions(device=device), **analysis
+            model, list(files), strict=strict, fmt=input_format, options=options, tagger_options=TaggerOptions(device=device), **analysis
         )
     else:
-        result = evaluate_files(list(files), strict=strict, fmt=input_format, **analysis)
+        result = evaluate_files(list(files), strict=strict, fmt=input_format, options=options, **analysis)
     write_report(result, text_path=text_path, json_path=json_path, html_path=html_path)
     click.echo(format_report(result))
 

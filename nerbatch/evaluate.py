@@ -312,10 +312,18 @@ def evaluate_model(
     seed: int = 0,
     examples: int = 50,
 ) -> dict:
-    """Tag gold files with ``model`` (nothing is written) and score the predictions."""
+    """Tag gold files with ``model`` (nothing is written) and score the predictions. Raw text
+    (span-annotated JSONL) is cut as the model's training text was (nerbatch.json), unless
+    ``options`` name a layout or the whitespace tokenizer."""
+    from .io.text import apply_contract
+    from .settings import read_model_config, text_contract
     from .tagger import Tagger, TaggerOptions
 
     tagger = Tagger(model, tagger_options or TaggerOptions())
+    options, _ = apply_contract(
+        options, text_contract(read_model_config(model)),
+        tokenizer_given=options.tokenizer != "treebank", layout_given=options.layout is not None,
+    )
     scorer = Scorer(strict=strict, bootstrap=bootstrap, seed=seed, examples=examples)
     notes: list[str] = []
     for path in paths:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .errors import ModelError
 
-__all__ = ["NERBATCH_CONFIG", "ModelSettings", "read_model_config", "read_json", "settings_for"]
+__all__ = ["NERBATCH_CONFIG", "ModelSettings", "read_model_config", "read_json", "settings_for", "text_contract"]
 
 NERBATCH_CONFIG = "nerbatch.json"
 MAX_WINDOW = 512  # no BERT-style model here takes longer rows
@@ -34,6 +34,13 @@ def read_json(path: str) -> dict:
 def read_model_config(model: str) -> dict:
     """nerbatch's own settings saved beside a trained model (empty for other models)."""
     return read_json(os.path.join(model, NERBATCH_CONFIG))
+
+
+def text_contract(trained: dict) -> dict | None:
+    """How the raw text of a model's training data was tokenised and split (``nerbatch.json``'s
+    ``text``: :class:`nerbatch.tokenize.TextSettings` as a dict); None for a model trained on tokens."""
+    value = trained.get("text")
+    return value if isinstance(value, dict) else None
 
 
 @dataclass(frozen=True)

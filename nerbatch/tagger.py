@@ -30,6 +30,7 @@ from .backends import batch_sizes, compile_wanted, load_backend, load_model, ref
 from .batching import DEFAULT_BLOCK, background, chunked, plan_batches
 from .decode import DECODERS, Decoder
 from .errors import ModelError
+from .precision import AUTO, resolve_precision
 from .record import Sentence
 from .settings import NERBATCH_CONFIG, ModelSettings, read_folder_settings, read_model_config, settings_for
 
@@ -44,7 +45,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 @dataclass(frozen=True)
 class TaggerOptions:
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"
-    precision: str = "fp32"
+    precision: str = AUTO  # or one of PRECISIONS; "auto": this machine's measured choice (nerbatch.precision)
     max_length: int | None = None  # default: what the model was trained with, else its limit (<= 512)
     stride: int | None = None  # window step for long sentences, in subwords (default: half a window)
     context: bool | None = None  # document context; default: what the model was trained with
@@ -92,8 +93,8 @@ class Tagger:
     """
 
     def __init__(self, model: str, options: TaggerOptions = TaggerOptions()) -> None:
-        if options.precision not in PRECISIONS:
-            raise ModelError(f"unknown precision {options.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+        if options.precision not in PRECISIONS and options.precision != AUTO:
+            raise ModelError(f"unknown precision {options.precision!r}", hint=f"use one of {AUTO}, {', '.join(PRECISIONS)}")
         if options.decode not in DECODERS:
             raise ModelError(f"unknown decoder {options.decode!r}", hint=f"use one of {', '.join(DECODERS)}")
         self.model_name = model
@@ -109,6 +110,8 @@ class Tagger:
             self._settings = read_folder_settings(
                 model, max_length=options.max_length, context=options.context, stride=options.stride
             )
+        # "auto" -> the precision measured fastest here, before anything reads options.precision
+        self.options, self.precision_choice = resolve_precision(model, options)
 
     # -- settings and back-end -------------------------------------------------------------------
     @property

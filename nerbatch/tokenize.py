@@ -39,23 +39,31 @@ class TextSettings:
     ``tokenizer``/``splitter``/``rules`` name what cuts the text; ``version`` is the nltk version
     it was recorded with ("" when unknown); ``layout`` is how input text is cut into sentences
     (``line``: one sentence a line; ``paragraph``: blank-line separated paragraphs, each split into
-    sentences; ``document``: the whole text split into sentences).
+    sentences; ``document``: the whole text split into sentences; None: each format's default,
+    ``line`` for text files and ``document`` for JSONL/Parquet text fields). ``tokenizer`` is
+    ``"whitespace"`` for text cut at whitespace only (``--tokenizer whitespace``).
     """
 
     tokenizer: str = TOKENIZER
     splitter: str = SPLITTER
     rules: int = RULES
     version: str = ""
-    layout: str = "line"
+    layout: str | None = "line"
 
     def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
+        if self.layout is not None and self.layout not in LAYOUTS:
             raise ValueError(f"unknown text layout {self.layout!r}; expected one of {', '.join(LAYOUTS)}")
 
     @classmethod
-    def current(cls, layout: str = "line") -> TextSettings:
-        """The settings this installation produces (nltk's version read without importing it)."""
-        return cls(version=library_version(), layout=layout)
+    def current(cls, layout: str | None = "line", words: str = "treebank") -> TextSettings:
+        """The settings this installation produces (nltk's version read without importing it);
+        ``words`` is the word splitter of :func:`layout_records` (``treebank`` or ``whitespace``)."""
+        return cls(tokenizer=TOKENIZER if words == "treebank" else words, version=library_version(), layout=layout)
+
+    @property
+    def words(self) -> str:
+        """The word splitter to pass to :func:`layout_records` (``ReadOptions.tokenizer``)."""
+        return "whitespace" if self.tokenizer == "whitespace" else "treebank"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -439,10 +447,10 @@ def layout_records(text: str, layout: str = "line", words: str = "treebank") -> 
     return out
 
 
-def contract(layout: str = "line") -> dict[str, Any]:
+def contract(layout: str | None = "line", words: str = "treebank") -> dict[str, Any]:
     """The tokenisation settings to record with a model trained or run on raw text (``nerbatch.json``).
 
     ``TextSettings.from_dict(contract())`` gives them back; compare with
     :meth:`TextSettings.differences` against ``TextSettings.current(layout)`` at tagging time.
     """
-    return TextSettings.current(layout).to_dict()
+    return TextSettings.current(layout, words).to_dict()

@@ -33,14 +33,14 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
-from . import __version__
+from . import __version__, casing
 from . import train_output as files
-from . import casing
 from .align import IGNORE, Specials, check_fast, features_for, in_context, label_ids, word_pieces
 from .errors import InputError, ModelError, NerbatchError
 from .io import ReadOptions, read
 from .record import Sentence, iob1_to_iob2, is_tag
 from .settings import NERBATCH_CONFIG
+from .tokenize import contract
 
 
 def default_base_model() -> str:
@@ -77,7 +77,7 @@ class TrainOptions:
     input_format: str | None = None
     read_options: ReadOptions = field(default_factory=ReadOptions)
     threads: int | None = None
-    bf16: bool | None = None  # bf16 autocast; None: on where it is fast (CUDA with bf16, CPUs with AMX-BF16)
+    bf16: bool | None = None  # bf16 autocast; None: on where it is fast (CUDA with bf16, CPUs where it measures faster)
     group_by_length: bool = True  # batches of similar length (less padding); False: random batches
     group_pool: int = 8  # with group_by_length: sort within random pools of this many batches
     select: str | None = None  # "best" (dev F1) or "last"; None: best with a dev set, else last
@@ -122,11 +122,14 @@ def _sentences(paths: list[str], fmt: str | None, options: ReadOptions) -> Itera
             yield sent
 
 
-def collect_labels(paths: list[str], fmt: str | None, options: ReadOptions) -> list[str]:
-    """``O`` then ``B-X``, ``I-X`` for every type X seen, sorted by type."""
+def collect_labels(paths: list[str], fmt: str | None, options: ReadOptions, seen: dict | None = None) -> list[str]:
+    """``O`` then ``B-X``, ``I-X`` for every type X seen, sorted by type; ``seen["text"]`` is set
+    when some training sentence came from raw text (span-annotated JSONL, ...)."""
     types: set[str] = set()
     for sent in _sentences(paths, fmt, options):
         types.update(t[2:] for t in sent.tags if t != "O")
+        if seen is not None and sent.text is not None:
+            seen["text"] = True
     if not types:
         raise InputError("no entities in the training data", path=paths[0])
     return ["O"] + [f"{p}-{t}" for t in sorted(types) for p in ("B", "I")]
@@ -230,21 +233,17 @@ def format_epochs(rows: list[dict], kept_step: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def bf16_is_fast() -> bool:
-    """bf16 autocast pays off: a CUDA device with bf16, or a CPU with AMX-BF16 tiles (Linux flags).
-    Elsewhere bf16 matmuls are emulated and slower than fp32."""
+def bf16_is_fast(model: str | None = None, threads: int | None = None) -> bool:
+    """bf16 autocast pays off: a CUDA device with bf16, or a CPU where bf16 matmuls on ``model``'s
+    widths measure at least :data:`nerbatch.precision.MARGIN` times fp32's (the measurement of
+    ``--precision auto``, cached per CPU); emulated bf16 (no AVX512-BF16/AMX) measures far slower."""
     import torch
 
     if torch.cuda.is_available():
         return bool(torch.cuda.is_bf16_supported())
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
-    except OSError:
-        pass
-    return False
+    from .precision import MARGIN, bf16_speedup
+
+    return bf16_speedup(model or "", threads) >= MARGIN
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, pool: int, seed: int) -> list[list[int]]:
@@ -292,10 +291,20 @@ def _check_options(opts: TrainOptions) -> str:
 
 def _file_id(path: str) -> dict:
     h = hashlib.sha256()
+    if path.startswith("hf:"):  # a hub dataset: its id (the hub revision is not looked up)
+        return {"path": path, "sha256": None}
+    from .io.hf import split_ref
+
+    # a dataset folder (save_to_disk, data files; DIR@SPLIT): every file in it, by relative path
+    top = split_ref(path)[0]
+    names = [top] if not os.path.isdir(top) else sorted(os.path.join(d, n) for d, _, fs in os.walk(top) for n in fs)
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        for name in names:
+            if name != top:
+                h.update(os.path.relpath(name, top).encode() + b"\0")
+            with open(name, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
     except OSError as exc:
         raise InputError(f"cannot read the data: {exc.strerror}", path=path) from None
     return {"path": path, "sha256": h.hexdigest()}
@@ -590,6 +599,8 @@ def _write_model(work: str, source: str, tokenizer, result: dict, opts: TrainOpt
     atomic_write(os.path.join(new, "metrics.json"), json.dumps(result, indent=2) + "\n")
     saved = {"nerbatch_version": __version__, "max_length": opts.max_length, "context": opts.context, "scheme": "IOB2",
              "casing": result["settings"]["casing"]}
+    if result.get("text"):
+        saved["text"] = result["text"]
     atomic_write(os.path.join(new, NERBATCH_CONFIG), json.dumps(saved, indent=2) + "\n")
     atomic_write(os.path.join(new, "README.md"), model_card(result))
     files.settle(new)
@@ -630,7 +641,7 @@ def _train_locked(opts: TrainOptions, select: str, work: str) -> dict:
     local = resolve_model(base)  # refuses missing folders, unreachable hub ids, folders with auto_map code
     if not local and not hub_reachable():
         local = True  # in the local cache only: do not wait on the network
-    bf16 = bf16_is_fast() if opts.bf16 is None else opts.bf16
+    bf16 = bf16_is_fast(base, opts.threads) if opts.bf16 is None else opts.bf16
     if opts.log_json:
         try:
             open(opts.log_json, "a").close()
@@ -670,7 +681,8 @@ def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     set_seed(opts.seed)
-    labels = collect_labels(opts.train, opts.input_format, opts.read_options)
+    seen: dict = {}
+    labels = collect_labels(opts.train, opts.input_format, opts.read_options, seen)
     label2id = {lab: i for i, lab in enumerate(labels)}
     tokenizer, model = _load_base(base, local, labels)
     stats: dict = {}
@@ -696,6 +708,8 @@ def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
             trainer.train(resume_from_checkpoint=checkpoint)
         report.close()
         result = _result(opts, base, bf16, select, fp, labels, run, stats, len(train_ds), shapes)
+        if seen.get("text"):  # trained on raw text: how it was cut, for `tag` to cut text the same way
+            result["text"] = contract(opts.read_options.layout, opts.read_options.tokenizer)
         latest = files.latest_checkpoint(work)
         if latest is None or not latest[1].get("finished"):
             raise NerbatchError("training ended without a final checkpoint")  # not expected

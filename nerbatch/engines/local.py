@@ -27,6 +27,7 @@ class TagSummary:
     tagged: int = 0  # sentences the model tagged in this run (not those of complete or resumed-over parts)
     seconds: float = 0.0
     forward_seconds: float = 0.0
+    precision: str = ""  # the precision used and, for auto, why: "bf16 (auto: 3.1x fp32 here)"
     per_file: list[dict] = field(default_factory=list)
 
     def line(self) -> str:
@@ -39,6 +40,7 @@ class TagSummary:
         return (
             f"nerbatch: {self.files} file(s), {self.sentences:,} sentences, {self.tokens:,} tokens, "
             f"{self.entities:,} entities{extra} in {self.seconds:.1f} s ({rate:,.0f} sentences/s)"
+            + (f"; precision {self.precision}" if self.precision else "")
         )
 
 
@@ -109,6 +111,8 @@ def tag_files(
         summary.seconds = time.perf_counter() - t0
         summary.forward_seconds = tagger.forward_seconds
         summary.tagged = tagger.sentences_tagged
+        choice = getattr(tagger, "precision_choice", None)
+        summary.precision = choice.reason if choice is not None else ""
     return summary
 
 

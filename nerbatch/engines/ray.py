@@ -431,4 +431,6 @@ def tag_files_ray(
         if started:
             ray.shutdown()
     summary.seconds = time.perf_counter() - t0  # Ray and actor start-up included
+    choice = getattr(tagger, "precision_choice", None)  # the actors run the driver's resolved options
+    summary.precision = choice.reason if choice is not None else summary.precision
     return summary

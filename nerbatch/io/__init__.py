@@ -8,9 +8,10 @@ from typing import Callable, Iterator
 from ..errors import InputError
 from ..record import Sentence
 from .base import STDIO, ReadOptions, Writer
+from .compress import compression_of, split_compression
 
-INPUT_FORMATS = ("conll", "jsonl", "parquet", "text")
-OUTPUT_FORMATS = ("conll", "jsonl", "parquet", "html")
+INPUT_FORMATS = ("conll", "jsonl", "parquet", "text", "hf")
+OUTPUT_FORMATS = ("conll", "jsonl", "parquet", "html", "hf")
 
 _EXTENSIONS = {
     ".conll": "conll",
@@ -28,12 +29,19 @@ _EXTENSIONS = {
     ".html": "html",
     ".htm": "html",
 }
-EXTENSION_FOR = {"conll": ".conll", "jsonl": ".jsonl", "parquet": ".parquet", "html": ".html", "text": ".txt"}
+EXTENSION_FOR = {"conll": ".conll", "jsonl": ".jsonl", "parquet": ".parquet", "html": ".html", "text": ".txt", "hf": ""}
 
 
 def guess_format(path: str, default: str | None = None) -> str | None:
-    """The format named by the file extension (``eng.testb``-style CoNLL names included)."""
-    name = os.path.basename(path).lower()
+    """The format named by the file extension (``eng.testb``-style CoNLL names included); a
+    compression suffix is looked under (``a.conll.gz`` is CoNLL); a Hugging Face dataset
+    (``hf:ID``, a ``save_to_disk`` folder) is ``hf``."""
+    from .compress import split_compression
+    from .hf import is_dataset
+
+    if is_dataset(path):
+        return "hf"
+    name = os.path.basename(split_compression(path)[0]).lower()
     ext = os.path.splitext(name)[1]
     if ext in _EXTENSIONS:
         return _EXTENSIONS[ext]
@@ -45,12 +53,13 @@ def guess_format(path: str, default: str | None = None) -> str | None:
 def looks_like_conll(path: str, lines: int = 50) -> bool:
     """Sniff a ``.txt`` file: ``-DOCSTART-`` or token lines whose last column is a tag mean CoNLL."""
     from ..record import is_tag
-    from .base import raw_lines
+    from .base import open_binary, raw_lines
+    from .compress import decompress_errors
     from .conll import split_columns
 
     seen = 0
     try:
-        with open(path, "rb") as fh:
+        with open_binary(path) as fh:
             for raw in raw_lines(fh):
                 text = raw.decode("utf-8", "replace").strip(" \t\r\n").lstrip("\ufeff")
                 if not text:
@@ -63,7 +72,7 @@ def looks_like_conll(path: str, lines: int = 50) -> bool:
                 seen += 1
                 if seen >= lines:
                     break
-    except OSError:
+    except (InputError, *decompress_errors()):
         return False
     return seen > 0
 
@@ -76,6 +85,12 @@ def input_format(path: str, explicit: str | None) -> str:
     fmt = guess_format(path)
     if fmt == "text" and os.path.isfile(path) and looks_like_conll(path):
         return "conll"
+    if fmt == "parquet" and compression_of(path):
+        raise InputError(
+            "a compressed Parquet file cannot be streamed (Parquet is read by row group, which needs seeking)",
+            path=path,
+            hint="decompress it: Parquet compresses its own pages",
+        )
     if fmt is None or fmt not in INPUT_FORMATS:
         raise InputError(
             "cannot tell the input format from the extension",
@@ -87,11 +102,12 @@ def input_format(path: str, explicit: str | None) -> str:
 
 def reader_for(fmt: str) -> Callable[[str, ReadOptions], Iterator[Sentence]]:
     from .conll import read_conll
+    from .hf import read_dataset
     from .jsonl import read_jsonl
     from .parquet import read_parquet
     from .text import read_text
 
-    return {"conll": read_conll, "jsonl": read_jsonl, "parquet": read_parquet, "text": read_text}[fmt]
+    return {"conll": read_conll, "jsonl": read_jsonl, "parquet": read_parquet, "text": read_text, "hf": read_dataset}[fmt]
 
 
 def read(path: str, fmt: str | None = None, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
@@ -113,6 +129,16 @@ def open_writer(
     ``part``/``resume``: the fixed partial-file name and checkpoint of a resumable run.
     """
     kw = {"part": part, "resume": resume}
+    if fmt in ("parquet", "hf") and compression_of(path):
+        raise InputError(
+            f"a {fmt} output cannot be compressed as a whole", path=path, hint="Parquet compresses its own pages; drop the suffix"
+        )
+    if fmt == "hf":
+        if path == STDIO:
+            raise InputError("a Hugging Face dataset output needs -o FOLDER", hint="pass -o FOLDER --output-format hf")
+        from .hf import DatasetWriter
+
+        return DatasetWriter(path, **kw)
     if fmt == "conll":
         from .conll import ConllWriter
 
@@ -150,9 +176,11 @@ __all__ = [
     "OUTPUT_FORMATS",
     "ReadOptions",
     "Writer",
+    "compression_of",
     "guess_format",
     "input_format",
     "open_writer",
     "read",
     "reader_for",
+    "split_compression",
 ]

@@ -38,6 +38,8 @@ class ReadOptions:
     # None: the format's default, "line" for text files and "document" for JSONL/Parquet text fields
     layout: str | None = None
     tokenizer: str = "treebank"  # raw-text words: "treebank" (CoNLL-style) or "whitespace" (split on whitespace only)
+    split: str | None = None  # Hugging Face dataset inputs: the split (None: the only one, else an error)
+    config: str | None = None  # Hugging Face dataset inputs: the configuration (``load_dataset(path, config)``)
 
     def layout_for(self, fmt: str) -> str:
         """The layout raw text of input format ``fmt`` ("text", "jsonl", "parquet") is cut by."""
@@ -46,12 +48,26 @@ class ReadOptions:
         return "line" if fmt == "text" else "document"
 
 
-def open_binary(path: str) -> BinaryIO:
-    """Open an input for binary reading (``-`` is stdin) with a clear error when it can't be."""
+def open_binary(path: str, decompress: bool = True) -> BinaryIO:
+    """Open an input for binary reading (``-`` is stdin) with a clear error when it can't be.
+
+    A compressed file (``.gz``, ``.bz2``, ``.xz``, ``.zst``: :mod:`nerbatch.io.compress`) reads as its
+    decompressed bytes, streamed, unless ``decompress`` is false.
+    """
     if path == STDIO:
         return sys.stdin.buffer
+    from .compress import compression_of, open_decompressed
+
+    kind = compression_of(path) if decompress else None
     try:
-        return open(path, "rb")
+        raw = open(path, "rb")
+        if kind is not None:
+            try:
+                return open_decompressed(path, raw, kind)
+            except BaseException:
+                raw.close()
+                raise
+        return raw
     except FileNotFoundError:
         raise InputError("no such file", path=path, hint="check the path") from None
     except IsADirectoryError:
@@ -123,8 +139,12 @@ def decoded_lines(path: str, options: ReadOptions) -> Iterator[tuple[int, str, s
     A byte-order mark at the start of a later line (files joined with ``cat``) is an error too.
     Reads the file lazily, line by line.
     """
+    from .compress import compression_of, decompress_errors
+
     stream = open_binary(path)
+    kind = compression_of(path) if path != STDIO else None
     offset = 0
+    lineno = 0
     try:
         for lineno, raw in enumerate(raw_lines(stream), 1):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -158,8 +178,17 @@ def decoded_lines(path: str, options: ReadOptions) -> Iterator[tuple[int, str, s
                 error = str(err)
             offset += len(raw)
             yield lineno, text.rstrip("\r\n"), error
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", path=path) from None
+    except decompress_errors() as exc:
+        if kind is None:
+            if isinstance(exc, OSError):
+                raise InputError(f"cannot read: {exc.strerror or exc}", path=path) from None
+            raise
+        raise InputError(
+            f"corrupt {kind} data at decompressed line {lineno + 1}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}",
+            path=path,
+            line=lineno + 1,
+            hint=f"the file is damaged or truncated; lines 1-{lineno} decompressed" if lineno else "the file is damaged or not " + kind,
+        ) from None
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
@@ -207,6 +236,7 @@ class AtomicOutput:
         self.binary = binary
         self.tmp: str | None = None
         self._closed = False
+        self.segments = None  # the compressor of a compressed output (see nerbatch.io.compress)
         if path == STDIO:
             self.handle: IO = sys.stdout.buffer if binary else sys.stdout
             return
@@ -232,6 +262,25 @@ class AtomicOutput:
             raise OutputError(f"{path}: output folder does not exist") from None
         except OSError as exc:
             raise OutputError(f"{path}: cannot write here: {exc.strerror}") from None
+        from .compress import compression_of
+
+        kind = compression_of(path)
+        if kind is not None:
+            from .compress import SegmentedCompressor
+
+            if part is not None:
+                os.lseek(fd, 0, os.SEEK_END)
+            try:
+                self.segments = SegmentedCompressor(fd, kind, path)
+            except BaseException:
+                os.close(fd)
+                if part is None:
+                    os.unlink(self.tmp)
+                raise
+            self.handle = self.segments if binary else io.TextIOWrapper(
+                self.segments, encoding="utf-8", newline="\n", errors="backslashreplace"  # type: ignore[arg-type]
+            )
+            return
         self.handle = os.fdopen(fd, "ab" if part else "wb") if binary else io.open(
             fd, "a" if part else "w", encoding="utf-8", newline="\n", errors="backslashreplace"
         )
@@ -249,6 +298,8 @@ class AtomicOutput:
         """Flush to disk; returns the bytes written so far (a checkpoint position)."""
         try:
             self.handle.flush()
+            if self.segments is not None:
+                self.segments.end_segment()  # a checkpoint ends on a complete compressed stream
             if self.tmp is not None:
                 os.fsync(self.handle.fileno())
                 return os.fstat(self.handle.fileno()).st_size
@@ -268,6 +319,8 @@ class AtomicOutput:
         self._closed = True
         try:
             self.handle.flush()
+            if self.segments is not None:
+                self.segments.end_segment(final=True)
             if self.tmp is not None:
                 os.fsync(self.handle.fileno())
                 self.handle.close()
@@ -280,6 +333,18 @@ class AtomicOutput:
         except OSError as exc:
             self._remove_tmp()
             raise OutputError(f"{self.path}: write failed: {exc.strerror or exc}") from None
+
+    def close_unpublished(self) -> str | None:
+        """Flush, fsync and close the temporary file without renaming it; returns its path (the
+        caller publishes it in another form and removes it, see :class:`nerbatch.io.hf.DatasetWriter`)."""
+        self._closed = True
+        self.handle.flush()
+        if self.segments is not None:
+            self.segments.end_segment(final=True)
+        if self.tmp is not None:
+            os.fsync(self.handle.fileno())
+        self.handle.close()
+        return self.tmp
 
     def abort(self, keep: bool = False) -> None:
         """Close without publishing; the partial file is removed unless ``keep`` (resumable)."""

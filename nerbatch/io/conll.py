@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..errors import InputError
-from ..record import Sentence
+from ..record import RECORD_DOC, Sentence
 from .base import ReadOptions, Writer, decoded_lines
 
 DOCSTART = "-DOCSTART-"
@@ -190,18 +190,33 @@ def _untagged(line: str) -> str:
     return f"{line}\n" if line.startswith("#") else f"{line}{_sep(line)}_\n"
 
 
+def document_of(sentence: Sentence) -> str | None:
+    """The document a sentence of non-CoNLL input belongs to: its ``doc_id``; a raw-text record
+    without one is a document of its own (a text file is one: ``doc_id`` "0"); None for token
+    records without a ``doc_id`` (sentences standing alone, all in one run of the output)."""
+    if sentence.doc_id is not None:
+        return sentence.doc_id
+    if sentence.text is not None:
+        return f"{RECORD_DOC}{sentence.path}:{sentence.line}"
+    return None
+
+
 class ConllWriter(Writer):
-    """Input line + one tag column; non-CoNLL input becomes ``word [gold] pred`` lines."""
+    """Input line + one tag column; non-CoNLL input becomes ``word [gold] pred`` lines, a blank line
+    between sentences and a ``-DOCSTART-`` line (with the same columns) between documents
+    (:func:`document_of`), as in the CoNLL-2003 files."""
 
     def __init__(self, path: str, **kw) -> None:
         self._first = True
+        self._doc: str | None = None
         super().__init__(path, **kw)
 
     def state(self) -> dict:
-        return {"first": self._first}
+        return {"first": self._first, "doc": self._doc}
 
     def restore(self, state: dict) -> None:
         self._first = state.get("first", True)
+        self._doc = state.get("doc")
 
     def write(self, sentence: Sentence) -> None:
         out = self.out
@@ -224,9 +239,13 @@ class ConllWriter(Writer):
         else:
             if not sentence.tokens:
                 return
+            gold = sentence.tags
+            doc = document_of(sentence)
             if not self._first:
                 parts.append("\n")
-            gold = sentence.tags
+                if doc != self._doc:
+                    parts.append(f"{DOCSTART}{' O' if gold else ''} O\n\n")
+            self._doc = doc
             for i, (tok, tag) in enumerate(zip(sentence.tokens, pred)):
                 tok = tok if tok.strip() and not any(c.isspace() for c in tok) else "_"
                 parts.append(f"{tok} {gold[i]} {tag}\n" if gold else f"{tok} {tag}\n")

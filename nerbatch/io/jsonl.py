@@ -6,6 +6,11 @@ adding ``pred_tags`` and ``entities``. Input must be strict JSON: ``NaN``/``Infi
 Python's json module writes and reads, but no JSON parser has to) are refused, as are values
 nested too deeply to read and integers too long to convert.
 
+Gold can also be entity spans of the ``text`` (``entities``, ``spans``, ``label``, Label Studio
+tasks; :mod:`nerbatch.spans`): the text is tokenised and the spans become IOB2 word tags, which a
+JSONL output then carries as ``tags`` (the input's ``entities`` member is replaced by the
+predicted entities, as for every input).
+
 Values that did not come from JSON text (Parquet rows) are written as JSON too: timestamps,
 dates and times as ISO 8601 strings, durations as ISO 8601 durations (``PT1.5S``), decimals as
 strings (exact), binary as base64 strings, NaN and infinities as ``null``.
@@ -26,6 +31,7 @@ from typing import Any, Iterator
 from ..errors import InputError
 from ..record import RECORD_DOC, RecordParts, Sentence, token_offsets
 from ..scoring import conll_chunks
+from ..spans import SPAN_KEYS, Gold, SpanError, gold_spans
 from .base import ReadOptions, Writer, decoded_lines
 
 _WORD = re.compile(r"\S+")
@@ -134,6 +140,23 @@ def _parse_line(line: str, path: str, lineno: int) -> Any:
         ) from None
 
 
+def _token_objects(obj: dict, options: ReadOptions) -> bool:
+    """A token list of objects beside the text (Prodigy's ``tokens``): the text is tokenised instead."""
+    value = obj[options.tokens_key]
+    return (
+        isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+        and isinstance(obj.get(options.text_key), str)
+    )
+
+
+def _gold(obj: dict, options: ReadOptions, path: str, line: int) -> Gold | None:
+    """The record's gold entity spans (:func:`nerbatch.spans.gold_spans`), errors at ``path:line``."""
+    try:
+        return gold_spans(obj, options.text_key)
+    except SpanError as exc:
+        raise InputError(exc.message, path=path, line=line, hint=exc.hint) from None
+
+
 def split_text(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     """Whitespace words of ``text`` with their character offsets (raw text that comes with tags)."""
     tokens, spans = [], []
@@ -160,16 +183,22 @@ def record_to_sentences(
     ``text`` and ``source``, spans into that text, ``part``/``last`` set, and a document id (the
     record's own, or one made up for the record) so they give each other context. Raw text with
     gold ``tags`` (or predicted tags to evaluate) is split on whitespace into one sentence: such
-    tags can only be aligned with the whitespace words.
+    tags can only be aligned with the whitespace words. Raw text with gold entity spans
+    (``entities``/``spans``/``label``, a Label Studio task: :mod:`nerbatch.spans`) is tokenised and
+    split like text without gold, and the spans become the words' IOB2 ``tags``.
     """
     text = None
     spans = None
-    if options.tokens_key in obj and obj[options.tokens_key] is not None:
+    gold = None
+    if options.tokens_key in obj and obj[options.tokens_key] is not None and not _token_objects(obj, options):
         tokens = _str_list(obj[options.tokens_key], options.tokens_key, path, line)
     elif options.text_key in obj and obj[options.text_key] is not None:
         text = obj[options.text_key]
         if not isinstance(text, str):
             raise InputError(f"{options.text_key!r} must be a string", path=path, line=line)
+        tokens, spans = split_text(text)
+    elif (gold := _gold(obj, options, path, line)) is not None:  # a Label Studio task: data.text
+        text = gold.text
         tokens, spans = split_text(text)
     else:
         raise InputError(
@@ -208,20 +237,37 @@ def record_to_sentences(
         if obj.get(key) is not None:
             doc_id = str(obj[key])
             break
-    if text is not None and tags is None and pred is None:
+    if text is not None and tags is None and gold is None:
+        gold = _gold(obj, options, path, line)
+    if text is not None and tags is None and (pred is None or gold is not None):
         from .text import unit_sentences
 
-        sentences = unit_sentences(
-            text, options.layout_for(fmt), options.tokenizer, doc_id=doc_id, index=index, path=path, line=line, source=obj
-        )
+        try:
+            sentences = unit_sentences(
+                text, options.layout_for(fmt), options.tokenizer, doc_id=doc_id, index=index, path=path, line=line,
+                source=obj, gold=None if gold is None else gold.spans,
+            )
+        except SpanError as exc:
+            raise InputError(exc.message, path=path, line=line, hint=exc.hint) from None
         for sent in sentences:
             sent.line = line
+        if pred is not None:  # evaluating span gold: the predictions are for nerbatch's tokens
+            if sum(len(s.tokens) for s in sentences) != len(pred):
+                raise InputError(
+                    f"{sum(len(s.tokens) for s in sentences)} tokens (nerbatch's tokeniser) but {len(pred)} "
+                    f"predicted tags in {options.pred_key!r}", path=path, line=line,
+                )
+            pos = 0
+            for sent in sentences:
+                sent.pred, pos = pred[pos : pos + len(sent.tokens)], pos + len(sent.tokens)
         if len(sentences) > 1 and doc_id is None:
             for sent in sentences:
                 sent.doc_id = f"{RECORD_DOC}{path}:{line}"
         if sentences:
             return sentences
         tokens, spans = [], []  # no tokens at all: one empty sentence keeps the record
+        if gold is not None:
+            tags = []
     return [
         Sentence(
             tokens=tokens,
@@ -369,6 +415,13 @@ def _predictions(sentence: Sentence) -> dict:
     not the text's whitespace words, so ``pred_tags`` can be lined up with them (and reading the
     output back gives the same tokens)."""
     new: dict = {}
+    source = sentence.source
+    if (
+        isinstance(source, dict) and sentence.tags is not None and sentence.text is not None
+        and "tags" not in source and "ner_tags" not in source
+        and any(source.get(key) is not None for key in (*SPAN_KEYS, "annotations"))
+    ):
+        new["tags"] = sentence.tags  # gold from entity spans, as word tags (`evaluate` scores them)
     if (
         isinstance(sentence.source, dict)
         and sentence.text is not None

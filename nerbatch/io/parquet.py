@@ -125,6 +125,7 @@ class ParquetWriter(Writer):
         self.bytes_per_group = bytes_per_group
         self.extra_json = extra_json
         self.input_schema = input_schema
+        self.keep_metadata = False  # the schema came with the rows (a dataset input): keep its features
         self.schema = None
         self.writer = None
         self.sealed = 0  # complete part files (resumable mode)
@@ -174,7 +175,7 @@ class ParquetWriter(Writer):
             base = [f for f in self.input_schema if f.name not in ("pred_tags", "pred_scores")]
             if "tokens" in row and "tokens" not in self.input_schema.names:  # raw text: its tokens
                 base.append(pa.field("tokens", pa.list_(pa.string())))
-            return pa.schema(base + extra)
+            return pa.schema(base + extra, metadata=self.input_schema.metadata if self.keep_metadata else None)
         fields = [
             pa.field("doc_id", pa.string()),
             pa.field("index", pa.int64()),
@@ -195,6 +196,9 @@ class ParquetWriter(Writer):
         if joined is None:
             return
         sentence = joined
+        row_schema = getattr(sentence.source, "arrow_schema", None)  # a dataset row (nerbatch.io.hf)
+        if row_schema is not None and self.input_schema is None and self.schema is None:
+            self.input_schema, self.keep_metadata = row_schema, True
         if isinstance(sentence.source, dict) and self.input_schema is not None:
             row = dict(sentence.source)
             if sentence.text is not None and "tokens" not in self.input_schema.names:

@@ -11,26 +11,43 @@ of one unit, which the JSONL and HTML writers join back into one record.
 
 from __future__ import annotations
 
-from typing import Iterator
+from dataclasses import replace
+from typing import Iterable, Iterator
 
 from ..record import Sentence
-from ..tokenize import layout_records
+from ..spans import Span, align
+from ..tokenize import TextSettings, layout_records
 from .base import ReadOptions, decoded_lines
 
 
 def unit_sentences(
-    text: str, layout: str, words: str, *, doc_id: str | None, index: int, path: str, line: int, source=None
+    text: str,
+    layout: str,
+    words: str,
+    *,
+    doc_id: str | None,
+    index: int,
+    path: str,
+    line: int,
+    source=None,
+    gold: list[Span] | None = None,
 ) -> list[Sentence]:
     """The sentences of one unit of raw text (``layout`` as in :func:`nerbatch.tokenize.layout_records`,
-    applied to ``text`` as a whole: a line stays one sentence, a paragraph or document is split)."""
+    applied to ``text`` as a whole: a line stays one sentence, a paragraph or document is split).
+
+    ``gold``: entity spans of the text (:mod:`nerbatch.spans`), which become the sentences' IOB2
+    ``tags`` (sentences a span crosses are joined); raises :class:`~nerbatch.spans.SpanError`.
+    """
     units = layout_records(text, layout, words)
     sentences = [sent for unit in units for sent in unit]
+    tagged = align(text, sentences, gold) if gold is not None else [(toks, None) for toks in sentences]
     out = []
-    for k, toks in enumerate(sentences):
+    for k, (toks, tags) in enumerate(tagged):
         first = toks[0][1]
         out.append(
             Sentence(
                 tokens=[t for t, _, _ in toks],
+                tags=tags,
                 doc_id=doc_id,
                 index=index + k,
                 path=path,
@@ -39,7 +56,7 @@ def unit_sentences(
                 text=text,
                 spans=[(a, b) for _, a, b in toks],
                 part=k,
-                last=k == len(sentences) - 1,
+                last=k == len(tagged) - 1,
             )
         )
     return out
@@ -86,3 +103,54 @@ def read_text(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sente
         lines.append(line)
     if lines:
         yield from unit()
+
+
+TEXT_FORMATS = ("text", "jsonl", "parquet", "hf")  # input formats that can hold raw text
+
+
+def apply_contract(
+    options: ReadOptions,
+    recorded: dict | None,
+    formats: Iterable[str] = TEXT_FORMATS,
+    *,
+    tokenizer_given: bool = False,
+    layout_given: bool = False,
+) -> tuple[ReadOptions, list[str]]:
+    """Read options that cut raw text as the model's training data was cut.
+
+    ``recorded``: the tokenisation contract in the model's ``nerbatch.json`` (``text``, see
+    :class:`nerbatch.tokenize.TextSettings`; None for a model trained on tokens: nothing changes).
+    Its word splitter and layout are applied unless the run gave ``--tokenizer``/``--layout``
+    (``*_given``); returns the options and one-line notices: an explicit choice that differs from
+    the recorded one for one of the input ``formats``, or tokenisation rules or an nltk version that
+    differ from this installation's. Inputs that hold no raw text (CoNLL) get no notices.
+    """
+    formats = [f for f in formats if f in TEXT_FORMATS]
+    if not isinstance(recorded, dict):
+        return options, []
+    try:
+        saved = TextSettings.from_dict(recorded)
+    except (TypeError, ValueError) as exc:
+        note = f"the model's nerbatch.json has a text tokenisation this nerbatch cannot read ({exc}); using the defaults"
+        return options, [note] if formats else []
+    notes = []
+    if not tokenizer_given:
+        options = replace(options, tokenizer=saved.words)
+    elif options.tokenizer != saved.words:
+        notes.append(f"--tokenizer {options.tokenizer}: the model was trained on text cut by {saved.words}")
+    if not layout_given:
+        options = replace(options, layout=saved.layout)
+    else:
+        trained = ReadOptions(layout=saved.layout)
+        other = sorted({trained.layout_for(f) for f in formats if trained.layout_for(f) != options.layout})
+        if other:
+            notes.append(f"--layout {options.layout}: the model was trained with --layout {'/'.join(other)} for such input")
+    current = TextSettings.current(saved.layout, saved.words)
+    differ = [
+        f"{name} {getattr(saved, name)!r} then, {getattr(current, name)!r} now"
+        for name in ("tokenizer", "splitter", "rules", "version")
+        if any(d.startswith(name + ":") for d in current.differences(saved))
+    ]
+    if differ:
+        notes.append(f"the model's training text was tokenised otherwise ({'; '.join(differ)}): some tokens may differ")
+    return options, notes if formats else []
