@@ -33,7 +33,7 @@ from .settings import read_json
 
 __all__ = [
     "Backend", "TorchBackend", "OnnxBackend", "load_backend", "compile_wanted", "batch_sizes",
-    "load_model", "resolve_model", "refuse_custom_code", "hub_reachable",
+    "load_model", "resolve_model", "refuse_custom_code", "hub_reachable", "upgrade",
 ]
 
 
@@ -67,6 +67,7 @@ class TorchBackend:
     max_width: int
     positions: int = 512  # the model's position embeddings (for a hub id's settings)
     tokenizer_max: int = 512  # the tokenizer's model_max_length
+    pending: object = None  # a compiled.BackgroundBuild to swap in when ready (see upgrade())
 
     def word_pieces(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         return word_pieces(self.tokenizer, batch)
@@ -326,10 +327,22 @@ def load_backend(model: str, options, max_length: int | None = None, token_types
     if precision == "int8" and gpu:
         raise ModelError("--precision int8 runs on the CPU only", hint="use --device cpu, or bf16/fp16 on a GPU")
     compile_it = compile_wanted(model, precision, options.compile, cuda=gpu)
+    pending = None
     if compile_it:
         found = _cached(model, precision, cache, options.threads, options.verbose, token_types)
         if found is not None:
             return found
+        if options.compile is None and os.environ.get("NERBATCH_COMPILE_WAIT", "") not in ("1", "yes", "true"):
+            from . import compiled
+
+            # auto: never make this run wait for the compiler (see compiled.build_in_background)
+            try:
+                pending = compiled.build_in_background(model, precision, cache, _width(model, max_length), token_types)
+                compile_it = False
+                _notice(options.verbose, "compiling the model for this CPU in the background (cached for the next "
+                        f"runs in {cache}); tagging starts now with the uncompiled model")
+            except OSError as exc:  # an unwritable cache, no fork: compile here as before
+                _notice(options.verbose, f"cannot compile in the background ({exc}); compiling now")
     tokenizer, net = load_model(model)
     if token_types and (getattr(net.config, "type_vocab_size", 0) or 0) < SHAPES:
         raise ModelError(
@@ -370,8 +383,42 @@ def load_backend(model: str, options, max_length: int | None = None, token_types
 
     return TorchBackend(
         forward=forward, tokenizer=tokenizer, labels=labels, specials=specials, pad_id=pad_id, device=dev,
-        kind="eager", max_width=width, positions=positions, tokenizer_max=tokenizer.model_max_length,
+        kind="eager", max_width=width, positions=positions, tokenizer_max=tokenizer.model_max_length, pending=pending,
     )
+
+
+def _width(model: str, max_length: int | None) -> int:
+    """The widest row a compiled copy takes: the model's positions (from its config.json), at most 512."""
+    positions = read_json(os.path.join(model, "config.json")).get("max_position_embeddings") or 512
+    return min(512, max(positions, max_length or 0))
+
+
+def upgrade(backend, options):
+    """The compiled back-end that a background build of ``backend``'s model has finished, or None
+    (none pending, not ready yet, or failed: then the pending build is dropped and the run stays eager)."""
+    pending = getattr(backend, "pending", None)
+    if pending is None:
+        return None
+    entry = pending.ready()
+    if entry is None:
+        if not pending.running():
+            backend.pending = None
+            from .compiled import log_path
+
+            _notice(options.verbose, "the background compile did not finish (see "
+                    f"{log_path(pending.cache_dir, pending.key)}); running uncompiled")
+        return None
+    backend.pending = None
+    try:
+        if bool(entry.meta.get("token_types")) != pending.token_types:
+            raise ModelError("built for other model inputs (token type ids)")
+        found = _from_entry(entry, options.threads)
+    except Exception as exc:  # noqa: BLE001 - a damaged entry: stay eager (the next run rebuilds it)
+        _notice(options.verbose, f"the compiled model {entry.folder} does not load ({exc}); running uncompiled")
+        return None
+    if found.max_width < backend.max_width:
+        return None
+    return found
 
 
 def batch_sizes(options, device: str) -> tuple[int, int]:

@@ -31,7 +31,10 @@ from typing import Sequence
 
 from . import cache
 
-__all__ = ["CompiledModel", "RawTokenizer", "CompileError", "COMPILE_PRECISIONS", "build", "compiler_available"]
+__all__ = [
+    "CompiledModel", "RawTokenizer", "CompileError", "COMPILE_PRECISIONS", "build", "compiler_available",
+    "BackgroundBuild", "build_in_background", "build_running",
+]
 
 COMPILE_PRECISIONS = ("fp32", "bf16")
 MAX_ROWS = 65536  # export bounds of the dynamic axes
@@ -196,3 +199,148 @@ def build(
         return cache.save_entry(cache_dir, cache.entry_key(model, precision), precision, tokenizer, meta, write)
     except cache.CacheError as exc:
         raise CompileError(str(exc)) from None
+
+
+# -- building in the background -------------------------------------------------------------------
+#
+# A first run must not wait for the compiler (15-60 s on two cores): the tagger starts with the
+# eager model while a separate process (its own session, lowest CPU priority, so it takes only
+# cores the tagging leaves idle and holds no GIL of ours) builds the entry; the tagger swaps the
+# compiled model in at the next block once the entry is there (:class:`BackgroundBuild`), and a run
+# that ends first leaves the build running for the next one. One build per entry at a time: the
+# builder holds a lock file in the cache folder.
+
+
+def _lock_path(cache_dir: str, key: str) -> str:
+    return os.path.join(cache_dir, f".{key}.building")
+
+
+def log_path(cache_dir: str, key: str) -> str:
+    """Where a background build writes its errors."""
+    return os.path.join(cache_dir, f".{key}.build.log")
+
+
+def build_running(cache_dir: str, key: str) -> bool:
+    """Whether a process holds the build lock of entry ``key``."""
+    import fcntl
+
+    try:
+        fd = os.open(_lock_path(cache_dir, key), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+class BackgroundBuild:
+    """A build of entry ``key`` in another process; :meth:`ready` is the entry once it exists."""
+
+    def __init__(self, cache_dir: str, key: str, precision: str, token_types: bool, process=None) -> None:
+        self.cache_dir, self.key, self.precision, self.process = cache_dir, key, precision, process
+        self.token_types = token_types
+
+    def ready(self) -> cache.Entry | None:
+        return cache.find_entry(self.cache_dir, self.key, self.precision)
+
+    def running(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return build_running(self.cache_dir, self.key)
+
+    def wait(self, timeout: float | None = None) -> cache.Entry | None:
+        """Wait for the build (tests, benchmarks); the entry, or None when it failed."""
+        import time
+
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.running() and (end is None or time.monotonic() < end):
+            time.sleep(0.2)
+        return self.ready()
+
+
+def build_in_background(model: str, precision: str, cache_dir: str, max_width: int, token_types: bool) -> BackgroundBuild:
+    """Start (or join) the build of ``model``'s entry in a detached low-priority process."""
+    import fcntl
+    import subprocess
+    import sys
+
+    key = cache.entry_key(model, precision)
+    os.makedirs(cache_dir, exist_ok=True)
+    # the lock is taken here and handed to the builder, so a second run that starts before the
+    # builder is up joins this build instead of starting its own
+    fd = os.open(_lock_path(cache_dir, key), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return BackgroundBuild(cache_dir, key, precision, token_types)  # another process builds it
+        args = [sys.executable, "-m", "nerbatch.compiled", os.path.abspath(model), precision, cache_dir, str(max_width),
+                f"--lock-fd={fd}"]
+        if token_types:
+            args.append("--token-types")
+        with open(log_path(cache_dir, key), "wb") as log:  # the builder's errors, if any, for a look later
+            process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                start_new_session=True, pass_fds=(fd,),
+            )
+    finally:
+        os.close(fd)  # the builder holds the lock from here on
+    return BackgroundBuild(cache_dir, key, precision, token_types, process)
+
+
+def _lowest_priority() -> None:
+    """Nice 19, for the process and (Linux autogroups: nice counts only within a session) its session."""
+    with contextlib.suppress(OSError):
+        os.nice(19)
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as fh:
+        fh.write("19")
+
+
+def build_main(argv: list[str]) -> int:
+    """``python -m nerbatch.compiled MODEL PRECISION CACHE_DIR MAX_WIDTH [--token-types] [--lock-fd=N]``:
+    build one entry (``--lock-fd``: the build lock, already held, inherited from the parent)."""
+    import fcntl
+    import sys
+    import time
+
+    from .align import Specials
+    from .backends import load_model
+
+    model, precision, cache_dir, width = argv[0], argv[1], argv[2], int(argv[3])
+    token_types = "--token-types" in argv[4:]
+    handed = [int(a.split("=", 1)[1]) for a in argv[4:] if a.startswith("--lock-fd=")]
+    _lowest_priority()
+    key = cache.entry_key(model, precision)
+    os.makedirs(cache_dir, exist_ok=True)
+    if handed:  # locked by the process that started this one
+        fd = handed[0]
+    else:
+        fd = os.open(_lock_path(cache_dir, key), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return 0  # another process builds it
+    try:
+        if cache.find_entry(cache_dir, key, precision) is not None:
+            return 0
+        delay = float(os.environ.get("NERBATCH_TEST_BUILD_DELAY", "0") or 0)  # test hook: a slow build
+        if delay:
+            time.sleep(delay)
+        tokenizer, net = load_model(model)
+        build(model, precision, tokenizer, net, Specials.of(tokenizer), cache_dir, max_width=width, token_types=token_types)
+        return 0
+    except CompileError as exc:
+        print(f"nerbatch: the compiled model was not built: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        os.close(fd)  # (the lock file stays: unlinking it would let a third process lock a new one meanwhile)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(build_main(sys.argv[1:]))

@@ -26,7 +26,7 @@ from typing import Iterable, Iterator, Sequence
 
 from . import casing
 from .align import Feature, features_for, from_sentence, in_context, split_blocks, word_probs
-from .backends import batch_sizes, compile_wanted, load_backend, load_model, refuse_custom_code, resolve_model
+from .backends import batch_sizes, compile_wanted, load_backend, load_model, refuse_custom_code, resolve_model, upgrade
 from .batching import DEFAULT_BLOCK, background, chunked, plan_batches
 from .decode import DECODERS, Decoder
 from .errors import ModelError
@@ -216,6 +216,10 @@ class Tagger:
 
     def run(self, prepared: PreparedBlock) -> list[Sentence]:
         """Predict every batch of a prepared block, then decode each sentence (``pred``, ``scores``)."""
+        if getattr(self.backend, "pending", None) is not None:  # a compiled copy building in the background
+            compiled_backend = upgrade(self.backend, self.options)
+            if compiled_backend is not None:
+                self.backend = compiled_backend
         parts: list[list[tuple[Feature, object]]] = [[] for _ in prepared.sentences]
         for batch in prepared.batches:
             fs = [prepared.features[i] for i in batch]

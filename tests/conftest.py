@@ -13,6 +13,7 @@ import pytest
 # 10 s even for the tiny models here; most tests build a fresh model, so it is off by default in the
 # suite and tests/test_compiled.py turns it on. Quantized/compiled caches go to a throw-away folder.
 os.environ.setdefault("NERBATCH_COMPILE", "0")
+os.environ.setdefault("NERBATCH_PRECISION_RATES", '{"fp32": 1}')  # auto precision = fp32, whatever this CPU measures
 os.environ.setdefault("NERBATCH_CACHE_DIR", tempfile.mkdtemp(prefix="nerbatch-test-cache-"))
 
 ROOT = Path(__file__).resolve().parent.parent
