@@ -15,12 +15,25 @@ every gold token's character span. Then:
   brackets): CoNLL's headlines, datelines and table rows end without punctuation, so about half
   the gold boundaries cannot be seen in flat text at all. ``tok F1 para`` is token boundary F1
   of the tokens of the split sentences against all gold tokens of the paragraph;
-* **words/s**: gold words per second (best of ``--repeat``) of tokenising the sentence texts,
-  and of splitting the paragraphs alone.
+* **words/s**: gold words per second (best of ``--repeat``) of tokenising the sentence texts, of
+  splitting the paragraphs alone, and of splitting and tokenising them (what paragraph input costs).
 
-``entity_scores_on_raw`` (not run here) is the hook for the model's entity F1 on raw text versus
-gold tokens, by exact character span and type. Results: ``benchmarks/results/raw_text.json`` and a
-markdown table on stdout.
+With ``--model MODEL_FOLDER`` the same run also tags with that model (fp32, not compiled, as
+``nerbatch tag --precision fp32 --no-compile``; :func:`entity_scores_on_raw`):
+
+* **entity P/R/F1 by exact character span and type** against the CoNLL gold entities, of the model
+  on the gold tokens (nerbatch's CoNLL reader, documents from -DOCSTART-) and on the raw text of each
+  document as a JSONL record (nerbatch's JSONL reader): one sentence a line (``line`` layout) and all
+  sentences in one paragraph without line breaks (``document`` layout, the default for ``text``
+  fields: splitting is nerbatch's job). Targets of issue #10: raw lines within 0.5 F1 points of gold
+  tokens, paragraphs within 1.5;
+* **the model's words/s** on the gold tokens in the same run, and the ratio of tokenising (lines)
+  and of splitting + tokenising (paragraphs) to it (target: at least 20x).
+
+    .venv/bin/python benchmarks/raw_text.py --model build/conll-model
+    .venv/bin/python benchmarks/raw_text.py --model /tmp/demo-model --limit-docs 20   # a quick check
+
+Results: ``benchmarks/results/raw_text.json`` and markdown tables on stdout.
 """
 
 from __future__ import annotations
@@ -40,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
-from detokenize import GoldDocument, GoldSentence, detokenize, join_sentences, read_conll  # noqa: E402
+from detokenize import GoldDocument, detokenize, join_sentences, read_conll  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "conll2003"
 RESULTS = ROOT / "benchmarks" / "results" / "raw_text.json"
@@ -299,17 +312,28 @@ def evaluate(cand: Candidate, bench: Bench, repeat: int) -> dict:
         row["gold_boundaries"], row["gold_boundaries_punct"] = ngold, ngold_p
         row["split_words_per_s"] = bench.words / secs
     if cand.split_tokens is not None:
+        preds, secs = timed(cand.split_tokens, [t for t, _, _ in bench.paragraphs], repeat)
         tp = npred = ngold = 0
-        for text, _, gold in bench.paragraphs:
-            a, b, c = boundary_counts(cand.split_tokens(text), gold)
+        for (_, _, gold), pred in zip(bench.paragraphs, preds):
+            a, b, c = boundary_counts(pred, gold)
             tp, npred, ngold = tp + a, npred + b, ngold + c
         row["para_token_f1"] = prf(tp, npred, ngold)[2]
+        row["split_tokenize_words_per_s"] = bench.words / secs
     return row
 
 
 # --------------------------------------------------------------------------------------------- #
-# Entity F1 on raw text (hook for the model: not run by main)
+# Entity F1 on raw text: one model, through nerbatch's own readers and Tagger (--model)
 # --------------------------------------------------------------------------------------------- #
+
+# The two raw-text inputs: name -> (JSONL layout, separator of the document's sentences in its text).
+# "lines": each document one record, one sentence a line, cut by the ``line`` layout. "paragraphs":
+# each document one record, its sentences joined by a space (no line break at all), cut by the
+# ``document`` layout, the default for JSONL/Parquet ``text`` fields (for text without line breaks
+# ``--layout paragraph`` cuts exactly the same: one paragraph, split into sentences by Punkt).
+RAW_INPUTS = {"lines": ("line", "\n"), "paragraphs": ("document", " ")}
+TARGETS = {"lines": 0.5, "paragraphs": 1.5}  # F1 points below the same model on gold tokens, at most
+SPEED_TARGET = 20.0  # tokenising at least this many times the model's words/s
 
 
 def _iob_chunks(tags: Sequence[str]) -> list[tuple[str, int, int]]:
@@ -322,65 +346,181 @@ def _char_entities(tags: Sequence[str], spans: Spans) -> set[tuple[str, int, int
     return {(label, spans[s][0], spans[e - 1][1]) for label, s, e in _iob_chunks(tags)}
 
 
-def entity_scores_on_raw(
-    tag: Callable[[list[list[str]]], list[list[str]]],
-    docs: list[GoldDocument],
-    layout: str = "line",
-    batch: int = 256,
-) -> dict:
-    """Entity P/R/F1 by exact ``(type, char_start, char_end)`` of ``tag`` on raw text and on gold tokens.
+def make_tagger(model: str, device: str = "auto"):
+    """The model as ``nerbatch tag --precision fp32 --no-compile`` loads it (eager fp32: comparable runs)."""
+    from nerbatch.tagger import Tagger, TaggerOptions
 
-    ``tag`` maps a batch of token lists to their IOB tags (e.g. a loaded nerbatch Tagger). The
-    raw text is the detokenised CoNLL text: under ``layout="line"`` one sentence a line, under
-    ``"paragraph"`` each document one paragraph, cut by ``nerbatch.tokenize.layout_units``. Gold
-    entities come from the gold tags on the gold token spans of the same text, so a wrong token or
-    sentence boundary that moves an entity's edge counts as both a false positive and a miss.
-    ``gold_tokens`` is the same model on the gold tokens: the gap is what raw text costs.
+    return Tagger(model, TaggerOptions(device=device, precision="fp32", compile=False))
+
+
+def _read_options(tagger, layout: str):
+    """What ``nerbatch tag --layout LAYOUT`` reads JSONL text with: the model's recorded word splitter
+    (``nerbatch.json``, a model trained on raw text) applied as the CLI does."""
+    from nerbatch.io import ReadOptions
+    from nerbatch.io.text import apply_contract
+    from nerbatch.settings import read_model_config, text_contract
+
+    recorded = text_contract(read_model_config(tagger.model_name)) if os.path.isdir(tagger.model_name) else None
+    options, notes = apply_contract(ReadOptions(layout=layout), recorded, ["jsonl"], layout_given=True)
+    for note in notes:
+        print(f"  nerbatch: {note}", file=sys.stderr)
+    return options
+
+
+def _tag_timed(tagger, sentences) -> tuple[list, float, float]:
+    """Tag a stream of sentences as ``nerbatch tag`` does (reading and tokenising in the background
+    producer); the sentences, wall seconds and seconds inside the model's forward passes."""
+    fwd = tagger.forward_seconds
+    t0 = time.perf_counter()
+    out = list(tagger.tag(sentences))
+    return out, time.perf_counter() - t0, tagger.forward_seconds - fwd
+
+
+def _prf_dict(tp: int, npred: int, ngold: int) -> dict:
+    p, r, f = prf(tp, npred, ngold)
+    return {"precision": p, "recall": r, "f1": f, "correct": tp, "predicted": npred, "gold": ngold}
+
+
+def _count(pred: dict[int, set], gold: dict[int, set]) -> dict:
+    tp = npred = ngold = 0
+    for k, g in gold.items():
+        p = pred.get(k, set())
+        tp, npred, ngold = tp + len(p & g), npred + len(p), ngold + len(g)
+    return _prf_dict(tp, npred, ngold)
+
+
+def _conll_sentences(path: Path, ndocs: int):
+    """The gold-token sentences of the first ``ndocs`` documents, read by nerbatch's CoNLL reader
+    (as ``nerbatch tag test.txt`` reads them: -DOCSTART- documents give the context)."""
+    from nerbatch.io import ReadOptions, read
+
+    seen: list[str] = []
+    for sent in read(str(path), "conll", ReadOptions()):
+        if sent.doc_id not in seen[-1:]:
+            seen.append(sent.doc_id)
+        if len(seen) > ndocs:
+            return
+        if sent.tokens:
+            yield sent
+
+
+def entity_scores_on_raw(tagger, docs: list[GoldDocument], conll_path: Path, workdir: Path) -> dict:
+    """Entity P/R/F1 by exact ``(type, char_start, char_end)`` of one model on raw text and on gold tokens.
+
+    Gold entities: the CoNLL gold tags (IOB1, chunked as conlleval does) on the gold tokens'
+    character spans in the detokenised text. ``gold_tokens``: the model on the gold tokens of the
+    CoNLL file (document context from -DOCSTART-), its entities mapped to character spans through
+    the detokeniser's spans. ``lines``/``paragraphs`` (:data:`RAW_INPUTS`): the detokenised text of
+    each document written to a JSONL file, one record a document with its ``doc_id`` (so the
+    sentences of a document give each other context, as the gold tokens do), read back by nerbatch's
+    JSONL reader, tagged, and the ``entities`` the JSONL writer would write (``char_start``,
+    ``char_end`` into the record's ``text``) compared with the gold ones. A token or sentence
+    boundary that moves an entity's edge counts as a false positive and a miss.
     """
-    from nerbatch.tokenize import layout_units
+    from nerbatch.io import read
+    from nerbatch.io.jsonl import entities
 
-    units: list[tuple[str, list[tuple[list[str], Spans]], list[tuple[GoldSentence, Spans]]]] = []
-    for doc in docs:
-        detok = [detokenize(s.tokens, s.pos) for s in doc.sentences]
-        if layout == "line":
-            for sent, (text, spans) in zip(doc.sentences, detok):
-                units.append((text, [], [(sent, spans)]))
-        else:
-            text, _, tok_spans = join_sentences(detok)
-            units.append((text, [], list(zip(doc.sentences, tok_spans))))
-    for text, pieces, _ in units:
-        for sent in layout_units(text, "line" if layout == "line" else "paragraph"):
-            pieces.append(([t for t, _, _ in sent], [(s, e) for _, s, e in sent]))
+    golds = [s for doc in docs for s in doc.sentences]
+    words = sum(len(s.tokens) for s in golds)
+    detok = [[detokenize(s.tokens, s.pos) for s in doc.sentences] for doc in docs]
 
-    def run(seqs: list[list[str]]) -> list[list[str]]:
-        out: list[list[str]] = []
-        for i in range(0, len(seqs), batch):
-            out.extend(tag(seqs[i : i + batch]))
-        return out
+    # warm-up (weights, first-call allocations), then the model on the gold tokens
+    list(tagger.tag(s for _, s in zip(range(64), _conll_sentences(conll_path, len(docs)))))
+    tagged, secs, fwd = _tag_timed(tagger, _conll_sentences(conll_path, len(docs)))
+    if [s.tokens for s in tagged] != [s.tokens for s in golds]:
+        raise AssertionError("nerbatch's CoNLL reader and detokenize.read_conll disagree on the sentences")
+    by_doc, k = [], 0
+    for doc in docs:  # the reader's documents must be the detokeniser's (the same context)
+        sents = tagged[k : k + len(doc.sentences)]
+        if len({s.doc_id for s in sents}) != 1:
+            raise AssertionError("nerbatch's CoNLL reader and detokenize.read_conll disagree on the documents")
+        by_doc.append(sents)
+        k += len(doc.sentences)
+    if len({sents[0].doc_id for sents in by_doc}) != len(docs):
+        raise AssertionError("nerbatch's CoNLL reader and detokenize.read_conll disagree on the documents")
+    out: dict = {
+        "documents": len(docs),
+        "sentences": len(golds),
+        "words": words,
+        "model_words_per_s": words / secs,
+        "model_forward_seconds": fwd,
+        "model_seconds": secs,
+    }
 
-    raw_seqs = [toks for _, pieces, _ in units for toks, _ in pieces]
-    gold_seqs = [s.tokens for _, _, golds in units for s, _ in golds]
-    raw_tags, gold_tok_tags = iter(run(raw_seqs)), iter(run(gold_seqs))
-    counts = {"raw_text": [0, 0, 0], "gold_tokens": [0, 0, 0]}
-    for _, pieces, golds in units:
-        gold = set()
-        pred_raw = set()
-        pred_gold = set()
-        for sent, spans in golds:
-            gold |= _char_entities(sent.tags, spans)
-            pred_gold |= _char_entities(next(gold_tok_tags), spans)
-        for _, spans in pieces:
-            pred_raw |= _char_entities(next(raw_tags), spans)
-        for key, pred in (("raw_text", pred_raw), ("gold_tokens", pred_gold)):
-            c = counts[key]
-            c[0] += len(pred & gold)
-            c[1] += len(pred)
-            c[2] += len(gold)
-    out = {}
-    for key, (tp, npred, ngold) in counts.items():
-        p, r, f = prf(tp, npred, ngold)
-        out[key] = {"precision": p, "recall": r, "f1": f, "predicted": npred, "gold": ngold}
+    gold_tokens_scores = None
+    for name, (layout, sep) in RAW_INPUTS.items():
+        gold: dict[int, set] = {}
+        pred_gold: dict[int, set] = {}
+        edges: dict[int, tuple[set, set]] = {}
+        path = workdir / f"{name}.jsonl"
+        with open(path, "w", encoding="utf-8") as fh:
+            for d, (doc, sents) in enumerate(zip(docs, by_doc)):
+                text, _, tok_spans = join_sentences(detok[d], sep)
+                gold[d], pred_gold[d] = set(), set()
+                for g, s, spans in zip(doc.sentences, sents, tok_spans):
+                    gold[d] |= _char_entities(g.tags, spans)
+                    pred_gold[d] |= _char_entities(s.pred, spans)
+                fh.write(json.dumps({"doc_id": f"d{d}", "text": text}, ensure_ascii=False) + "\n")
+        sentences = read(str(path), "jsonl", _read_options(tagger, layout))
+        raw, secs, fwd = _tag_timed(tagger, sentences)
+        pred: dict[int, set] = {d: set() for d in gold}
+        raw_tokens = 0
+        for sent in raw:
+            d = int(sent.doc_id[1:])
+            starts, ends = edges.setdefault(d, (set(), set()))
+            starts.update(a for a, _ in sent.spans)
+            ends.update(b for _, b in sent.spans)
+            raw_tokens += len(sent.tokens)
+            for ent in entities(sent):  # what `nerbatch tag -o out.jsonl` writes
+                assert sent.text[ent["char_start"] : ent["char_end"]] == ent["text"]
+                pred[d].add((ent["label"], ent["char_start"], ent["char_end"]))
+        # gold entities the raw tokens cannot give at all: an edge that is no token edge
+        unreachable = 0
+        for d, g in gold.items():
+            starts, ends = edges.get(d, (set(), set()))
+            unreachable += sum(1 for _, a, b in g if a not in starts or b not in ends)
+        gold_tokens_scores = _count(pred_gold, gold)  # the same for both inputs (offsets only shift)
+        row = _count(pred, gold)
+        row.update(
+            layout=layout,
+            f1_minus_gold_tokens=row["f1"] - gold_tokens_scores["f1"],
+            target_points=TARGETS[name],
+            sentences_tagged=len(raw),
+            raw_tokens=raw_tokens,
+            gold_entities_off_token_edges=unreachable,
+            words_per_s_end_to_end=words / secs,  # reading + tokenising + splitting + the model
+            model_forward_seconds=fwd,
+        )
+        row["target_met"] = -row["f1_minus_gold_tokens"] * 100 <= TARGETS[name]
+        out[name] = row
+    out["gold_tokens"] = gold_tokens_scores
     return out
+
+
+def entity_markdown(ent: dict, speed: dict) -> str:
+    g = ent["gold_tokens"]
+    lines = [
+        "| input (one model) | layout | sentences | entity P / R / F1 | F1 - gold tokens | target | end-to-end words/s |",
+        "|---|---|---|---|---|---|---|",
+        f"| gold CoNLL tokens | - | {ent['sentences']:,} | {pct(g['precision'])} / {pct(g['recall'])} / **{pct(g['f1'])}** | - | - | {ent['model_words_per_s']:,.0f} |",
+    ]
+    label = {"lines": "raw text, one sentence a line", "paragraphs": "raw text, each document one paragraph"}
+    for name in RAW_INPUTS:
+        r = ent[name]
+        diff = 100 * r["f1_minus_gold_tokens"]
+        ok = "met" if r["target_met"] else "**missed**"
+        lines.append(
+            f"| {label[name]} | `{r['layout']}` | {r['sentences_tagged']:,} | {pct(r['precision'])} / {pct(r['recall'])} / **{pct(r['f1'])}** "
+            f"| {diff:+.2f} | within {r['target_points']} ({ok}) | {r['words_per_s_end_to_end']:,.0f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Speed: model {speed['model_words_per_s']:,.0f} words/s (gold tokens, fp32, not compiled); tokenising lines "
+        f"{speed['tokenize_words_per_s']:,.0f} words/s = **{speed['tokenize_ratio']:.1f}x**, splitting + tokenising "
+        f"paragraphs {speed['split_tokenize_words_per_s']:,.0f} words/s = **{speed['split_tokenize_ratio']:.1f}x** "
+        f"(target {SPEED_TARGET:.0f}x: {'met' if speed['target_met'] else 'missed'})."
+    )
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -415,16 +555,17 @@ def pct(x: float | None) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = "| library | version | install (alone / added to nerbatch venv) | token P / R / F1 | tok F1 para | sent P / R | sent R punct | tokenise words/s | split words/s |"
-    lines = [head, "|" + "|".join("---" for _ in range(9)) + "|"]
+    head = "| library | version | install (alone / added to nerbatch venv) | token P / R / F1 | tok F1 para | sent P / R | sent R punct | tokenise words/s | split words/s | split + tokenise words/s |"
+    lines = [head, "|" + "|".join("---" for _ in range(10)) + "|"]
     for r in rows:
         alone, added = INSTALL.get(r["package"], ("?", "?"))
         tok = f"{pct(r.get('token_p'))} / {pct(r.get('token_r'))} / **{pct(r.get('token_f1'))}**" if "token_f1" in r else "–"
         sent = f"{pct(r.get('sent_p'))} / {pct(r.get('sent_r'))}" if "sent_p" in r else "–"
         tws = f"{r['tokenize_words_per_s']:,.0f}" if "tokenize_words_per_s" in r else "–"
         sws = f"{r['split_words_per_s']:,.0f}" if "split_words_per_s" in r else "–"
+        stws = f"{r['split_tokenize_words_per_s']:,.0f}" if "split_tokenize_words_per_s" in r else "–"
         lines.append(
-            f"| {r['name']} | {r['version']} | {alone} / {added} | {tok} | {pct(r.get('para_token_f1'))} | {sent} | {pct(r.get('sent_r_punct'))} | {tws} | {sws} |"
+            f"| {r['name']} | {r['version']} | {alone} / {added} | {tok} | {pct(r.get('para_token_f1'))} | {sent} | {pct(r.get('sent_r_punct'))} | {tws} | {sws} | {stws} |"
         )
     return "\n".join(lines)
 
@@ -437,12 +578,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra-site", action="append", default=[], help="extra folder for candidate packages (appended to sys.path)")
     ap.add_argument("--repeat", type=int, default=3, help="timing runs (the best is kept)")
     ap.add_argument("--output", type=Path, default=RESULTS)
+    ap.add_argument("--model", default=None, help="model folder: also its entity F1 on raw text vs gold tokens, and its words/s")
+    ap.add_argument("--device", default="auto", help="device for --model (auto, cpu, cuda)")
+    ap.add_argument("--limit-docs", type=int, default=None, metavar="N", help="the first N documents only (a quick check)")
     args = ap.parse_args(argv)
     for site in args.extra_site:
         sys.path.append(site)  # appended: the venv's own packages (numpy, ...) stay first
 
     path = args.data / f"{args.split}.txt"
     docs = read_conll(path)
+    if args.limit_docs is not None:
+        docs = docs[: args.limit_docs]
     bench = build(docs)
     print(f"{path}: {len(docs)} documents, {len(bench.sentences)} sentences, {bench.words} words", file=sys.stderr)
 
@@ -460,6 +606,29 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"  {cand.name}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
 
+    entity = speed = None
+    if args.model:
+        import tempfile
+
+        t0 = time.perf_counter()
+        tagger = make_tagger(args.model, args.device)
+        with tempfile.TemporaryDirectory(prefix="raw_text_bench.") as tmp:
+            entity = entity_scores_on_raw(tagger, docs, path, Path(tmp))
+        entity.update(model=args.model, precision="fp32", compile=False, device=args.device, context=tagger.context,
+                      max_length=tagger.max_length)
+        ours = next(r for r in rows if r["name"] == "nerbatch.tokenize")
+        model_rate = entity["model_words_per_s"]
+        speed = {
+            "model_words_per_s": model_rate,
+            "tokenize_words_per_s": ours["tokenize_words_per_s"],
+            "split_words_per_s": ours["split_words_per_s"],
+            "split_tokenize_words_per_s": ours["split_tokenize_words_per_s"],
+            "tokenize_ratio": ours["tokenize_words_per_s"] / model_rate,
+            "split_tokenize_ratio": ours["split_tokenize_words_per_s"] / model_rate,
+        }
+        speed["target_met"] = min(speed["tokenize_ratio"], speed["split_tokenize_ratio"]) >= SPEED_TARGET
+        print(f"  model {args.model}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+
     result = {
         "data": str(path),
         "documents": len(docs),
@@ -471,6 +640,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": os.getloadavg()[0],  # other work on the machine lowers words/s
         "rows": rows,
     }
+    if entity is not None:
+        result["entity"] = entity
+        result["speed"] = speed
+        result["load_average_end"] = os.getloadavg()[0]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(
@@ -478,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {result['python']}, load average {result['load_average']:.1f}\n"
     )
     print(markdown(rows))
+    if entity is not None:
+        print(f"\nModel {args.model} (fp32, not compiled, document context {'on' if entity['context'] else 'off'}):\n")
+        print(entity_markdown(entity, speed))
     print(f"\nwrote {args.output}", file=sys.stderr)
     return 0
 

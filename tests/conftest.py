@@ -32,7 +32,7 @@ def build_tiny_model(folder: Path, *, max_positions: int = 64, labels: list[str]
     chars = list(string.ascii_lowercase + string.digits + string.punctuation) + ["é", "ü", "ø", "å"]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars] + words
     (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=max_positions)
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), model_max_length=max_positions)  # (transformers 5 ignores vocab_file=)
     tokenizer.save_pretrained(folder)
     kwargs = {}
     if labels is not None:
