@@ -582,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="device for --model (auto, cpu, cuda)")
     ap.add_argument("--limit-docs", type=int, default=None, metavar="N", help="the first N documents only (a quick check)")
     args = ap.parse_args(argv)
+    load_start = os.getloadavg()[0]  # other work on the machine lowers words/s
     for site in args.extra_site:
         sys.path.append(site)  # appended: the venv's own packages (numpy, ...) stay first
 
@@ -637,18 +638,19 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
-        "load_average": os.getloadavg()[0],  # other work on the machine lowers words/s
+        "load_average": load_start,
+        "load_average_end": os.getloadavg()[0],
         "rows": rows,
     }
     if entity is not None:
         result["entity"] = entity
         result["speed"] = speed
-        result["load_average_end"] = os.getloadavg()[0]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(
         f"CoNLL-2003 {args.split}, {bench.words} words; {result['cpu']}, {result['cores']} cores, "
-        f"Python {result['python']}, load average {result['load_average']:.1f}\n"
+        f"Python {result['python']}, load average {result['load_average']:.1f} at the start, "
+        f"{result['load_average_end']:.1f} at the end\n"
     )
     print(markdown(rows))
     if entity is not None:

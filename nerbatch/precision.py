@@ -70,6 +70,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
+from .settings import read_json
+
 __all__ = [
     "AUTO", "F1_BOUND", "F1_COST", "MARGIN", "DEADLINE", "RATES_ENV", "Measurement", "PrecisionChoice",
     "machine_key", "model_shape", "measure", "measured", "choose", "resolve_precision", "bf16_speedup",
@@ -246,12 +248,7 @@ def _config(model: str) -> dict:
             path = found if isinstance(found, str) else ""
         except Exception:  # noqa: BLE001 - no hub library, or an id it refuses: defaults
             path = ""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    return read_json(path)
 
 
 def model_shape(model: str) -> tuple[int, int]:
@@ -411,16 +408,9 @@ def ort_session(path: str, threads: int | None):
     onnx and onnxscript as that function does for the export (2-6 s here); a test checks they agree."""
     import onnxruntime as ort
 
-    from .quantize import default_threads
+    from .quantize import cpu_session
 
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or default_threads()
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    return cpu_session(ort, path, threads)
 
 
 def _int8_runner(hidden: int, inter: int, max_rows: int, threads: int | None):

@@ -199,6 +199,11 @@ def default_threads() -> int:
 def open_session(path: str, threads: int | None = None, spin: bool = False):
     """An ONNX Runtime CPU session for ``path``."""
     ort, _ = require()
+    return cpu_session(ort, path, threads, spin)
+
+
+def cpu_session(ort, path: str, threads: int | None = None, spin: bool = False):
+    """The session of :func:`open_session` from an imported ``onnxruntime`` (no onnx import)."""
     opts = ort.SessionOptions()
     if not spin:
         # idle ORT workers sleep instead of spinning, leaving the CPU to the tagger's producer thread
