@@ -316,14 +316,9 @@ class AtomicOutput:
         stays the same through it), so a caller can record what the finished output will be."""
         if self._closed:
             return
-        self._closed = True
         try:
-            self.handle.flush()
-            if self.segments is not None:
-                self.segments.end_segment(final=True)
+            self._settle(close=self.tmp is not None)
             if self.tmp is not None:
-                os.fsync(self.handle.fileno())
-                self.handle.close()
                 if before_rename is not None:
                     before_rename(os.stat(self.tmp))
                 os.replace(self.tmp, self.path)
@@ -337,14 +332,19 @@ class AtomicOutput:
     def close_unpublished(self) -> str | None:
         """Flush, fsync and close the temporary file without renaming it; returns its path (the
         caller publishes it in another form and removes it, see :class:`nerbatch.io.hf.DatasetWriter`)."""
+        self._settle(close=True)
+        return self.tmp
+
+    def _settle(self, close: bool) -> None:
+        """Flush, end the last compressed segment, fsync a temporary file; close the handle if asked."""
         self._closed = True
         self.handle.flush()
         if self.segments is not None:
             self.segments.end_segment(final=True)
         if self.tmp is not None:
             os.fsync(self.handle.fileno())
-        self.handle.close()
-        return self.tmp
+        if close:
+            self.handle.close()
 
     def abort(self, keep: bool = False) -> None:
         """Close without publishing; the partial file is removed unless ``keep`` (resumable)."""
@@ -409,13 +409,17 @@ class Writer:
     def finish(self) -> None:
         """Write whatever closes the format (footer, last buffered rows) before commit."""
 
-    def commit(self, before_rename=None) -> None:
-        """Finish the format and publish the output (see :meth:`AtomicOutput.commit`)."""
+    def finish_or_abort(self) -> None:
+        """:meth:`finish`, removing the partial output if that fails."""
         try:
             self.finish()
         except BaseException:
             self.out.abort()
             raise
+
+    def commit(self, before_rename=None) -> None:
+        """Finish the format and publish the output (see :meth:`AtomicOutput.commit`)."""
+        self.finish_or_abort()
         self.out.commit(before_rename)
 
     def abort(self, keep: bool = False) -> None:

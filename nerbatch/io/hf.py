@@ -201,11 +201,7 @@ class DatasetWriter(ParquetWriter):
     """A ``save_to_disk`` folder at ``path``: the rows of a Parquet output, turned into a dataset on commit."""
 
     def commit(self, before_rename=None) -> None:
-        try:
-            self.finish()
-        except BaseException:
-            self.out.abort()
-            raise
+        self.finish_or_abort()
         joined = self.out.close_unpublished()
         try:
             if joined is not None:
