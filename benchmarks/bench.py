@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "conll2003"
 DEFAULT_MODEL = ROOT / "build" / "bench-model"
 EXTRA_SITE = ROOT / "build" / "bench-extra"  # optional packages for --int8-candidates (torchao)
-TRAIN_ARGS = ["--every", "5", "--epochs", "1", "--no-context", "--bf16"]
+TRAIN_ARGS = ["--every", "5", "--epochs", "1", "--no-context"]  # bf16: as `nerbatch train` measures it
 PIPELINE_BATCHES = (8, 16, 32, 64)
 CHILD_TIMEOUT = 3600
 
@@ -380,7 +380,7 @@ def head_nodes(path: str, num_labels: int) -> list[str]:
     return out
 
 
-def _ort_variant(model, name: str):
+def _ort_variant(model, name: str, token_types: bool = False):
     """ONNX Runtime candidates: nerbatch.quantize's export, then a quantization/session variant.
 
     ``name`` is ``ort-fp32`` or ``ort-int8`` plus any of ``-perchannel`` (per-channel weight scales),
@@ -397,7 +397,7 @@ def _ort_variant(model, name: str):
     model = model.float().eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "fp32.onnx")
-        q.export_onnx(model, path)
+        q.export_onnx(model, path, token_types)
         if "-fused" in name:
             from onnxruntime.transformers.optimizer import optimize_model
 
@@ -419,7 +419,7 @@ def _ort_variant(model, name: str):
         return q.open_session(path, None, spin="-nospin" not in name)
 
 
-def build_candidate(name: str, model, tokenizer, backend, folder: str):
+def build_candidate(name: str, model, tokenizer, backend, folder: str, token_types: bool = False):
     """int8 candidates for --int8-candidates; each returns a back-end (nerbatch.backends) for the tagger:
     ``model``/``tokenizer``: the transformers model and tokenizer, ``backend``: the tagger's own."""
     from dataclasses import replace
@@ -437,12 +437,17 @@ def build_candidate(name: str, model, tokenizer, backend, folder: str):
         # ":cached" is what `nerbatch tag --precision int8` does (the disk cache); else prep_s includes
         # the export and the quantization
         cache = default_cache_dir() if name.endswith(":cached") else None
-        path = quantize_int8(model, folder, tokenizer, backend.specials, cache, backend.max_width)
+        path = quantize_int8(model, folder, tokenizer, backend.specials, cache, backend.max_width, token_types)
         return onnx(open_session(path))
     if name.startswith("ort-"):
-        return onnx(_ort_variant(model, name))
+        return onnx(_ort_variant(model, name, token_types))
     torch_model = _torch_candidate(name, model)
-    return replace(backend, forward=lambda ids, mask: torch_model(input_ids=ids, attention_mask=mask).logits, kind=name)
+    def forward(ids, mask, types=None):
+        if types is None:
+            return torch_model(input_ids=ids, attention_mask=mask).logits
+        return torch_model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+
+    return replace(backend, forward=forward, kind=name)
 
 
 def _torch_candidate(name: str, model):
@@ -483,7 +488,8 @@ def worker_nerbatch(spec: dict) -> dict:
         from nerbatch.backends import load_model
 
         tokenizer, model = load_model(spec["model"])
-        tagger.backend = build_candidate(spec["swap"], model, tokenizer, tagger.backend, spec["model"])
+        tagger.backend = build_candidate(spec["swap"], model, tokenizer, tagger.backend, spec["model"],
+                                         token_types=tagger.settings.casing == "shape")
     warm = Path(spec["output"] + ".warm.conll")
     write_subset(Path(spec["input"]), warm, 32)
     tag_files(plan_jobs([str(warm)], str(warm) + ".out"), tagger, progress=False)  # warm-up
@@ -509,7 +515,15 @@ def worker_nerbatch(spec: dict) -> dict:
     return best
 
 
-WORKERS = {"info": worker_info, "pipeline": worker_pipeline, "loop": worker_loop, "nerbatch": worker_nerbatch}
+def worker_buckets(spec: dict) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from buckets import run_buckets
+
+    return run_buckets(spec)
+
+
+WORKERS = {"info": worker_info, "pipeline": worker_pipeline, "loop": worker_loop, "nerbatch": worker_nerbatch,
+           "buckets": worker_buckets}
 
 
 def worker_main(spec_path: str) -> None:
@@ -522,6 +536,64 @@ def worker_main(spec_path: str) -> None:
 # --------------------------------------------------------------------------------------------- #
 # the benchmark (parent)
 # --------------------------------------------------------------------------------------------- #
+
+
+FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def machine() -> dict:
+    """The CPU, named as BENCHMARKS.md names it: model name, family/model, and which of the flags that
+    decide bf16/int8 speed it has (read from /proc/cpuinfo; the machine kind changes between sessions)."""
+    info: dict = {"cpu": platform.processor() or platform.machine(), "family": None, "model": None, "cpus": os.cpu_count()}
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "model name":
+                    info["cpu"] = value
+                elif key == "cpu family" and info["family"] is None:
+                    info["family"] = value
+                elif key == "model" and info["model"] is None:
+                    info["model"] = value
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+                elif not line.strip() and flags:
+                    break
+    except OSError:
+        pass
+    info["has"] = [f for f in FLAGS_OF_INTEREST if f in flags]
+    info["lacks"] = [f for f in FLAGS_OF_INTEREST if f not in flags]
+    fam = f" (family {info['family']} model {info['model']})" if info["family"] else ""
+    info["summary"] = f"{info['cpu']}{fam}, {info['cpus']} CPUs; has {' '.join(info['has']) or '-'}; lacks {' '.join(info['lacks']) or '-'}"
+    return info
+
+
+def wait_builds(cache_dir: Path, timeout: float = 1800) -> float:
+    """Wait until no background compile holds a build lock in ``cache_dir`` (nerbatch.compiled's
+    ``.<entry>.building`` files, flock'ed by the builder); returns the seconds waited. A timed row must
+    not share the cores with the build a previous row left running."""
+    import fcntl
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        busy = False
+        for lock in cache_dir.glob(".*.building"):
+            try:
+                fd = os.open(lock, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                busy = True
+            finally:
+                os.close(fd)
+        if not busy:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - t0
 
 
 def nerbatch_cmd() -> list[str]:
@@ -655,7 +727,8 @@ def main_bench(args) -> None:
     work.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()
     ncpu = os.cpu_count() or 1
-    print(f"nerbatch benchmark{' (quick)' if args.quick else ''}: {platform.processor() or platform.machine()}, {ncpu} CPUs, load average {load0[0]:.2f}")
+    mach = machine()
+    print(f"nerbatch benchmark{' (quick)' if args.quick else ''}: {mach['summary']}; load average {load0[0]:.2f}")
     if load0[0] > 0.5:
         print(f"WARNING: load average {load0[0]:.2f}: other work is running, timings are not reliable")
     model = ensure_model(args, work)
@@ -800,28 +873,75 @@ def main_bench(args) -> None:
         if stats.exists():
             s = stats_from_log(stats)
             res.update(s)
+            last = [json.loads(ln) for ln in stats.read_text(encoding="utf-8").splitlines() if ln.strip()][-1]
+            res["precision_used"], res["backend_at_end"] = last.get("precision"), last.get("backend")
             if s.get("tokens_seen") and s.get("padded_tokens"):
                 res["padding_share"] = 1 - s["tokens_seen"] / s["padded_tokens"]
         return res
 
+    def fresh_cache() -> Path:
+        return Path(tempfile.mkdtemp(prefix="nerbatch-bench-cache-", dir=work))
+
     if want("process"):
-        for p in cpu_precisions(feats["precisions"]):
-            if p in ("fp32", "bf16") and feats.get("compile"):
-                # the default (compiled, its cache warm from the in-process row or an earlier run), then eager
-                warm = work / "warm.conll"
-                write_subset(x1, warm, 8)
-                tag_process(warm, p, f"{p}-warmcache")
-                mark(bench.row(f"nerbatch tag {p} (process, compiled)", lambda p=p: tag_process(x2, p, f"{p}-x2"), input="x2"), 2)
-                mark(bench.row(f"nerbatch tag {p} (process, --no-compile)", lambda p=p: tag_process(x2, p, f"{p}-x2-eager", ("--no-compile",)), input="x2"), 2)
-            else:
-                mark(bench.row(f"nerbatch tag {p} (process)", lambda p=p: tag_process(x2, p, f"{p}-x2"), input="x2"), 2)
-        if feats.get("compile"):
-            cold = Path(tempfile.mkdtemp(prefix="nerbatch-cold-cache-"))
-            try:  # a first run on a machine: the compiled model is built inside the timed command
-                mark(bench.row("nerbatch tag fp32 (process, first run: builds the compiled model)", lambda: tag_process(
-                    x2, "fp32", "fp32-x2-cold", env={**os.environ, "NERBATCH_CACHE_DIR": str(cold)}), input="x2"), 2)
+        # every precision, `auto` first: a cold cache (a new machine or model folder: auto's one-time
+        # measurement, the background compile of fp32/bf16, the int8 export), then the same cache warm
+        # (after the build the cold run started has finished, outside the timing), then fp32/bf16
+        # uncompiled. Each precision gets its own fresh cache folder.
+        names = ["auto"] if "auto" in feats["precisions"] else []
+        names += [p for p in cpu_precisions(feats["precisions"]) if p != "auto"]
+        for p in names:
+            cache_dir = fresh_cache()
+            env = {**os.environ, "NERBATCH_CACHE_DIR": str(cache_dir)}
+            try:
+                r = bench.row(f"nerbatch tag {p} (process, cold cache)", lambda p=p, env=env: tag_process(x2, p, f"{p}-x2-cold", env=env), input="x2")
+                mark(r, 2)
+                waited = wait_builds(cache_dir)
+                if r is not None:
+                    r["background_build_left_s"] = waited
+                warm_in = work / "warm.conll"
+                write_subset(x1, warm_in, 8)
+                tag_process(warm_in, p, f"{p}-warmcache", env={**env, "NERBATCH_COMPILE_WAIT": "1"})
+                r = bench.row(f"nerbatch tag {p} (process, warm cache)", lambda p=p, env=env: tag_process(x2, p, f"{p}-x2", env=env), input="x2")
+                mark(r, 2)
+                if p == "fp32":  # issue #15: well-formed (Viterbi) decoding against per-word argmax, same run
+                    mark(bench.row("nerbatch tag fp32 (process, warm cache, --decode argmax)", lambda env=env: tag_process(
+                        x2, "fp32", "fp32-x2-argmax", ("--decode", "argmax"), env=env), input="x2"), 2)
+                if p in ("fp32", "bf16") and feats.get("compile"):
+                    mark(bench.row(f"nerbatch tag {p} (process, --no-compile)", lambda p=p, env=env: tag_process(
+                        x2, p, f"{p}-x2-eager", ("--no-compile",), env=env), input="x2"), 2)
             finally:
-                shutil.rmtree(cold, ignore_errors=True)
+                wait_builds(cache_dir)
+                shutil.rmtree(cache_dir, ignore_errors=True)
+
+    if want("firstrun"):
+        # issue #12: a first run of a new model folder on the 60-sentence sample, at most 2x a --no-compile
+        # run; both with an empty cache (so both make the one-time precision measurement)
+        sample = ROOT / "sample_data" / "test.conll"
+        for label, flags in (("--no-compile", ("--no-compile",)), ("default: compiles in the background", ())):
+            cache_dir = fresh_cache()
+            env = {**os.environ, "NERBATCH_CACHE_DIR": str(cache_dir)}
+            tag = "first-" + ("eager" if flags else "default")
+            try:
+                r = bench.row(f"first run, sample (60 sentences), {label}", lambda flags=flags, env=env, tag=tag: tag_process(
+                    sample, "auto" if "auto" in feats["precisions"] else "fp32", tag, flags, env=env), input="sample")
+                if r is not None:
+                    r["background_build_left_s"] = wait_builds(cache_dir)
+            finally:
+                wait_builds(cache_dir)
+                shutil.rmtree(cache_dir, ignore_errors=True)
+        first = {r["row"]: r for r in bench.rows if r["row"].startswith("first run, sample") and not r.get("error")}
+        if len(first) == 2:
+            eager, default = (first[k]["wall_s"] for k in sorted(first, key=lambda k: "default" in k))
+            bench.extra["first_run"] = {"no_compile_s": eager, "default_s": default, "ratio": default / eager, "target": 2.0}
+
+    if want("buckets"):
+        bench.row("shape buckets vs the dynamic package (forward only)", lambda: run_worker(
+            {"kind": "buckets", "model": str(model), "input": str(x1), "work": str(work),
+             "buckets": [int(b) for b in args.buckets.split(",")],
+             "precisions": [p for p in args.bucket_precisions.split(",") if p in cpu_precisions(lib_precisions) or p == "int8"]},
+            work, "buckets"), input="x1")
+        r = bench.rows.pop()
+        bench.extra["buckets"] = r
 
     if want("scaling"):
         r1 = bench.row("nerbatch tag fp32 (process) x1", lambda: tag_process(x1, "fp32", "fp32-x1"), input="x1")
@@ -862,6 +982,23 @@ def main_bench(args) -> None:
     print("x pipe: sentences/s relative to the best HF pipeline row; x ceil: subword tokens/s over the fp32 matmul ceiling.")
     if info:
         print(info["flops_assumption"])
+    targets = check_targets(bench.rows, bench.extra)
+    if targets:
+        bench.extra["targets"] = targets
+        print("targets:")
+        for t in targets:
+            print(f"  {t['what']}: {t['measured']} (target {t['target']}): {'met' if t['met'] else 'NOT MET'}")
+    bk = bench.extra.get("buckets")
+    if bk and not bk.get("error"):
+        print(f"shape buckets {bk['buckets']} vs the dynamic package, forward seconds over the x1 batches "
+              f"(padded tokens dynamic {bk['padded_tokens_dynamic']:,}, buckets {bk['padded_tokens_buckets']:,}):")
+        for v in bk["variants"]:
+            build = f", build {v['build_s']:.1f} s" if v.get("build_s") is not None else ""
+            print(f"  {v['precision']:5s} {v['variant']:30s} {v['forward_s']:7.2f} s{build}")
+        for p, ratio in (bk.get("buckets_over_dynamic") or {}).items():
+            print(f"  {p}: buckets {ratio:.2f}x the dynamic package's speed")
+    elif bk:
+        print(f"shape buckets: failed: {bk['error']}")
     if "rss_scaling" in bench.extra:
         s = bench.extra["rss_scaling"]
         print(f"RSS scaling: x{args.repeat} / x1 = {s['ratio']:.2f} (target <= 1.1: {'ok' if s['ok'] else 'NOT MET'})")
@@ -874,6 +1011,7 @@ def main_bench(args) -> None:
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "cpus": ncpu,
+            "machine": mach,
             "loadavg_start": load0,
             "loadavg_end": load1,
             "model": str(model),
@@ -890,6 +1028,39 @@ def main_bench(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(f"written: {out}")
+
+
+def check_targets(rows: list[dict], extra: dict) -> list[dict]:
+    """Issue #12's and #15's targets from this run's rows (those that ran)."""
+    by = {r["row"]: r for r in rows if not r.get("error")}
+    out = []
+
+    def ratio(name: str):
+        r = by.get(name)
+        return r.get("vs_pipeline_best") if r else None
+
+    fp32 = by.get("nerbatch tag fp32 (process, warm cache)")
+    for p, target in (("auto", 4.0), ("fp32", 2.5), ("int8", 4.0)):
+        x = ratio(f"nerbatch tag {p} (process, warm cache)")
+        if x is not None:
+            r = by[f"nerbatch tag {p} (process, warm cache)"]
+            used = f", ran {r.get('precision_used')}" if p == "auto" else ""
+            out.append({"what": f"{p} whole process vs the best HF pipeline{used}", "measured": f"{x:.2f}x",
+                        "target": f">= {target}x", "met": x >= target})
+            if p != "fp32" and fp32 and r.get("f1") is not None and fp32.get("f1") is not None:
+                d = 100 * (r["f1"] - fp32["f1"])
+                bound = 0.1 if p == "auto" else 0.3
+                out.append({"what": f"{p} F1 against fp32", "measured": f"{d:+.2f}", "target": f"within {bound}", "met": abs(d) <= bound + 1e-9})
+    fr = extra.get("first_run")
+    if fr:
+        out.append({"what": "first run of a new model folder on the sample vs --no-compile", "measured": f"{fr['ratio']:.2f}x "
+                    f"({fr['default_s']:.2f} s vs {fr['no_compile_s']:.2f} s)", "target": "<= 2x", "met": fr["ratio"] <= 2.0})
+    am = by.get("nerbatch tag fp32 (process, warm cache, --decode argmax)")
+    if fp32 and am:
+        slower = fp32["wall_s"] / am["wall_s"] - 1
+        out.append({"what": "Viterbi decoding (default) against --decode argmax, fp32 whole process", "measured": f"{100 * slower:+.1f}% time",
+                    "target": "within 5%", "met": slower <= 0.05})
+    return out
 
 
 def versions() -> dict:
@@ -974,7 +1145,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=10, help="the scaling row tags test repeated this many times")
     ap.add_argument("--out", help="JSON results (default benchmarks/results/bench.json, bench-quick.json with --quick)")
     ap.add_argument("--quick", action="store_true", help="smoke run on the first 300 test sentences")
-    ap.add_argument("--only", help="comma list of row groups: pipeline,loop,inproc,process,scaling,startup")
+    ap.add_argument("--only", help="comma list of row groups: pipeline,loop,inproc,process,firstrun,buckets,scaling,startup")
+    ap.add_argument("--buckets", default="16,24,32,48,64,96,128,192,256,384,512", help="bucket widths (subwords) of the buckets group")
+    ap.add_argument("--bucket-precisions", default="fp32,bf16,int8", help="precisions of the buckets group")
     ap.add_argument("--int8-candidates", action="store_true", help="compare int8 back-ends instead of the main table")
     ap.add_argument("--candidates", default="fp32,bf16,nerbatch.quantize,ort-fp32,ort-int8,ort-int8-perchannel,ort-int8-u8w,ort-int8-fused,ort-int8-nospin,"
                     "torch.ao.quantize_dynamic,torchao-int8,torchao-int8+compile",

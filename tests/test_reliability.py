@@ -209,3 +209,14 @@ def test_full_disk_fails_cleanly(tiny_model, corpus, tmp_path):
     assert proc.returncode == 2
     assert "write failed" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_log_record_names_the_precision_and_backend_used(tmp_path, tiny_model):
+    """--log-json says what ran: `auto` resolved to a precision (the suite's hook makes it fp32),
+    and the back-end at the end of the file."""
+    out, log = tmp_path / "out.conll", tmp_path / "log.jsonl"
+    res = CliRunner().invoke(cli, ["tag", str(SAMPLE / "dev.conll"), "-o", str(out), "--model", tiny_model, "-q",
+                                   "--log-json", str(log)])
+    assert res.exit_code == 0, res.output
+    [record] = [json.loads(x) for x in log.read_text().splitlines()]
+    assert record["precision"] == "fp32" and record["backend"] == "eager"

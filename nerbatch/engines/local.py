@@ -134,6 +134,10 @@ def _finish_stats(stats: dict, tagger, before: dict, t1: float) -> None:
     stats["forward_seconds"] = round(getattr(tagger, "forward_seconds", 0) - before["forward_seconds"], 3)
     stats["subword_tokens"] = getattr(tagger, "tokens_seen", 0) - before["tokens_seen"]
     stats["padded_tokens"] = getattr(tagger, "padded_tokens", 0) - before["padded_tokens"]
+    # what ran: the precision (``auto`` resolved) and the back-end at the file's end (a background
+    # compile may have swapped "eager" for "compiled" during it)
+    stats["precision"] = getattr(getattr(tagger, "options", None), "precision", None)
+    stats["backend"] = getattr(getattr(tagger, "backend", None), "kind", None)
 
 
 def _run_job(planned: PlannedJob, tagger, options: ReadOptions, scorer, run: RunOptions, bar) -> dict:
