@@ -14,6 +14,7 @@ F1 uses conlleval rules (``nerbatch.scoring.score``) against the gold tags of th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -572,28 +573,27 @@ def machine() -> dict:
 
 def wait_builds(cache_dir: Path, timeout: float = 1800) -> float:
     """Wait until no background compile holds a build lock in ``cache_dir`` (nerbatch.compiled's
-    ``.<entry>.building`` files, flock'ed by the builder); returns the seconds waited. A timed row must
-    not share the cores with the build a previous row left running."""
-    import fcntl
+    ``.<entry>.building`` files); returns the seconds waited. A timed row must not share the cores
+    with the build a previous row left running."""
+    from nerbatch.compiled import build_running
 
     t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        busy = False
-        for lock in cache_dir.glob(".*.building"):
-            try:
-                fd = os.open(lock, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                busy = True
-            finally:
-                os.close(fd)
-        if not busy:
-            break
+    keys = [lock.name[1:-len(".building")] for lock in cache_dir.glob(".*.building")]
+    while time.monotonic() - t0 < timeout and any(build_running(str(cache_dir), k) for k in keys):
         time.sleep(0.5)
     return time.monotonic() - t0
+
+
+@contextlib.contextmanager
+def cold_cache(work: Path):
+    """The environment of a run on an empty nerbatch cache (a new machine or model folder); on exit the
+    background build it started is waited out and the cache removed."""
+    cache_dir = Path(tempfile.mkdtemp(prefix="nerbatch-bench-cache-", dir=work))
+    try:
+        yield cache_dir, {**os.environ, "NERBATCH_CACHE_DIR": str(cache_dir)}
+    finally:
+        wait_builds(cache_dir)
+        shutil.rmtree(cache_dir, ignore_errors=True)
 
 
 def nerbatch_cmd() -> list[str]:
@@ -653,6 +653,9 @@ def stats_from_log(path: Path) -> dict:
             rec = json.loads(line)
             records.extend(rec if isinstance(rec, list) else [rec])
     out = {}
+    last = next((r for r in reversed(records) if isinstance(r, dict)), {})
+    if "precision" in last:  # what ran (the last file's record): `auto` resolved, and the back-end at its end
+        out["precision_used"], out["backend_at_end"] = last.get("precision"), last.get("backend")
     for key, keys in names.items():
         vals = [next((r[k] for k in keys if isinstance(r.get(k), (int, float))), None) for r in records if isinstance(r, dict)]
         vals = [v for v in vals if v is not None]
@@ -873,14 +876,9 @@ def main_bench(args) -> None:
         if stats.exists():
             s = stats_from_log(stats)
             res.update(s)
-            last = [json.loads(ln) for ln in stats.read_text(encoding="utf-8").splitlines() if ln.strip()][-1]
-            res["precision_used"], res["backend_at_end"] = last.get("precision"), last.get("backend")
             if s.get("tokens_seen") and s.get("padded_tokens"):
                 res["padding_share"] = 1 - s["tokens_seen"] / s["padded_tokens"]
         return res
-
-    def fresh_cache() -> Path:
-        return Path(tempfile.mkdtemp(prefix="nerbatch-bench-cache-", dir=work))
 
     if want("process"):
         # every precision, `auto` first: a cold cache (a new machine or model folder: auto's one-time
@@ -890,9 +888,7 @@ def main_bench(args) -> None:
         names = ["auto"] if "auto" in feats["precisions"] else []
         names += [p for p in cpu_precisions(feats["precisions"]) if p != "auto"]
         for p in names:
-            cache_dir = fresh_cache()
-            env = {**os.environ, "NERBATCH_CACHE_DIR": str(cache_dir)}
-            try:
+            with cold_cache(work) as (cache_dir, env):
                 r = bench.row(f"nerbatch tag {p} (process, cold cache)", lambda p=p, env=env: tag_process(x2, p, f"{p}-x2-cold", env=env), input="x2")
                 mark(r, 2)
                 waited = wait_builds(cache_dir)
@@ -909,30 +905,22 @@ def main_bench(args) -> None:
                 if p in ("fp32", "bf16") and feats.get("compile"):
                     mark(bench.row(f"nerbatch tag {p} (process, --no-compile)", lambda p=p, env=env: tag_process(
                         x2, p, f"{p}-x2-eager", ("--no-compile",), env=env), input="x2"), 2)
-            finally:
-                wait_builds(cache_dir)
-                shutil.rmtree(cache_dir, ignore_errors=True)
 
     if want("firstrun"):
         # issue #12: a first run of a new model folder on the 60-sentence sample, at most 2x a --no-compile
         # run; both with an empty cache (so both make the one-time precision measurement)
         sample = ROOT / "sample_data" / "test.conll"
-        for label, flags in (("--no-compile", ("--no-compile",)), ("default: compiles in the background", ())):
-            cache_dir = fresh_cache()
-            env = {**os.environ, "NERBATCH_CACHE_DIR": str(cache_dir)}
-            tag = "first-" + ("eager" if flags else "default")
-            try:
-                r = bench.row(f"first run, sample (60 sentences), {label}", lambda flags=flags, env=env, tag=tag: tag_process(
-                    sample, "auto" if "auto" in feats["precisions"] else "fp32", tag, flags, env=env), input="sample")
+        first = {}
+        for kind, flags in (("no_compile_s", ("--no-compile",)), ("default_s", ())):
+            label = "--no-compile" if flags else "default: compiles in the background"
+            with cold_cache(work) as (cache_dir, env):
+                r = bench.row(f"first run, sample (60 sentences), {label}", lambda flags=flags, env=env, kind=kind: tag_process(
+                    sample, "auto" if "auto" in feats["precisions"] else "fp32", kind, flags, env=env), input="sample")
                 if r is not None:
                     r["background_build_left_s"] = wait_builds(cache_dir)
-            finally:
-                wait_builds(cache_dir)
-                shutil.rmtree(cache_dir, ignore_errors=True)
-        first = {r["row"]: r for r in bench.rows if r["row"].startswith("first run, sample") and not r.get("error")}
+                    first[kind] = r["wall_s"]
         if len(first) == 2:
-            eager, default = (first[k]["wall_s"] for k in sorted(first, key=lambda k: "default" in k))
-            bench.extra["first_run"] = {"no_compile_s": eager, "default_s": default, "ratio": default / eager, "target": 2.0}
+            bench.extra["first_run"] = {**first, "ratio": first["default_s"] / first["no_compile_s"], "target": 2.0}
 
     if want("buckets"):
         bench.row("shape buckets vs the dynamic package (forward only)", lambda: run_worker(

@@ -30,7 +30,6 @@ import os
 import tempfile
 import time
 
-CPU_TOKENS, CPU_ROWS = 4096, 128  # nerbatch.batching.DEFAULT_BATCH["cpu"]
 DEFAULT_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)  # steps of 1.5x / 1.33x: at most 50% padding
 
 
@@ -66,7 +65,11 @@ def bucket_of(width: int, buckets: list[int]) -> int:
 
 
 def bucket_rows(width: int) -> int:
-    return max(1, min(CPU_ROWS, CPU_TOKENS // width))
+    """Rows of a bucket's batches: the CPU planner's limits (padded tokens, rows) at that width."""
+    from nerbatch.batching import DEFAULT_BATCH
+
+    tokens, rows = DEFAULT_BATCH["cpu"]
+    return max(1, min(rows, tokens // width))
 
 
 def stack(rows: list[tuple], n_rows: int, width: int, pad_id: int) -> tuple:
