@@ -425,7 +425,7 @@ def build_candidate(name: str, model, tokenizer, backend, folder: str, token_typ
     ``model``/``tokenizer``: the transformers model and tokenizer, ``backend``: the tagger's own."""
     from dataclasses import replace
 
-    from nerbatch.backends import OnnxBackend
+    from nerbatch.backends import OnnxBackend, logits_of
 
     def onnx(session):
         return OnnxBackend(session=session, tokenizer=backend.tokenizer, labels=backend.labels, specials=backend.specials,
@@ -442,13 +442,7 @@ def build_candidate(name: str, model, tokenizer, backend, folder: str, token_typ
         return onnx(open_session(path))
     if name.startswith("ort-"):
         return onnx(_ort_variant(model, name, token_types))
-    torch_model = _torch_candidate(name, model)
-    def forward(ids, mask, types=None):
-        if types is None:
-            return torch_model(input_ids=ids, attention_mask=mask).logits
-        return torch_model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-
-    return replace(backend, forward=forward, kind=name)
+    return replace(backend, forward=logits_of(_torch_candidate(name, model)), kind=name)
 
 
 def _torch_candidate(name: str, model):
@@ -1022,16 +1016,11 @@ def check_targets(rows: list[dict], extra: dict) -> list[dict]:
     """Issue #12's and #15's targets from this run's rows (those that ran)."""
     by = {r["row"]: r for r in rows if not r.get("error")}
     out = []
-
-    def ratio(name: str):
-        r = by.get(name)
-        return r.get("vs_pipeline_best") if r else None
-
     fp32 = by.get("nerbatch tag fp32 (process, warm cache)")
     for p, target in (("auto", 4.0), ("fp32", 2.5), ("int8", 4.0)):
-        x = ratio(f"nerbatch tag {p} (process, warm cache)")
+        r = by.get(f"nerbatch tag {p} (process, warm cache)") or {}
+        x = r.get("vs_pipeline_best")
         if x is not None:
-            r = by[f"nerbatch tag {p} (process, warm cache)"]
             used = f", ran {r.get('precision_used')}" if p == "auto" else ""
             out.append({"what": f"{p} whole process vs the best HF pipeline{used}", "measured": f"{x:.2f}x",
                         "target": f">= {target}x", "met": x >= target})

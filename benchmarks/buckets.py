@@ -132,7 +132,7 @@ def run_buckets(spec: dict) -> dict:
 
     from nerbatch import compiled, settings
     from nerbatch.align import Specials
-    from nerbatch.backends import load_model
+    from nerbatch.backends import load_model, logits_of
     from nerbatch.quantize import build_int8, open_session, run_session
 
     model = spec["model"]
@@ -190,15 +190,9 @@ def run_buckets(spec: dict) -> dict:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
             net_p = net.to(dtype).eval()
             # eager
+            eager = logits_of(net_p)  # what `nerbatch tag --no-compile` runs
             with torch.inference_mode():
-                if token_types:
-                    def eager(b, net_p=net_p):
-                        return net_p(input_ids=torch.from_numpy(b[0]), attention_mask=torch.from_numpy(b[1]),
-                                     token_type_ids=torch.from_numpy(b[2])).logits
-                else:
-                    def eager(b, net_p=net_p):
-                        return net_p(input_ids=torch.from_numpy(b[0]), attention_mask=torch.from_numpy(b[1])).logits
-                add(precision, "eager", time_batches(eager, batches), None, padded_dynamic)
+                add(precision, "eager", time_batches(lambda b, eager=eager: eager(*torch_args(b)), batches), None, padded_dynamic)
             # dynamic package, as nerbatch tag builds it
             cache_dir = os.path.join(work, f"cache-{precision}")
             t0 = time.perf_counter()

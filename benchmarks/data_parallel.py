@@ -30,26 +30,23 @@ DATA = ROOT.parent / "shared" / "data" / "conll2003" / "test.txt"
 def forward_worker(model: str, batches: str, threads: int, part: int, parts: int) -> None:
     import torch
 
-    from nerbatch.backends import load_model
+    from benchmarks.buckets import time_batches
+    from nerbatch.backends import load_model, logits_of
 
     torch.set_num_threads(threads)
     _, net = load_model(model)
-    net.eval()
+    forward = logits_of(net.eval())
     with open(batches, "rb") as fh:
         recorded = pickle.load(fh)
-
-    def run() -> None:
-        for ids, mask, types in recorded:
-            lo, hi = ids.shape[0] * part // parts, ids.shape[0] * (part + 1) // parts
-            if hi > lo:
-                kw = {} if types is None else {"token_type_ids": torch.from_numpy(types[lo:hi])}
-                net(input_ids=torch.from_numpy(ids[lo:hi]), attention_mask=torch.from_numpy(mask[lo:hi]), **kw)
-
+    # this process's share of every batch's rows, as torch tensors
+    mine = []
+    for arrays in recorded:
+        lo, hi = arrays[0].shape[0] * part // parts, arrays[0].shape[0] * (part + 1) // parts
+        if hi > lo:
+            mine.append([None if a is None else torch.from_numpy(a[lo:hi]) for a in arrays])
     with torch.inference_mode():
-        run()  # warm-up pass
-        t0 = time.perf_counter()
-        run()
-        print(f"{time.perf_counter() - t0:.3f}", flush=True)
+        time_batches(lambda b: forward(*b), mine, passes=1)  # warm-up pass
+        print(f"{time_batches(lambda b: forward(*b), mine, passes=1):.3f}", flush=True)
 
 
 def at_once(cmds: list[list[str]]) -> float:

@@ -375,16 +375,22 @@ def load_backend(model: str, options, max_length: int | None = None, token_types
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     net.to(device=torch.device(dev), dtype=dtype)
     net.eval()
+    return TorchBackend(
+        forward=logits_of(net), tokenizer=tokenizer, labels=labels, specials=specials, pad_id=pad_id, device=dev,
+        kind="eager", max_width=width, positions=positions, tokenizer_max=tokenizer.model_max_length, pending=pending,
+    )
+
+
+def logits_of(net):
+    """``forward(input_ids, attention_mask, token_type_ids=None) -> logits`` of a transformers token
+    classifier: the callable a :class:`TorchBackend` runs (casing ids passed only when given)."""
 
     def forward(ids, mask, types=None):
         if types is None:  # (not every architecture takes token_type_ids at all)
             return net(input_ids=ids, attention_mask=mask).logits
         return net(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
 
-    return TorchBackend(
-        forward=forward, tokenizer=tokenizer, labels=labels, specials=specials, pad_id=pad_id, device=dev,
-        kind="eager", max_width=width, positions=positions, tokenizer_max=tokenizer.model_max_length, pending=pending,
-    )
+    return forward
 
 
 def _width(model: str, max_length: int | None) -> int:

@@ -47,17 +47,11 @@ def built(tiny_model, tmp_path_factory):
     import shutil
 
     folder = tmp_path_factory.mktemp("built-cache")
-    old = os.environ.get("NERBATCH_CACHE_DIR")
-    os.environ["NERBATCH_CACHE_DIR"] = str(folder)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NERBATCH_CACHE_DIR", str(folder))
         t = Tagger(tiny_model, TaggerOptions(device="cpu", compile=True))
         t.load()
         assert t.compiled
-    finally:
-        if old is None:
-            del os.environ["NERBATCH_CACHE_DIR"]
-        else:
-            os.environ["NERBATCH_CACHE_DIR"] = old
     entries = [p for p in folder.iterdir() if p.name.startswith("aoti-")]
     assert len(entries) == 1
 
