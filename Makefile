@@ -32,7 +32,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
-# headless Chromium for the browser test of `evaluate --html` (tests/test_report_html.py skips
+# headless Chromium for the browser test of `evaluate --html` (tests/evaluation/test_html.py skips
 # that test, saying why, when no chromium/chromium-browser/google-chrome is on PATH)
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from nerbatch.io import read
-from nerbatch.tagger import Tagger, TaggerOptions
+from nerbatch.tagging.tagger import Tagger, TaggerOptions
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "conll2003" / "test.txt"
 

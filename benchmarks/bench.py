@@ -8,7 +8,7 @@ Every row runs in its own child process (this script re-run with ``--worker``, o
 command itself), so each row's peak RSS is its own (``os.wait4`` rusage) and one crash cannot take
 the rest down. Library rows (HF pipeline, plain loop, nerbatch in-process) time the tagging call
 with the model already loaded (after a few warm-up sentences); process rows time the whole command.
-F1 uses conlleval rules (``nerbatch.scoring.score``) against the gold tags of the same sentences.
+F1 uses conlleval rules (``nerbatch.evaluation.scoring.score``) against the gold tags of the same sentences.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def read_tagged(path: Path) -> list[tuple[list[str], list[str]]]:
 
 
 def f1_of(pairs) -> float:
-    from nerbatch.scoring import score
+    from nerbatch.evaluation.scoring import score
 
     pairs = list(pairs)
     return score([g for g, _ in pairs], [p for _, p in pairs])["overall"]["f1"]
@@ -216,9 +216,9 @@ def worker_info(spec: dict) -> dict:
 
     fp32 = best_rate(torch.float32)
     bf16 = best_rate(torch.bfloat16)
-    # what `--precision auto` measures and chooses here (nerbatch.precision; cached per CPU)
-    from nerbatch.precision import resolve_precision
-    from nerbatch.tagger import TaggerOptions
+    # what `--precision auto` measures and chooses here (nerbatch.tagging.precision; cached per CPU)
+    from nerbatch.tagging.precision import resolve_precision
+    from nerbatch.tagging.tagger import TaggerOptions
 
     _, choice = resolve_precision(spec["model"], TaggerOptions(device="cpu"))
 
@@ -272,7 +272,7 @@ def entities_to_tags(words: list[str], entities: list[dict]) -> list[str]:
     entity inside a word; entities of the same type that touch the same word are merged, so the
     mapping never breaks an entity that the pipeline continued within a word.
     """
-    from nerbatch.record import token_offsets
+    from nerbatch.core.record import token_offsets
 
     offsets = token_offsets(words)
     labels = []
@@ -382,7 +382,7 @@ def head_nodes(path: str, num_labels: int) -> list[str]:
 
 
 def _ort_variant(model, name: str, token_types: bool = False):
-    """ONNX Runtime candidates: nerbatch.quantize's export, then a quantization/session variant.
+    """ONNX Runtime candidates: nerbatch.tagging.int8's export, then a quantization/session variant.
 
     ``name`` is ``ort-fp32`` or ``ort-int8`` plus any of ``-perchannel`` (per-channel weight scales),
     ``-u8w`` (uint8 weights), ``-fp32head`` (the classifier stays fp32), ``-fused`` (onnxruntime.transformers optimizer first: SkipLayerNorm,
@@ -393,7 +393,7 @@ def _ort_variant(model, name: str, token_types: bool = False):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from nerbatch import quantize as q
+    from nerbatch.tagging import int8 as q
 
     model = model.float().eval()
     with tempfile.TemporaryDirectory() as tmp:
@@ -421,19 +421,19 @@ def _ort_variant(model, name: str, token_types: bool = False):
 
 
 def build_candidate(name: str, model, tokenizer, backend, folder: str, token_types: bool = False):
-    """int8 candidates for --int8-candidates; each returns a back-end (nerbatch.backends) for the tagger:
+    """int8 candidates for --int8-candidates; each returns a back-end (nerbatch.tagging.backends) for the tagger:
     ``model``/``tokenizer``: the transformers model and tokenizer, ``backend``: the tagger's own."""
     from dataclasses import replace
 
-    from nerbatch.backends import OnnxBackend, logits_of
+    from nerbatch.tagging.backends import OnnxBackend, logits_of
 
     def onnx(session):
         return OnnxBackend(session=session, tokenizer=backend.tokenizer, labels=backend.labels, specials=backend.specials,
                            pad_id=backend.pad_id, max_width=backend.max_width)
 
-    if name in ("nerbatch.quantize", "nerbatch.quantize:cached"):
-        from nerbatch.cache import default_cache_dir
-        from nerbatch.quantize import open_session, quantize_int8
+    if name in ("nerbatch.tagging.int8", "nerbatch.tagging.int8:cached"):
+        from nerbatch.model.cache import default_cache_dir
+        from nerbatch.tagging.int8 import open_session, quantize_int8
 
         # ":cached" is what `nerbatch tag --precision int8` does (the disk cache); else prep_s includes
         # the export and the quantization
@@ -472,15 +472,15 @@ def _torch_candidate(name: str, model):
 
 def worker_nerbatch(spec: dict) -> dict:
     """nerbatch in-process: Tagger + engines.tag_files, with the Tagger's forward counters."""
-    from nerbatch.engines import plan_jobs, tag_files
-    from nerbatch.tagger import Tagger, TaggerOptions
+    from nerbatch.run import plan_jobs, tag_files
+    from nerbatch.tagging.tagger import Tagger, TaggerOptions
 
     t0 = time.perf_counter()
     opts = {"compile": spec["compile"]} if "compile" in spec else {}
     tagger = Tagger(spec["model"], TaggerOptions(precision=spec["precision"], context=False, **opts))
     tagger.load()  # the Tagger loads lazily (on the first sentence): load it here, untimed
     if spec.get("swap"):
-        from nerbatch.backends import load_model
+        from nerbatch.model.loading import load_model
 
         tokenizer, model = load_model(spec["model"])
         tagger.backend = build_candidate(spec["swap"], model, tokenizer, tagger.backend, spec["model"],
@@ -566,10 +566,10 @@ def machine() -> dict:
 
 
 def wait_builds(cache_dir: Path, timeout: float = 1800) -> float:
-    """Wait until no background compile holds a build lock in ``cache_dir`` (nerbatch.compiled's
+    """Wait until no background compile holds a build lock in ``cache_dir`` (nerbatch.tagging.compiled's
     ``.<entry>.building`` files); returns the seconds waited. A timed row must not share the cores
     with the build a previous row left running."""
-    from nerbatch.compiled import build_running
+    from nerbatch.tagging.compiled import build_running
 
     t0 = time.monotonic()
     keys = [lock.name[1:-len(".building")] for lock in cache_dir.glob(".*.building")]
@@ -788,7 +788,7 @@ def main_bench(args) -> None:
     except Exception as exc:  # noqa: BLE001
         print(f"cannot read `nerbatch tag --help`: {exc}")
     try:
-        from nerbatch.tagger import PRECISIONS as lib_precisions
+        from nerbatch.tagging.tagger import PRECISIONS as lib_precisions
     except Exception:  # noqa: BLE001
         lib_precisions = ("fp32",)
     print(f"nerbatch precisions: library {', '.join(cpu_precisions(lib_precisions))}; CLI {', '.join(cpu_precisions(feats['precisions']))}; "
@@ -843,7 +843,7 @@ def main_bench(args) -> None:
                 spec["compile"] = compiled
                 label += " compiled" if compiled else " eager"
             if p == "int8" and swap_int8:
-                spec.update(precision="fp32", swap="nerbatch.quantize:cached")
+                spec.update(precision="fp32", swap="nerbatch.tagging.int8:cached")
                 label += " (swapped in)"
 
             def go(spec=spec):
@@ -1126,7 +1126,7 @@ def main() -> None:
     ap.add_argument("--buckets", default="16,24,32,48,64,96,128,192,256,384,512", help="bucket widths (subwords) of the buckets group")
     ap.add_argument("--bucket-precisions", default="fp32,bf16,int8", help="precisions of the buckets group")
     ap.add_argument("--int8-candidates", action="store_true", help="compare int8 back-ends instead of the main table")
-    ap.add_argument("--candidates", default="fp32,bf16,nerbatch.quantize,ort-fp32,ort-int8,ort-int8-perchannel,ort-int8-u8w,ort-int8-fused,ort-int8-nospin,"
+    ap.add_argument("--candidates", default="fp32,bf16,nerbatch.tagging.int8,ort-fp32,ort-int8,ort-int8-perchannel,ort-int8-u8w,ort-int8-fused,ort-int8-nospin,"
                     "torch.ao.quantize_dynamic,torchao-int8,torchao-int8+compile",
                     help="with --int8-candidates (ORT variants: ort-fp32 / ort-int8 + -perchannel -u8w -fp32head -fused -nospin)")
     ap.add_argument("--sentences", type=int, default=1000, help="with --int8-candidates: first N test sentences")

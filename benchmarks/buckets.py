@@ -10,8 +10,8 @@ How, in one process:
    back-end wrapped so that every model call's ``input_ids`` / ``attention_mask`` / token type arrays
    are recorded: the exact shapes and contents the planner makes;
 2. for each precision (fp32, bf16 through AOTInductor; int8 through ONNX Runtime):
-   * dynamic: the package ``nerbatch.compiled.build`` makes (what ``nerbatch tag`` runs), or for
-     int8 ``nerbatch.quantize.build_int8``'s model, fed each batch as it is;
+   * dynamic: the package ``nerbatch.tagging.compiled.build`` makes (what ``nerbatch tag`` runs), or for
+     int8 ``nerbatch.tagging.int8.build_int8``'s model, fed each batch as it is;
    * buckets: for each bucket width W used, one graph exported with static shapes
      (rows = min(128, 4096 // W), the CPU planner's limits, by W) and AOTInductor-compiled. A
      bucket-aware planner is simulated: every recorded row goes to the narrowest bucket it fits, each
@@ -49,8 +49,8 @@ class Recorder:
 
 
 def record_batches(model: str, inp: str, work: str) -> list[tuple]:
-    from nerbatch.engines import plan_jobs, tag_files
-    from nerbatch.tagger import Tagger, TaggerOptions
+    from nerbatch.run import plan_jobs, tag_files
+    from nerbatch.tagging.tagger import Tagger, TaggerOptions
 
     tagger = Tagger(model, TaggerOptions(precision="fp32", context=False, compile=False))
     tagger.load()
@@ -66,7 +66,7 @@ def bucket_of(width: int, buckets: list[int]) -> int:
 
 def bucket_rows(width: int) -> int:
     """Rows of a bucket's batches: the CPU planner's limits (padded tokens, rows) at that width."""
-    from nerbatch.batching import DEFAULT_BATCH
+    from nerbatch.tagging.batching import DEFAULT_BATCH
 
     tokens, rows = DEFAULT_BATCH["cpu"]
     return max(1, min(rows, tokens // width))
@@ -97,7 +97,7 @@ def build_static(net, rows: int, width: int, token_types: bool, path: str) -> No
     import torch
     from torch._inductor import aoti_compile_and_package
 
-    from nerbatch.quantize import LogitsOnly
+    from nerbatch.tagging.int8 import LogitsOnly
 
     ids = torch.full((rows, width), 100, dtype=torch.long)
     mask = torch.ones_like(ids)
@@ -130,10 +130,12 @@ def time_batches(run, batches: list[tuple], passes: int = 2) -> float:
 def run_buckets(spec: dict) -> dict:
     import torch
 
-    from nerbatch import compiled, settings
-    from nerbatch.align import Specials
-    from nerbatch.backends import load_model, logits_of
-    from nerbatch.quantize import build_int8, open_session, run_session
+    from nerbatch.model import settings
+    from nerbatch.model.loading import load_model
+    from nerbatch.tagging import compiled
+    from nerbatch.tagging.align import Specials
+    from nerbatch.tagging.backends import logits_of
+    from nerbatch.tagging.int8 import build_int8, open_session, run_session
 
     model = spec["model"]
     buckets = sorted(int(b) for b in spec.get("buckets", DEFAULT_BUCKETS))

@@ -31,7 +31,8 @@ def forward_worker(model: str, batches: str, threads: int, part: int, parts: int
     import torch
 
     from benchmarks.buckets import time_batches
-    from nerbatch.backends import load_model, logits_of
+    from nerbatch.model.loading import load_model
+    from nerbatch.tagging.backends import logits_of
 
     torch.set_num_threads(threads)
     _, net = load_model(model)

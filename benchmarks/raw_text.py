@@ -1,6 +1,6 @@
 """Raw-text benchmark: how close tokenisation and sentence splitting of raw text come to CoNLL-2003.
 
-    .venv/bin/python benchmarks/raw_text.py                 # nerbatch.tokenize + whitespace baseline
+    .venv/bin/python benchmarks/raw_text.py                 # nerbatch.core.tokenize + whitespace baseline
     .venv/bin/python benchmarks/raw_text.py --candidates    # also every candidate library installed
     .venv/bin/python benchmarks/raw_text.py --extra-site DIR --candidates   # DIR: `pip install --target`
 
@@ -150,10 +150,10 @@ def _tokens_of(split: Callable[[str], Spans], tokenize: Callable[[str], Spans]) 
 
 
 def cand_nerbatch() -> Candidate:
-    from nerbatch import tokenize as nt
+    from nerbatch.core import tokenize as nt
 
     return Candidate(
-        "nerbatch.tokenize",
+        "nerbatch.core.tokenize",
         "nltk",
         lambda t: [(s, e) for _, s, e in nt.tokenize(t)],
         nt.sentence_spans,
@@ -337,7 +337,7 @@ SPEED_TARGET = 20.0  # tokenising at least this many times the model's words/s
 
 
 def _iob_chunks(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    from nerbatch.scoring import conll_chunks
+    from nerbatch.evaluation.scoring import conll_chunks
 
     return conll_chunks(list(tags))
 
@@ -348,7 +348,7 @@ def _char_entities(tags: Sequence[str], spans: Spans) -> set[tuple[str, int, int
 
 def make_tagger(model: str, device: str = "auto"):
     """The model as ``nerbatch tag --precision fp32 --no-compile`` loads it (eager fp32: comparable runs)."""
-    from nerbatch.tagger import Tagger, TaggerOptions
+    from nerbatch.tagging.tagger import Tagger, TaggerOptions
 
     return Tagger(model, TaggerOptions(device=device, precision="fp32", compile=False))
 
@@ -358,7 +358,7 @@ def _read_options(tagger, layout: str):
     (``nerbatch.json``, a model trained on raw text) applied as the CLI does."""
     from nerbatch.io import ReadOptions
     from nerbatch.io.text import apply_contract
-    from nerbatch.settings import read_model_config, text_contract
+    from nerbatch.model.settings import read_model_config, text_contract
 
     recorded = text_contract(read_model_config(tagger.model_name)) if os.path.isdir(tagger.model_name) else None
     options, notes = apply_contract(ReadOptions(layout=layout), recorded, ["jsonl"], layout_given=True)
@@ -617,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
             entity = entity_scores_on_raw(tagger, docs, path, Path(tmp))
         entity.update(model=args.model, precision="fp32", compile=False, device=args.device, context=tagger.context,
                       max_length=tagger.max_length)
-        ours = next(r for r in rows if r["name"] == "nerbatch.tokenize")
+        ours = next(r for r in rows if r["name"] == "nerbatch.core.tokenize")
         model_rate = entity["model_words_per_s"]
         speed = {
             "model_words_per_s": model_rate,

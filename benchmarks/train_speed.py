@@ -23,7 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from nerbatch.train import TrainOptions, train  # noqa: E402
+from nerbatch.training.train import TrainOptions, train  # noqa: E402
 
 
 def main() -> None:

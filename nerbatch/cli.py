@@ -1,4 +1,4 @@
-"""Command line: parses options and calls the library (``nerbatch.train``, ``engines``, ``evaluate``).
+"""Command line: parses options and calls the library (``nerbatch.training.train``, ``engines``, ``evaluate``).
 
 Nothing heavy is imported here: torch and transformers load inside the commands that need them.
 """
@@ -203,7 +203,7 @@ def tagger_options_decorator(fn):
 
 
 def build_tagger(kw: dict, verbose: bool = False):
-    from .tagger import Tagger, TaggerOptions
+    from .tagging.tagger import Tagger, TaggerOptions
 
     model = kw.pop("model")
     options = TaggerOptions(
@@ -270,10 +270,10 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
     """
     from dataclasses import replace
 
-    from .engines import plan_jobs, tag_files
-    from .engines.local import RunOptions, plan
-    from .plan import check_write_paths
-    from .scoring import Scorer, format_report
+    from .evaluation.scoring import Scorer, format_report
+    from .run import plan_jobs, tag_files
+    from .run.local import RunOptions, plan
+    from .run.plan import check_write_paths
 
     given = {"tokenizer_given": kw["word_tokenizer"] is not None, "layout_given": kw["layout"] is not None}
     read_options = replace(build_read_options(kw), on_error=on_error)
@@ -285,13 +285,13 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
     read_options = _text_contract(tagger.model_name, read_options, [j.input_format for j in jobs], given, quiet)
     scorer = Scorer() if (report_path or report_json) else None
     if scorer is not None:  # refuse inputs without gold NER tags before tagging anything
-        from .evaluate import check_report_inputs
+        from .evaluation.evaluate import check_report_inputs
 
         check_report_inputs(jobs, read_options, labels=getattr(tagger, "labels", ()), resume=resume)
     run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json)
     planned = plan(jobs, tagger, read_options, run)  # what is up to date, resumed or fresh
     if engine == "ray":
-        from .engines.ray import tag_files_ray
+        from .run.ray import tag_files_ray
 
         summary = tag_files_ray(
             planned, tagger, options=read_options, scorer=scorer, progress=not quiet, run=run,
@@ -300,7 +300,7 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
     else:
         summary = tag_files(planned, tagger, options=read_options, scorer=scorer, progress=not quiet, run=run)
     if scorer is not None:
-        from .evaluate import write_report
+        from .evaluation.evaluate import write_report
 
         result = scorer.result()
         result["files"] = list(inputs)
@@ -319,7 +319,7 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
 def _text_contract(model: str, read_options, formats: list[str], given: dict, quiet: bool):
     """Cut raw text as the model's training text was cut (nerbatch.json), saying where a run differs."""
     from .io.text import apply_contract
-    from .settings import read_model_config, text_contract
+    from .model.settings import read_model_config, text_contract
 
     read_options, notes = apply_contract(read_options, text_contract(read_model_config(model)), formats, **given)
     if not quiet:
@@ -330,7 +330,7 @@ def _text_contract(model: str, read_options, formats: list[str], given: dict, qu
 
 def _train_default(name: str):
     """A default of `nerbatch train`, read from TrainOptions (the one place training defaults live)."""
-    from .train import TrainOptions
+    from .training.train import TrainOptions
 
     return TrainOptions.__dataclass_fields__[name].default
 
@@ -378,13 +378,14 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
       nerbatch train --train big.jsonl --every 5 --epochs 1 -o quick/
       nerbatch train --train eng.train --dev eng.testa -o conll-model/ --resume   # after a crash / in cron
     """
-    from .train import TrainingInterrupted, TrainOptions, format_epochs
-    from .train import train as run_train
+    from .training.progress import format_epochs
+    from .training.train import TrainingInterrupted, TrainOptions
+    from .training.train import train as run_train
 
     if every < 1:
         raise click.BadParameter("must be 1 or more", param_hint="--every")
     read_options = build_read_options(kw)
-    from .plan import expand_inputs
+    from .run.plan import expand_inputs
 
     glob, fmt = kw.pop("glob"), kw.get("input_format")
     train_files = [p for p, _ in expand_inputs(list(train_files), glob, fmt)]
@@ -465,10 +466,10 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
       nerbatch evaluate a.tagged.conll b.tagged.conll --compare
     """
     from .errors import InputError
-    from .evaluate import compare_files, evaluate_files, evaluate_model, format_comparison, write_report
+    from .evaluation.evaluate import compare_files, evaluate_files, evaluate_model, format_comparison, write_report
+    from .evaluation.scoring import format_report
     from .io import ReadOptions
-    from .plan import FileJob, check_write_paths, expand_inputs
-    from .scoring import format_report
+    from .run.plan import FileJob, check_write_paths, expand_inputs
 
     files = [p for p, _ in expand_inputs(list(files), glob, input_format)]
     options = ReadOptions(split=split, config=dataset_config)
@@ -487,7 +488,7 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
         click.echo(format_comparison(result))
         return
     if model:
-        from .tagger import TaggerOptions
+        from .tagging.tagger import TaggerOptions
 
         result = evaluate_model(
             model, list(files), strict=strict, fmt=input_format, options=options, tagger_options=TaggerOptions(device=device), **analysis

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-# The compiled-model path (nerbatch.compiled) builds a package per model with a C++ compiler, about
+# The compiled-model path (nerbatch.tagging.compiled) builds a package per model with a C++ compiler, about
 # 10 s even for the tiny models here; most tests build a fresh model, so it is off by default in the
-# suite and tests/test_compiled.py turns it on. Quantized/compiled caches go to a throw-away folder.
+# suite and tests/tagging/test_compiled.py turns it on. Quantized/compiled caches go to a throw-away folder.
 os.environ.setdefault("NERBATCH_COMPILE", "0")
 os.environ.setdefault("NERBATCH_PRECISION_RATES", '{"fp32": 1}')  # auto precision = fp32, whatever this CPU measures
 os.environ.setdefault("NERBATCH_CACHE_DIR", tempfile.mkdtemp(prefix="nerbatch-test-cache-"))
@@ -68,6 +68,6 @@ def tiny_encoder(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tagger(tiny_model):
-    from nerbatch.tagger import Tagger, TaggerOptions
+    from nerbatch.tagging.tagger import Tagger, TaggerOptions
 
     return Tagger(tiny_model, TaggerOptions(device="cpu"))

@@ -1,5 +1,6 @@
-"""The package's shape: no module uses another module's private (underscore) names, and the stages
-of the data flow stay where the README's architecture table says they are."""
+"""The package's shape: the data-flow rooms exist and the README names them, no module uses another
+module's private (underscore) names, no import circles (imports inside functions included), and no
+module below the command line imports it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 from .conftest import ROOT
 
 PACKAGE = ROOT / "nerbatch"
+
+# the rooms of the data flow, in order: read -> plan -> tokenise/align -> batch -> model -> decode -> write -> report
+ROOMS = ("core", "io", "model", "tagging", "run", "evaluation", "training")
 
 
 def _modules() -> dict[str, Path]:
@@ -29,6 +33,98 @@ def _resolve(module: str, level: int, current: str, is_package: bool) -> str:
     base = parts if is_package else parts[:-1]
     base = base[: len(base) - (level - 1)]
     return ".".join(base + ([module] if module else []))
+
+
+def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the nerbatch modules it imports, anywhere in the file (functions included)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        is_package = path.name == "__init__.py"
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                target = _resolve(node.module or "", node.level, name, is_package)
+                if not target.startswith("nerbatch"):
+                    continue
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}"
+                    found.add(sub if sub in modules else target)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.startswith("nerbatch"))
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The same imports between rooms (``nerbatch.tagging.align`` -> ``nerbatch.tagging``); a package's
+    ``__init__`` (its public face, re-exporting its rooms) is left out."""
+
+    def room(m: str) -> str:
+        return ".".join(m.split(".")[:2])
+
+    out: dict[str, set[str]] = {}
+    for m, deps in graph.items():
+        if m == "nerbatch":
+            continue
+        out.setdefault(room(m), set()).update(room(d) for d in deps if d != "nerbatch" and room(d) != room(m))
+    return out
+
+
+def test_no_import_circles_between_modules():
+    circles = _circles(_imports(_modules()))
+    assert not circles, "import circles: " + "; ".join(" <-> ".join(c) for c in circles)
+
+
+def test_no_import_circles_between_rooms():
+    circles = _circles(_package_graph(_imports(_modules())))
+    assert not circles, "import circles between subpackages: " + "; ".join(" <-> ".join(c) for c in circles)
+
+
+def test_the_circle_check_finds_a_circle():
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_nothing_below_the_command_line_imports_it():
+    graph = _imports(_modules())
+    offenders = sorted(m for m, deps in graph.items() if "nerbatch.cli" in deps and m != "nerbatch.__main__")
+    assert not offenders, f"modules importing nerbatch.cli: {offenders}"
 
 
 def test_no_module_uses_another_modules_underscore_names():
@@ -63,16 +159,32 @@ def test_no_module_uses_another_modules_underscore_names():
 
 def test_the_check_itself_finds_an_offence(tmp_path):
     """The same walk over a made-up module that does reach into another one's private name."""
-    tree = ast.parse("from .quantize import _session\nfrom . import compiled\ncompiled._save()\n")
+    tree = ast.parse("from .int8 import _session\nfrom . import compiled\ncompiled._save()\n")
     found = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names if a.name.startswith("_")]
     found += [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("_")]
     assert found == ["_session", "_save"]
 
 
-def test_every_stage_of_the_data_flow_has_its_module():
-    """read -> plan -> tokenise/align -> batch -> model -> decode -> write -> report, by name."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for module in ("io", "plan", "align", "batching", "backends", "tagger", "engines", "scoring", "evaluate",
-                   "settings", "cache", "checkpoint"):
-        assert (PACKAGE / f"{module}.py").exists() or (PACKAGE / module).is_dir(), module
-        assert f"nerbatch/{module}" in readme, f"README's architecture table does not name nerbatch/{module}"
+def test_every_stage_of_the_data_flow_has_its_room():
+    """read -> plan -> tokenise/align -> batch -> model -> decode -> write -> report, by folder and name."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8") + (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    for room in ROOMS:
+        assert (PACKAGE / room / "__init__.py").exists(), room
+        assert f"nerbatch/{room}/" in readme, f"the architecture page does not name nerbatch/{room}/"
+    stages = {
+        "read": "io/base.py", "plan": "run/plan.py", "align": "tagging/align.py", "batch": "tagging/batching.py",
+        "model": "tagging/backends.py", "decode": "tagging/decode.py", "write": "io/base.py",
+        "report": "evaluation/scoring.py",
+    }
+    for stage, path in stages.items():
+        assert (PACKAGE / path).exists(), f"{stage}: nerbatch/{path}"
+    documented = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if path.name != "__init__.py" and f"nerbatch/{rel}" in readme:
+            documented.add(rel)
+    missing = sorted(
+        p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py") and p.relative_to(PACKAGE).as_posix() not in documented
+    )
+    assert not missing, f"modules the architecture page does not name: {missing}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterator
 
+from ..core.record import Sentence
 from ..errors import InputError
-from ..record import Sentence
 from .base import STDIO, ReadOptions, Writer
 from .compress import compression_of, split_compression
 
@@ -52,7 +52,7 @@ def guess_format(path: str, default: str | None = None) -> str | None:
 
 def looks_like_conll(path: str, lines: int = 50) -> bool:
     """Sniff a ``.txt`` file: ``-DOCSTART-`` or token lines whose last column is a tag mean CoNLL."""
-    from ..record import is_tag
+    from ..core.schemes import is_tag
     from .base import open_binary, raw_lines
     from .compress import decompress_errors
     from .conll import split_columns

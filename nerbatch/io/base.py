@@ -11,8 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Iterable, Iterator
 
+from ..core.record import Sentence
 from ..errors import InputError, OutputError
-from ..record import Sentence
 
 STDIO = "-"
 
@@ -25,7 +25,7 @@ class ReadOptions:
     tag_column: int | None = -1  # CoNLL gold column; None: no gold tags
     pred_column: int | None = None  # CoNLL predicted column (evaluate reads ``word ... gold pred``)
     tokens_key: str = "tokens"  # JSONL key / Parquet column with the token list
-    text_key: str = "text"  # JSONL key / Parquet column with raw text (tokenised, see nerbatch.tokenize)
+    text_key: str = "text"  # JSONL key / Parquet column with raw text (tokenised, see nerbatch.core.tokenize)
     tags_key: str | None = None  # gold tags key/column; None: try "tags" then "ner_tags"
     pred_key: str = "pred_tags"
     doc_key: str | None = None  # document id key/column; None: try "doc_id" then "doc"
@@ -34,7 +34,7 @@ class ReadOptions:
     batch_rows: int = 1024  # Parquet record-batch size
     on_error: str = "fail"  # "skip": a bad record becomes a Sentence with ``error`` set, and reading goes on
     conllu: bool | None = None  # CoNLL-U (FORM column, ``#`` comments, ``1-2``/``1.1`` lines); None: by extension
-    # raw text into sentences: "line", "paragraph" or "document" (nerbatch.tokenize.LAYOUTS);
+    # raw text into sentences: "line", "paragraph" or "document" (nerbatch.core.tokenize.LAYOUTS);
     # None: the format's default, "line" for text files and "document" for JSONL/Parquet text fields
     layout: str | None = None
     tokenizer: str = "treebank"  # raw-text words: "treebank" (CoNLL-style) or "whitespace" (split on whitespace only)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from ..core.record import RECORD_DOC, Sentence
 from ..errors import InputError
-from ..record import RECORD_DOC, Sentence
 from .base import ReadOptions, Writer, decoded_lines
 
 DOCSTART = "-DOCSTART-"

@@ -24,8 +24,8 @@ import shutil
 import tempfile
 from typing import Any, Iterator
 
+from ..core.record import Sentence
 from ..errors import InputError, OutputError
-from ..record import Sentence
 from .base import ReadOptions
 from .parquet import ParquetWriter
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 import re
 
-from ..record import RecordParts, Sentence
-from ..scoring import conll_chunks
+from ..core.record import RecordParts, Sentence
+from ..core.schemes import conll_chunks
 from .base import Writer
 
 _COLOURS = {

@@ -7,7 +7,7 @@ Python's json module writes and reads, but no JSON parser has to) are refused, a
 nested too deeply to read and integers too long to convert.
 
 Gold can also be entity spans of the ``text`` (``entities``, ``spans``, ``label``, Label Studio
-tasks; :mod:`nerbatch.spans`): the text is tokenised and the spans become IOB2 word tags, which a
+tasks; :mod:`nerbatch.core.spans`): the text is tokenised and the spans become IOB2 word tags, which a
 JSONL output then carries as ``tags`` (the input's ``entities`` member is replaced by the
 predicted entities, as for every input).
 
@@ -28,10 +28,10 @@ import sys
 from json.decoder import JSONDecodeError, scanstring
 from typing import Any, Iterator
 
+from ..core.record import RECORD_DOC, RecordParts, Sentence, token_offsets
+from ..core.schemes import conll_chunks
+from ..core.spans import SPAN_KEYS, Gold, SpanError, gold_spans
 from ..errors import InputError
-from ..record import RECORD_DOC, RecordParts, Sentence, token_offsets
-from ..scoring import conll_chunks
-from ..spans import SPAN_KEYS, Gold, SpanError, gold_spans
 from .base import ReadOptions, Writer, decoded_lines
 
 _WORD = re.compile(r"\S+")
@@ -150,7 +150,7 @@ def _token_objects(obj: dict, options: ReadOptions) -> bool:
 
 
 def _gold(obj: dict, options: ReadOptions, path: str, line: int) -> Gold | None:
-    """The record's gold entity spans (:func:`nerbatch.spans.gold_spans`), errors at ``path:line``."""
+    """The record's gold entity spans (:func:`nerbatch.core.spans.gold_spans`), errors at ``path:line``."""
     try:
         return gold_spans(obj, options.text_key)
     except SpanError as exc:
@@ -178,13 +178,13 @@ def record_to_sentences(
     """The sentences of one JSON object or Parquet row (shared by both readers).
 
     A token list is one sentence. Raw ``text`` (no token list) is tokenised
-    (:mod:`nerbatch.tokenize`) and cut into sentences by ``options.layout_for(fmt)``
+    (:mod:`nerbatch.core.tokenize`) and cut into sentences by ``options.layout_for(fmt)``
     (``document`` by default: one record, several sentences); the sentences share the record's
     ``text`` and ``source``, spans into that text, ``part``/``last`` set, and a document id (the
     record's own, or one made up for the record) so they give each other context. Raw text with
     gold ``tags`` (or predicted tags to evaluate) is split on whitespace into one sentence: such
     tags can only be aligned with the whitespace words. Raw text with gold entity spans
-    (``entities``/``spans``/``label``, a Label Studio task: :mod:`nerbatch.spans`) is tokenised and
+    (``entities``/``spans``/``label``, a Label Studio task: :mod:`nerbatch.core.spans`) is tokenised and
     split like text without gold, and the spans become the words' IOB2 ``tags``.
     """
     text = None

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+from ..core.record import RecordParts, Sentence
 from ..errors import InputError
-from ..record import RecordParts, Sentence
 from .base import ReadOptions, Writer
 from .jsonl import OUTPUT_KEYS, members, record_to_sentences
 

@@ -1,4 +1,4 @@
-"""Plain text, cut into CoNLL-style tokens with character spans (:mod:`nerbatch.tokenize`).
+"""Plain text, cut into CoNLL-style tokens with character spans (:mod:`nerbatch.core.tokenize`).
 
 ``ReadOptions.layout`` says where sentences are: ``line`` (the default for text files: one
 sentence a line, blank lines skipped), ``paragraph`` (blank-line separated paragraphs, their
@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable, Iterator
 
-from ..record import Sentence
-from ..spans import Span, align
-from ..tokenize import TextSettings, layout_records
+from ..core.record import Sentence
+from ..core.spans import Span, align
+from ..core.tokenize import TextSettings, layout_records
 from .base import ReadOptions, decoded_lines
 
 
@@ -32,11 +32,11 @@ def unit_sentences(
     source=None,
     gold: list[Span] | None = None,
 ) -> list[Sentence]:
-    """The sentences of one unit of raw text (``layout`` as in :func:`nerbatch.tokenize.layout_records`,
+    """The sentences of one unit of raw text (``layout`` as in :func:`nerbatch.core.tokenize.layout_records`,
     applied to ``text`` as a whole: a line stays one sentence, a paragraph or document is split).
 
-    ``gold``: entity spans of the text (:mod:`nerbatch.spans`), which become the sentences' IOB2
-    ``tags`` (sentences a span crosses are joined); raises :class:`~nerbatch.spans.SpanError`.
+    ``gold``: entity spans of the text (:mod:`nerbatch.core.spans`), which become the sentences' IOB2
+    ``tags`` (sentences a span crosses are joined); raises :class:`~nerbatch.core.spans.SpanError`.
     """
     units = layout_records(text, layout, words)
     sentences = [sent for unit in units for sent in unit]
@@ -119,7 +119,7 @@ def apply_contract(
     """Read options that cut raw text as the model's training data was cut.
 
     ``recorded``: the tokenisation contract in the model's ``nerbatch.json`` (``text``, see
-    :class:`nerbatch.tokenize.TextSettings`; None for a model trained on tokens: nothing changes).
+    :class:`nerbatch.core.tokenize.TextSettings`; None for a model trained on tokens: nothing changes).
     Its word splitter and layout are applied unless the run gave ``--tokenizer``/``--layout``
     (``*_given``); returns the options and one-line notices: an explicit choice that differs from
     the recorded one for one of the input ``formats``, or tokenisation rules or an nltk version that

@@ -1,0 +1,149 @@
+"""Run state for unattended jobs: the output lock, per-output manifests and in-file checkpoints.
+
+Beside each output ``out.conll`` nerbatch keeps ``.out.conll.nerbatch.json`` (the manifest) and,
+while the output is being written, ``.out.conll.nerbatch.part`` (the partial output). The manifest
+records what produced the output (input path, size, mtime, model, nerbatch version, options that
+change output) and either ``"complete": true`` or a checkpoint: how many sentences are in the part
+file, its size in bytes at that point, and the writer's state. ``--resume`` skips complete outputs
+whose manifest matches, and continues a partial one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+from .. import __version__
+from ..errors import LockedError, OutputError
+from ..io.atomic import atomic_write
+
+
+def sidecar(output: str, suffix: str) -> str:
+    folder, name = os.path.split(os.path.abspath(output))
+    return os.path.join(folder, f".{name}.nerbatch.{suffix}")
+
+
+def fingerprint(input_path: str, model_id: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What must match for an existing output to count as done for this run (``model_id``: see
+    :func:`nerbatch.model.cache.model_identity`)."""
+    from ..io.hf import split_ref
+
+    st = os.stat(split_ref(input_path)[0])  # a dataset named with its split (DIR@SPLIT): the folder
+    return {
+        "input": os.path.realpath(input_path),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "model": model_id,
+        "nerbatch_version": __version__,
+        "options": options,
+    }
+
+
+def load_manifest(output: str) -> dict | None:
+    try:
+        with open(sidecar(output, "json"), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def save_manifest(output: str, manifest: dict) -> None:
+    """Write the manifest atomically."""
+    try:
+        atomic_write(sidecar(output, "json"), json.dumps(manifest))
+    except OSError as exc:
+        raise OutputError(f"{output}: cannot write the run manifest: {exc.strerror}") from None
+
+
+def remove_manifest(output: str) -> None:
+    try:
+        os.unlink(sidecar(output, "json"))
+    except OSError:
+        pass
+
+
+class OutputLock:
+    """An exclusive lock on one output (``.NAME.nerbatch.lock`` beside it), held by the kernel.
+
+    ``flock`` on the lock file: the kernel frees it when its owner exits, however it exits, so a
+    lock left by a killed run (or one whose pid was since reused) never blocks the next run, and
+    two runs that find a stale lock at the same moment cannot both take it. The file holds the
+    owner's pid and host for the error message only. After taking the lock we check that the path
+    still names the file we locked (another run may have removed it on release), else retry.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.path = sidecar(target, "lock")
+        self.fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        for _ in range(100):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o666)
+            except FileNotFoundError:
+                raise OutputError(f"{os.path.dirname(self.path)}: output folder does not exist") from None
+            except OSError as exc:
+                raise OutputError(f"{os.path.dirname(self.path)}: cannot write here: {exc.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _owner(fd)
+                os.close(fd)
+                raise LockedError(
+                    f"{self.path}: another nerbatch run (pid {owner.get('pid', '?')} on {owner.get('host', '?')}) "
+                    "is writing this output",
+                    hint="wait for it to finish",
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # released and removed by its owner between our open and flock
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+            self.fd = fd
+            return
+        raise LockedError(f"{self.path}: could not take the lock")
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)  # while still holding it: see the inode check in acquire
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "OutputLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _owner(fd: int) -> dict:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def probe_locks(outputs: list[str]) -> None:
+    """Take and drop every output's lock once before any work, so a run that would collide with
+    another one exits 75 at once instead of half way. (Holding all of them for the whole run would
+    need one open file per output, and a folder of 100k files exceeds the descriptor limit.)"""
+    for out in outputs:
+        with OutputLock(out):
+            pass

@@ -1,0 +1,363 @@
+"""Words <-> subwords: encoding, windows for long sentences, document context, logits -> word tags.
+
+Pure functions over lists of ids, shared by training and tagging so both see the same inputs.
+Conventions:
+- a word's prediction (and training label) sits on its first subword; other subwords get -100;
+- a word that the tokenizer turns into zero subwords gets no position and the tag ``O``;
+- predictions come back as label probabilities per word (:func:`word_probs`) for the decoder;
+- a sentence longer than the model's window is split into overlapping windows; each word is owned by
+  the window where its first subword has the most context on both sides, so every word is predicted
+  exactly once;
+- a sentence that fits may be surrounded by subwords of its neighbours in the same document
+  (document context); only the sentence's own words carry positions/labels.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+
+from ..core.record import Sentence
+from ..errors import ModelError
+from .batching import chunked
+
+if TYPE_CHECKING:
+    import numpy as np
+
+IGNORE = -100
+
+
+@dataclass(slots=True)
+class Feature:
+    """One model input row. ``positions[i]`` is where word ``words[i]`` has its first subword."""
+
+    sent: int
+    input_ids: list[int]
+    positions: list[int]
+    words: list[int]
+
+
+@dataclass(frozen=True)
+class Specials:
+    """Ids a tokenizer puts around a sequence (``[CLS] ... [SEP]`` for BERT)."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+
+    @classmethod
+    def of(cls, tokenizer) -> "Specials":
+        plain = tokenizer(["nerbatch"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+        full = tokenizer(["nerbatch"], is_split_into_words=True, add_special_tokens=True)["input_ids"]
+        for i in range(len(full) - len(plain) + 1):
+            if full[i : i + len(plain)] == plain:
+                return cls(tuple(full[:i]), tuple(full[i + len(plain) :]))
+        raise ModelError("cannot tell which special tokens the tokenizer adds")
+
+    def __len__(self) -> int:
+        return len(self.prefix) + len(self.suffix)
+
+
+
+
+def word_pieces(tokenizer, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+    """Subword ids of each word of each sentence (``[]`` for a word with no subwords)."""
+    out: list[list[list[int]]] = [[[] for _ in toks] for toks in batch]
+    todo = [i for i, toks in enumerate(batch) if toks]
+    if not todo:
+        return out
+    enc = tokenizer([list(batch[i]) for i in todo], is_split_into_words=True, add_special_tokens=False)
+    for row, i in enumerate(todo):
+        pieces = out[i]
+        for tid, w in zip(enc["input_ids"][row], enc.word_ids(row)):
+            if w is not None:
+                pieces[w].append(tid)
+    return out
+
+
+def with_context(
+    items: Iterable[tuple[Sentence, list[list[int]]]], budget: int
+) -> Iterator[tuple[Sentence, list[list[int]], list[int], list[int]]]:
+    """Attach up to ``budget`` subword ids of the preceding and following sentences of the same document.
+
+    Streams with bounded look-ahead: it holds at most ``budget`` subwords of sentences on each side.
+    A ``budget`` of 0, or a sentence with ``doc_id`` None, gets no context.
+    """
+    it = iter(items)
+    pending: deque[tuple[Sentence, list[list[int]], list[int]]] = deque()
+    history: deque[list[int]] = deque()
+    hist_len = 0
+    hist_doc: object = None
+    exhausted = False
+
+    def pull() -> bool:
+        nonlocal exhausted
+        if exhausted:
+            return False
+        try:
+            sent, pieces = next(it)
+        except StopIteration:
+            exhausted = True
+            return False
+        pending.append((sent, pieces, [t for p in pieces for t in p]))
+        return True
+
+    while pending or pull():
+        sent, pieces, flat = pending[0]
+        doc = sent.doc_id
+        if budget <= 0 or doc is None or not sent.tokens:
+            pending.popleft()
+            yield sent, pieces, [], []
+            continue
+        # look ahead until the right context is full, the document ends or the input ends
+        right_len = sum(len(f) for s, _, f in list(pending)[1:] if s.doc_id == doc)
+        while right_len < budget and (len(pending) == 1 or pending[-1][0].doc_id == doc or not pending[-1][0].tokens):
+            if not pull():
+                break
+            s, _, f = pending[-1]
+            if s.doc_id == doc:
+                right_len += len(f)
+        right: list[int] = []
+        for s, _, f in list(pending)[1:]:
+            if len(right) >= budget:
+                break
+            if s.doc_id != doc:
+                if s.tokens:
+                    break
+                continue
+            right.extend(f)
+        del right[budget:]
+        if hist_doc != doc:
+            history.clear()
+            hist_len = 0
+            hist_doc = doc
+        left: list[int] = [t for f in history for t in f][-budget:] if history else []
+        pending.popleft()
+        yield sent, pieces, left, right
+        history.append(flat)
+        hist_len += len(flat)
+        while history and hist_len - len(history[0]) >= budget:
+            hist_len -= len(history.popleft())
+
+
+def in_context(
+    sentences: Iterable[Sentence], pieces_of: Callable[[list[list[str]]], list[list[list[int]]]], budget: int, chunk: int = 256
+) -> Iterator[tuple[Sentence, list[list[int]], list[int], list[int]]]:
+    """Each sentence with its word pieces and up to ``budget`` subwords of document context on each
+    side (:func:`with_context`), streamed; ``pieces_of`` tokenises a batch of token lists (for
+    example :func:`word_pieces` bound to a tokenizer). Training and tagging both build on this."""
+
+    def pieces() -> Iterator[tuple[Sentence, list[list[int]]]]:
+        for part in chunked(sentences, chunk):
+            yield from zip(part, pieces_of([s.tokens for s in part]), strict=True)
+
+    return with_context(pieces(), budget)
+
+
+def features_for(
+    sent_index: int,
+    pieces: Sequence[Sequence[int]],
+    specials: Specials,
+    max_length: int,
+    stride: int | None = None,
+    left: Sequence[int] = (),
+    right: Sequence[int] = (),
+) -> list[Feature]:
+    """Model inputs for one sentence: one row when it fits (with context), else overlapping windows.
+
+    ``stride`` is the step between windows in subwords (default: half a window). Every word that
+    has subwords is owned by exactly one returned feature.
+    """
+    body = max_length - len(specials)
+    if body < 2:
+        raise ValueError("max_length too small for the special tokens")
+    flat: list[int] = []
+    first: list[int] = []
+    for p in pieces:
+        first.append(len(flat) if p else -1)
+        flat.extend(p)
+    if not flat:
+        return []
+    pre, suf = list(specials.prefix), list(specials.suffix)
+    if len(flat) <= body:
+        budget = body - len(flat)
+        lc = min(len(left), max(budget // 2, budget - len(right)))
+        rc = min(len(right), budget - lc)
+        ids = pre + list(left[len(left) - lc :]) + flat + list(right[:rc]) + suf
+        offset = len(pre) + lc
+        words = [w for w, f in enumerate(first) if f >= 0]
+        return [Feature(sent_index, ids, [offset + first[w] for w in words], words)]
+    step = stride or max(1, body // 2)
+    step = min(step, body)
+    starts = [0]
+    while starts[-1] + body < len(flat):
+        starts.append(starts[-1] + step)
+    owned: list[list[int]] = [[] for _ in starts]
+    k = 0
+    for w, f in enumerate(first):
+        if f < 0:
+            continue
+        while k + 1 < len(starts) and starts[k] + body <= f:
+            k += 1  # first window that contains f
+        best, best_room = k, -1
+        j = k
+        while j < len(starts) and starts[j] <= f:
+            room = min(f - starts[j], starts[j] + body - 1 - f)
+            if room > best_room:
+                best, best_room = j, room
+            j += 1
+        owned[best].append(w)
+    feats = []
+    for s, words in zip(starts, owned):
+        ids = pre + flat[s : s + body] + suf
+        feats.append(Feature(sent_index, ids, [len(pre) + first[w] - s for w in words], words))
+    return feats
+
+
+def label_ids(feature: Feature, tags: Sequence[str], label2id: dict[str, int]) -> list[int]:
+    """Training labels for a feature: the owned words' first subwords, -100 everywhere else."""
+    labels = [IGNORE] * len(feature.input_ids)
+    for w, pos in zip(feature.words, feature.positions):
+        labels[pos] = label2id[tags[w]]
+    return labels
+
+
+def word_probs(n_words: int, parts: Iterable[tuple[Feature, "np.ndarray"]], n_labels: int) -> "np.ndarray":
+    """A sentence's words x labels probabilities from its features' predictions (one row per
+    position, in the feature's word order). Words without subwords get a row of NaN (the decoder
+    gives them ``O``). Raises if a word would be predicted twice."""
+    import numpy as np
+
+    out = np.full((n_words, n_labels), np.nan, dtype=np.float32)
+    seen = np.zeros(n_words, dtype=bool)
+    for feat, probs in parts:
+        words = np.asarray(feat.words, dtype=np.int64)
+        if seen[words].any():
+            raise AssertionError(f"word {int(words[seen[words]][0])} predicted twice")
+        seen[words] = True
+        out[words] = probs
+    return out
+
+
+def assign(
+    n_words: int,
+    parts: Iterable[tuple[Feature, Sequence[int], Sequence[float]]],
+    id2label: Sequence[str],
+    outside: str = "O",
+) -> tuple[list[str], list[float]]:
+    """Word tags from per-feature predictions (label id and probability at each position).
+
+    Words without subwords get ``outside`` with score 1.0. Raises if a word would get zero or two tags.
+    """
+    tags: list[str | None] = [None] * n_words
+    scores = [1.0] * n_words
+    for feat, ids, probs in parts:
+        for w, lab, p in zip(feat.words, ids, probs):
+            if tags[w] is not None:
+                raise AssertionError(f"word {w} predicted twice")
+            tags[w] = id2label[lab]
+            scores[w] = float(p)
+    out = [t if t is not None else outside for t in tags]
+    return out, scores
+
+
+# -- blocks of a stream, with the neighbours their document context needs ----------------------
+
+
+def countable_words(sent: Sentence) -> int:
+    """Words that surely give at least one subword (any letter or digit: at worst [UNK])."""
+    return sum(1 for w in sent.tokens if any(c.isalnum() for c in w))
+
+
+def neighbour(sent: Sentence) -> Sentence:
+    """A neighbour only lends context: its tokens and document are all that travel."""
+    return Sentence(tokens=sent.tokens, doc_id=sent.doc_id, index=sent.index, path=sent.path, line=sent.line)
+
+
+def split_blocks(
+    sentences: Iterable[Sentence], size: int, need: int
+) -> Iterator[tuple[list[Sentence], list[Sentence], list[Sentence], bool, bool]]:
+    """Cut a sentence stream into ``(left, core, right, left_cut, right_cut)`` blocks.
+
+    ``core`` is ``size`` consecutive sentences (fewer at the end). ``left``/``right`` are the
+    neighbouring sentences that ``align.with_context`` would draw context from: the run of same-document
+    sentences before the core (sentences without tokens or document skipped, as ``with_context`` does)
+    and the sentences after it up to the next sentence of another document. Each side stops once it
+    holds ``need`` words (``left_cut``/``right_cut`` say that it stopped early, so the tagger can check
+    that it got a full budget of subwords). ``need`` 0: no neighbours.
+    """
+    it = iter(sentences)
+    ahead: deque[Sentence] = deque()
+    left: deque[Sentence] = deque()
+    left_words = 0
+    left_doc: object = None
+    left_cut = False
+
+    def take(n: int) -> list[Sentence]:
+        out = []
+        while ahead and len(out) < n:
+            out.append(ahead.popleft())
+        while len(out) < n:
+            s = next(it, None)
+            if s is None:
+                break
+            out.append(s)
+        return out
+
+    core = take(size)
+    while core:
+        right: list[Sentence] = []
+        right_cut = False
+        if need > 0:
+            last = next((s for s in reversed(core) if s.tokens), None)
+            doc = last.doc_id if last is not None else None
+            if doc is not None:
+                words = 0
+                j = 0
+                while True:
+                    if words >= need:
+                        right_cut = True
+                        break
+                    if j == len(ahead):
+                        s = next(it, None)
+                        if s is None:
+                            break
+                        ahead.append(s)
+                    s = ahead[j]
+                    if s.tokens and s.doc_id != doc:
+                        break
+                    if s.tokens:
+                        right.append(neighbour(s))
+                        words += countable_words(s)
+                    j += 1
+        yield list(left), core, right, left_cut, right_cut
+        if need > 0:
+            for s in core:
+                if not s.tokens or s.doc_id is None:
+                    continue
+                if s.doc_id != left_doc:
+                    left.clear()
+                    left_words = 0
+                    left_doc = s.doc_id
+                    left_cut = False
+                left.append(neighbour(s))
+                left_words += countable_words(s)
+                while left and left_words - countable_words(left[0]) >= need:
+                    left_words -= countable_words(left.popleft())
+                    left_cut = True
+        core = take(size)
+
+
+def from_sentence(
+    blocks: Iterable[tuple[list[Sentence], list[Sentence], list[Sentence], bool, bool]], skip: int
+) -> Iterator[tuple[list[Sentence], list[Sentence], list[Sentence], bool, bool]]:
+    """The blocks of :func:`split_blocks` from sentence ``skip`` on (a resumed file): blocks before it
+    are dropped, and the block it falls in keeps only the sentences from it, the others lending context."""
+    start = 0
+    for left, core, right, left_cut, right_cut in blocks:
+        end = start + len(core)
+        if end > skip:
+            if start < skip:
+                left, core, left_cut = left + [neighbour(s) for s in core[: skip - start]], core[skip - start :], False
+            yield left, core, right, left_cut, right_cut
+        start = end

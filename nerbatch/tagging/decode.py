@@ -1,0 +1,83 @@
+"""Decoding: from each word's label probabilities to a tag sequence the tagging scheme allows.
+
+``argmax`` takes each word's most probable label on its own, so it can output ``B-LOC I-MISC`` or a
+sentence that starts with ``I-PER``: sequences IOB2 does not allow, which conlleval then counts as
+extra entities. ``viterbi`` (the default) finds the most probable sequence *among the allowed ones*
+(the product of the words' probabilities, with no transition scores): an ``I-X`` only after
+``B-X`` or ``I-X``. Where the argmax sequence is already allowed it is also the best allowed one, so
+Viterbi runs only on the sentences where argmax breaks the scheme (a few percent), and costs
+nothing elsewhere.
+
+Scores: a word's score is the probability of the label it was given (for a word Viterbi changed,
+that is the probability of the new label, usually lower than its argmax). Entity scores in the
+outputs are the mean of their words' scores, as before.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..core.schemes import allowed_transitions, is_well_formed
+
+__all__ = ["DECODERS", "Decoder"]
+
+DECODERS = ("viterbi", "argmax")
+
+
+
+
+
+
+class Decoder:
+    """Decode sentences for one label set; ``method`` is "viterbi" or "argmax"."""
+
+    def __init__(self, labels: Sequence[str], method: str = "viterbi") -> None:
+        if method not in DECODERS:
+            raise ValueError(f"unknown decoder {method!r}: use one of {', '.join(DECODERS)}")
+        self.labels = list(labels)
+        self.method = method
+        self.allowed, self.start = allowed_transitions(self.labels)
+        self.constrained = not self.allowed.all() or not self.start.all()
+        self.outside = self.labels.index("O") if "O" in self.labels else None
+        with np.errstate(divide="ignore"):
+            self.log_allowed = np.where(self.allowed, 0.0, -np.inf)
+            self.log_start = np.where(self.start, 0.0, -np.inf)
+
+    def decode(self, probs: np.ndarray) -> tuple[list[int], list[float]]:
+        """Label ids and their probabilities for one sentence's words (``probs``: words x labels).
+
+        A row of NaN marks a word without subwords (a zero-width space, a control character): it
+        gets ``O`` with probability 1, as it always has, and is transparent to decoding, so the
+        other words get the tags they would get without it (the one place an ``O`` can stand
+        inside an entity).
+        """
+        n = probs.shape[0]
+        ids = np.full(n, self.outside if self.outside is not None else 0, dtype=np.int64)
+        scores = np.ones(n, dtype=np.float64)
+        known = ~np.isnan(probs[:, 0]) if n else np.zeros(0, dtype=bool)
+        p = probs[known]
+        if len(p):
+            best = p.argmax(-1)
+            if self.method == "viterbi" and self.constrained and not is_well_formed(best, self.allowed, self.start):
+                best = self._viterbi(p)
+            ids[known] = best
+            scores[known] = p[np.arange(len(best)), best]
+        return ids.tolist(), scores.tolist()
+
+    def _viterbi(self, p: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            logp = np.log(np.maximum(p.astype(np.float64), 1e-30))  # no -inf from an underflowed 0
+        n, k = logp.shape
+        back = np.zeros((n, k), dtype=np.int64)
+        score = logp[0] + self.log_start
+        for t in range(1, n):
+            cand = score[:, None] + self.log_allowed  # prev x next
+            back[t] = cand.argmax(0)
+            score = cand[back[t], np.arange(k)] + logp[t]
+        path = np.zeros(n, dtype=np.int64)
+        path[-1] = int(score.argmax())
+        for t in range(n - 1, 0, -1):
+            path[t - 1] = back[t, path[t]]
+        return path

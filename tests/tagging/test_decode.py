@@ -1,0 +1,99 @@
+"""Well-formed decoding (nerbatch.tagging.decode): never a forbidden IOB2 transition, argmax where argmax is
+already allowed, the best allowed sequence otherwise (checked against brute force)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from nerbatch.core.schemes import allowed_transitions, is_well_formed
+from nerbatch.tagging.decode import Decoder
+
+from ..conftest import LABELS
+
+DEC = Decoder(LABELS)
+ALLOWED, START = allowed_transitions(LABELS)
+
+
+def _probs(raw: np.ndarray) -> np.ndarray:
+    e = np.exp(raw - raw.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+logits = st.integers(1, 12).flatmap(
+    lambda n: arrays(np.float64, (n, len(LABELS)), elements=st.floats(-8, 8, allow_nan=False))
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(logits)
+def test_viterbi_never_outputs_a_forbidden_transition(raw):
+    ids, scores = DEC.decode(_probs(raw))
+    assert len(ids) == len(scores) == raw.shape[0]
+    assert is_well_formed(ids, ALLOWED, START)
+    tags = [LABELS[i] for i in ids]
+    for a, b in zip(["O"] + tags, tags):
+        if b.startswith("I-"):
+            assert a in (f"B-{b[2:]}", b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(logits)
+def test_equals_argmax_where_argmax_is_well_formed(raw):
+    p = _probs(raw)
+    best = p.argmax(-1).tolist()
+    ids, scores = DEC.decode(p)
+    if is_well_formed(best, ALLOWED, START):
+        assert ids == best
+        assert scores == [float(p[i, b]) for i, b in enumerate(best)]
+    assert Decoder(LABELS, "argmax").decode(p)[0] == best
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 5).flatmap(lambda n: arrays(np.float64, (n, 5), elements=st.floats(-6, 6, allow_nan=False))))
+def test_viterbi_finds_the_best_allowed_sequence(raw):
+    labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    dec = Decoder(labels)
+    allowed, start = allowed_transitions(labels)
+    p = _probs(raw).astype(np.float64)
+    ids, _ = dec.decode(p.astype(np.float32))
+    best = max(
+        (seq for seq in itertools.product(range(5), repeat=len(p)) if is_well_formed(seq, allowed, start)),
+        key=lambda seq: sum(np.log(np.maximum(p[i, s], 1e-30)) for i, s in enumerate(seq)),
+    )
+    logp = np.log(np.maximum(p.astype(np.float32).astype(np.float64), 1e-30))
+    assert abs(sum(logp[i, s] for i, s in enumerate(ids)) - sum(logp[i, s] for i, s in enumerate(best))) < 1e-9
+
+
+def test_the_issue_example_b_loc_then_i_misc():
+    # "Helsinki B-LOC / Marathon I-MISC" from the issue: one entity, well formed
+    p = np.full((2, len(LABELS)), 0.01, dtype=np.float32)
+    p[0, LABELS.index("B-LOC")] = 0.9
+    p[1, LABELS.index("I-MISC")] = 0.5
+    p[1, LABELS.index("I-LOC")] = 0.3
+    ids, scores = DEC.decode(p)
+    assert [LABELS[i] for i in ids] == ["B-LOC", "I-LOC"]
+    assert scores[1] == np.float32(0.3)
+
+
+def test_words_without_subwords_get_o_and_leave_the_others_as_they_are():
+    p = np.full((3, len(LABELS)), np.nan, dtype=np.float32)
+    p[0] = 0.01
+    p[0, LABELS.index("B-PER")] = 0.9
+    p[2] = 0.01
+    p[2, LABELS.index("I-PER")] = 0.9
+    ids, scores = DEC.decode(p)
+    assert [LABELS[i] for i in ids] == ["B-PER", "O", "I-PER"]  # as without the middle word, which is O
+    assert scores[1] == 1.0
+    assert DEC.decode(p[[0, 2]])[0] == [ids[0], ids[2]]
+
+
+def test_a_sentence_may_not_start_inside_an_entity():
+    p = np.full((1, len(LABELS)), 0.01, dtype=np.float32)
+    p[0, LABELS.index("I-ORG")] = 0.6
+    p[0, LABELS.index("B-ORG")] = 0.3
+    assert [LABELS[i] for i in DEC.decode(p)[0]] == ["B-ORG"]
