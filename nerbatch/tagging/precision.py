@@ -70,7 +70,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-from .settings import read_json
+from ..model.settings import read_json
 
 __all__ = [
     "AUTO", "F1_BOUND", "F1_COST", "MARGIN", "DEADLINE", "RATES_ENV", "Measurement", "PrecisionChoice",
@@ -408,7 +408,7 @@ def ort_session(path: str, threads: int | None):
     onnx and onnxscript as that function does for the export (2-6 s here); a test checks they agree."""
     import onnxruntime as ort
 
-    from ..tagging.int8 import cpu_session
+    from .int8 import cpu_session
 
     return cpu_session(ort, path, threads)
 
@@ -508,7 +508,7 @@ def measure(hidden: int, intermediate: int, *, threads: int | None = None, bf16:
 
 
 def _cache_path(key: dict, cache_dir: str | None) -> str:
-    from .cache import default_cache_dir
+    from ..model.cache import default_cache_dir
 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     return os.path.join(cache_dir or default_cache_dir(), "precision", f"{digest}.json")
