@@ -27,11 +27,11 @@ def main() -> None:
     data = os.environ.get("AB_DATA", str(DATA))
     tagger = Tagger(model, TaggerOptions(device="cpu", precision=precision, compile=compile_, context=False))
     tagger.load()
-    list(tagger.tag(list(read(data))[:64]))  # warm-up
+    list(tagger.tag_sentences(list(read(data))[:64]))  # warm-up
     sents = list(read(data))
     tagger.forward_seconds, tagger.padded_tokens, tagger.tokens_seen = 0.0, 0, 0
     t0 = time.perf_counter()
-    out = list(tagger.tag(sents))
+    out = list(tagger.tag_sentences(sents))
     wall = time.perf_counter() - t0
     print(json.dumps({
         "precision": precision, "compile": compile_, "wall_s": round(wall, 2), "sent_per_s": round(len(out) / wall, 1),

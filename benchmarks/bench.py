@@ -471,8 +471,8 @@ def _torch_candidate(name: str, model):
 
 
 def worker_nerbatch(spec: dict) -> dict:
-    """nerbatch in-process: Tagger + engines.tag_files, with the Tagger's forward counters."""
-    from nerbatch.run import plan_jobs, tag_files
+    """nerbatch in-process: Tagger + the tag service (nerbatch.tag_files), with the Tagger's forward counters."""
+    from nerbatch.run.service import tag_files
     from nerbatch.tagging.tagger import Tagger, TaggerOptions
 
     t0 = time.perf_counter()
@@ -487,13 +487,13 @@ def worker_nerbatch(spec: dict) -> dict:
                                          token_types=tagger.settings.casing == "shape")
     warm = Path(spec["output"] + ".warm.conll")
     write_subset(Path(spec["input"]), warm, 32)
-    tag_files(plan_jobs([str(warm)], str(warm) + ".out"), tagger, progress=False)  # warm-up
+    tag_files([str(warm)], str(warm) + ".out", tagger=tagger)  # warm-up
     prep = time.perf_counter() - t0
     best = None
     for _ in range(spec.get("passes", 1)):
         tagger.forward_seconds, tagger.tokens_seen, tagger.padded_tokens = 0.0, 0, 0
         t1 = time.perf_counter()
-        tag_files(plan_jobs([spec["input"]], spec["output"]), tagger, progress=False)
+        tag_files([spec["input"]], spec["output"], tagger=tagger)
         wall = time.perf_counter() - t1
         run = {
             "wall_s": wall,

@@ -49,14 +49,14 @@ class Recorder:
 
 
 def record_batches(model: str, inp: str, work: str) -> list[tuple]:
-    from nerbatch.run import plan_jobs, tag_files
+    from nerbatch.run.service import tag_files
     from nerbatch.tagging.tagger import Tagger, TaggerOptions
 
     tagger = Tagger(model, TaggerOptions(precision="fp32", context=False, compile=False))
     tagger.load()
     rec = Recorder(tagger.backend)
     tagger.backend = rec
-    tag_files(plan_jobs([inp], os.path.join(work, "buckets.recorded.conll")), tagger, progress=False)
+    tag_files([inp], os.path.join(work, "buckets.recorded.conll"), tagger=tagger)
     return rec.batches
 
 

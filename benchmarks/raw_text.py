@@ -372,7 +372,7 @@ def _tag_timed(tagger, sentences) -> tuple[list, float, float]:
     producer); the sentences, wall seconds and seconds inside the model's forward passes."""
     fwd = tagger.forward_seconds
     t0 = time.perf_counter()
-    out = list(tagger.tag(sentences))
+    out = list(tagger.tag_sentences(sentences))
     return out, time.perf_counter() - t0, tagger.forward_seconds - fwd
 
 
@@ -425,7 +425,7 @@ def entity_scores_on_raw(tagger, docs: list[GoldDocument], conll_path: Path, wor
     detok = [[detokenize(s.tokens, s.pos) for s in doc.sentences] for doc in docs]
 
     # warm-up (weights, first-call allocations), then the model on the gold tokens
-    list(tagger.tag(s for _, s in zip(range(64), _conll_sentences(conll_path, len(docs)))))
+    list(tagger.tag_sentences(s for _, s in zip(range(64), _conll_sentences(conll_path, len(docs)))))
     tagged, secs, fwd = _tag_timed(tagger, _conll_sentences(conll_path, len(docs)))
     if [s.tokens for s in tagged] != [s.tokens for s in golds]:
         raise AssertionError("nerbatch's CoNLL reader and detokenize.read_conll disagree on the sentences")

@@ -202,24 +202,13 @@ def tagger_options_decorator(fn):
     return fn
 
 
-def build_tagger(kw: dict, verbose: bool = False):
-    from .tagging.tagger import Tagger, TaggerOptions
-
+def build_tagger_options(kw: dict, verbose: bool = False) -> tuple[str, dict]:
+    """The model and the TaggerOptions fields given by the tagger options."""
     model = kw.pop("model")
-    options = TaggerOptions(
-        device=kw.pop("device"),
-        precision=kw.pop("precision"),
-        batch_tokens=kw.pop("batch_tokens"),
-        max_batch=kw.pop("max_batch"),
-        max_length=kw.pop("max_length"),
-        stride=kw.pop("stride"),
-        context=kw.pop("context"),
-        threads=kw.pop("threads"),
-        compile=kw.pop("compile_model"),
-        decode=kw.pop("decode"),
-        verbose=verbose,
-    )
-    return Tagger(model, options)
+    fields = ("device", "precision", "batch_tokens", "max_batch", "max_length", "stride", "context", "threads", "decode")
+    options = {name: kw.pop(name) for name in fields}
+    options.update(compile=kw.pop("compile_model"), verbose=verbose)
+    return model, options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -268,64 +257,30 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
       cat sentences.txt | nerbatch tag - --model model/
       nerbatch tag corpus/*.parquet -o tagged/ --model model/ --engine ray --workers 4
     """
-    from dataclasses import replace
+    from .run.service import tag_files
+    from .tagging.tagger import TaggerOptions
 
-    from .evaluation.scoring import Scorer, format_report
-    from .run import plan_jobs, tag_files
-    from .run.local import RunOptions, plan
-    from .run.plan import check_write_paths
-
-    given = {"tokenizer_given": kw["word_tokenizer"] is not None, "layout_given": kw["layout"] is not None}
-    read_options = replace(build_read_options(kw), on_error=on_error)
-    jobs = plan_jobs(list(inputs), output, input_fmt=kw.pop("input_format"), output_fmt=output_format, glob=kw.pop("glob"))
-    check_write_paths(
-        jobs, {"--report": report_path, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip"
+    tokenizer_given = kw["word_tokenizer"] is not None
+    read_options = build_read_options(kw)
+    model, tagger_options = build_tagger_options(kw, verbose=not quiet)
+    result = tag_files(
+        list(inputs), output, model=model, input_format=kw.pop("input_format"), output_format=output_format,
+        glob=kw.pop("glob"), read_options=read_options, tokenizer_given=tokenizer_given,
+        tagger_options=TaggerOptions(**tagger_options), report=report_path, report_json=report_json,
+        resume=resume, checkpoint_every=checkpoint_every, on_error=on_error, log_json=log_json, engine=engine,
+        address=address, workers=workers, progress=not quiet,
+        notify=None if quiet else (lambda text: click.echo(f"nerbatch: {text}", err=True)),
     )
-    tagger = build_tagger(kw, verbose=not quiet)
-    read_options = _text_contract(tagger.model_name, read_options, [j.input_format for j in jobs], given, quiet)
-    scorer = Scorer() if (report_path or report_json) else None
-    if scorer is not None:  # refuse inputs without gold NER tags before tagging anything
-        from .evaluation.evaluate import check_report_inputs
+    if quiet and result.report is not None and not result.report["sentences"]:
+        click.echo("nerbatch: the inputs hold no sentences: the report counts nothing", err=True)
+    if result.report is not None and not quiet and result.report["tokens"]:
+        from .evaluation.scoring import format_report
 
-        check_report_inputs(jobs, read_options, labels=getattr(tagger, "labels", ()), resume=resume)
-    run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json)
-    planned = plan(jobs, tagger, read_options, run)  # what is up to date, resumed or fresh
-    if engine == "ray":
-        from .run.ray import tag_files_ray
-
-        summary = tag_files_ray(
-            planned, tagger, options=read_options, scorer=scorer, progress=not quiet, run=run,
-            workers=workers, address=address,
-        )
-    else:
-        summary = tag_files(planned, tagger, options=read_options, scorer=scorer, progress=not quiet, run=run)
-    if scorer is not None:
-        from .evaluation.evaluate import write_report
-
-        result = scorer.result()
-        result["files"] = list(inputs)
-        result["model"] = tagger.model_name
-        write_report(result, text_path=report_path, json_path=report_json)
-        if not result["sentences"]:
-            click.echo("nerbatch: the inputs hold no sentences: the report counts nothing", err=True)
-        if not quiet and result["tokens"]:
-            click.echo(format_report(result), err=True)
+        click.echo(format_report(result.report), err=True)
     if not quiet:
-        click.echo(summary.line(), err=True)
-    if summary.skipped:
+        click.echo(result.summary.line(), err=True)
+    if result.summary.skipped:
         sys.exit(EXIT_PARTIAL)
-
-
-def _text_contract(model: str, read_options, formats: list[str], given: dict, quiet: bool):
-    """Cut raw text as the model's training text was cut (nerbatch.json), saying where a run differs."""
-    from .io.text import apply_contract
-    from .model.settings import read_model_config, text_contract
-
-    read_options, notes = apply_contract(read_options, text_contract(read_model_config(model)), formats, **given)
-    if not quiet:
-        for note in notes:
-            click.echo(f"nerbatch: {note}", err=True)
-    return read_options
 
 
 def _train_default(name: str):
@@ -385,7 +340,7 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
     if every < 1:
         raise click.BadParameter("must be 1 or more", param_hint="--every")
     read_options = build_read_options(kw)
-    from .run.plan import expand_inputs
+    from .io.paths import expand_inputs
 
     glob, fmt = kw.pop("glob"), kw.get("input_format")
     train_files = [p for p, _ in expand_inputs(list(train_files), glob, fmt)]
@@ -465,38 +420,17 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
       nerbatch evaluate test.tagged.conll --html report.html
       nerbatch evaluate a.tagged.conll b.tagged.conll --compare
     """
-    from .errors import InputError
-    from .evaluation.evaluate import compare_files, evaluate_files, evaluate_model, format_comparison, write_report
+    from .evaluation.evaluate import evaluate as run_evaluate
+    from .evaluation.evaluate import format_comparison
     from .evaluation.scoring import format_report
-    from .io import ReadOptions
-    from .run.plan import FileJob, check_write_paths, expand_inputs
+    from .tagging.tagger import TaggerOptions
 
-    files = [p for p, _ in expand_inputs(list(files), glob, input_format)]
-    options = ReadOptions(split=split, config=dataset_config)
-    check_write_paths(
-        [FileJob(f, "-", "", "") for f in files], {"--output": text_path, "--json": json_path, "--html": html_path}
+    result = run_evaluate(
+        list(files), model=model, strict=strict, compare=compare, input_format=input_format, glob=glob, split=split,
+        config=dataset_config, text_path=text_path, json_path=json_path, html_path=html_path, bootstrap=bootstrap,
+        seed=seed, examples=examples, tagger_options=TaggerOptions(device=device),
     )
-    analysis = {"bootstrap": bootstrap, "seed": seed, "examples": examples}
-    if compare:
-        if len(files) != 2:
-            raise InputError(f"--compare takes two prediction files of the same gold (A B), not {len(files)}")
-        if model or html_path:
-            raise InputError(f"--compare does not go with {'--model' if model else '--html'}",
-                             hint="tag both first, then compare the tagged files; --html takes one file")
-        result = compare_files(files[0], files[1], strict=strict, fmt=input_format, options=options, **analysis)
-        write_report(result, text_path=text_path, json_path=json_path)
-        click.echo(format_comparison(result))
-        return
-    if model:
-        from .tagging.tagger import TaggerOptions
-
-        result = evaluate_model(
-            model, list(files), strict=strict, fmt=input_format, options=options, tagger_options=TaggerOptions(device=device), **analysis
-        )
-    else:
-        result = evaluate_files(list(files), strict=strict, fmt=input_format, options=options, **analysis)
-    write_report(result, text_path=text_path, json_path=json_path, html_path=html_path)
-    click.echo(format_report(result))
+    click.echo(format_comparison(result) if compare else format_report(result))
 
 
 def main() -> None:

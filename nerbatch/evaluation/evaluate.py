@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from ..core.record import Sentence
 from ..core.schemes import iob1_to_iob2, is_tag
@@ -334,7 +334,7 @@ def evaluate_model(
             scorer, path, f, options=options, docstart="input" if f == "conll" else None,
             pred_from="model", context="model", convert=convert,
         )
-        for sent in tagger.tag(read(path, f, options)):
+        for sent in tagger.tag_sentences(read(path, f, options)):
             fs.add(sent)
         notes.append(fs.finish())
     result = scorer.result()
@@ -587,3 +587,98 @@ def write_report(
             out = AtomicOutput(path)
             out.write(body())
             out.commit()
+
+
+class JobScore:
+    """The score of one output of a ``tag --report`` run (see :class:`ReportSink`)."""
+
+    def __init__(self, sink: "ReportSink", job, resumed: bool) -> None:
+        self.sink, self.job = sink, job
+        self.on_the_way: FileScore | None = None
+        if job.output == STDIO or job.output_format not in READABLE_OUTPUTS:
+            if resumed:
+                raise InputError("an HTML output cannot be resumed with a report", path=job.output,
+                                 hint="write CoNLL, JSONL or Parquet, or run without --resume")
+            # a CoNLL output carries -DOCSTART- lines that conlleval counts; score them the same way
+            docstart = "input" if job.input_format == job.output_format == "conll" else None
+            self.on_the_way = FileScore(sink.scorer, job.input, job.input_format, options=sink.options,
+                                        docstart=docstart, pred_from="model", context="report", defer=True)
+
+    def add(self, sent: Sentence) -> None:
+        """A sentence as it is written (scored here only for outputs that cannot be read back)."""
+        if self.on_the_way is not None:
+            self.on_the_way.add(sent)
+
+    def close(self) -> None:
+        """The output is complete: score it (by reading it back where it can be)."""
+        if self.on_the_way is not None:
+            self.on_the_way.finish()
+        else:
+            score_output(self.job.output, self.job.output_format, self.sink.scorer,
+                         input_fmt=self.job.input_format, options=self.sink.options)
+
+
+class ReportSink:
+    """What an engine feeds for ``tag --report``: every output of the run scored into one
+    :class:`~nerbatch.evaluation.scoring.Scorer`.
+
+    A file output is scored by reading it back once complete, so a resumed or already complete output
+    counts whole (the numbers of ``nerbatch evaluate`` on it); stdout and HTML, which cannot be read
+    back (nor resumed, for HTML with a report), are scored on the way.
+    """
+
+    def __init__(self, scorer: Scorer, options: ReadOptions = ReadOptions()) -> None:
+        self.scorer, self.options = scorer, options
+
+    def open(self, job, resumed: bool = False) -> JobScore:
+        return JobScore(self, job, resumed)
+
+
+def evaluate(
+    files: Sequence[str],
+    *,
+    model: str | None = None,
+    strict: bool = False,
+    compare: bool = False,
+    input_format: str | None = None,
+    glob: str | None = None,
+    split: str | None = None,
+    config: str | None = None,
+    text_path: str | None = None,
+    json_path: str | None = None,
+    html_path: str | None = None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    examples: int = 50,
+    tagger_options=None,
+) -> dict:
+    """``nerbatch evaluate`` as one call: score ``files`` (gold and predicted tags; with ``model``, gold
+    files tagged first, nothing written) and write the reports asked for; returns the result dict
+    (what ``--json`` writes). ``compare``: ``files`` are two predictions of the same gold, scored with
+    a paired bootstrap (the result of :func:`compare_files`). Folders are walked (``glob``);
+    ``split``/``config`` pick a Hugging Face dataset's split and configuration. Every report path is
+    checked before anything is read (never an input, never twice)."""
+    from ..io.paths import Access, check_write_paths, expand_inputs
+
+    paths = [p for p, _ in expand_inputs(list(files), glob, input_format)]
+    options = ReadOptions(split=split, config=config)
+    check_write_paths([Access(f) for f in paths], {"--output": text_path, "--json": json_path, "--html": html_path})
+    analysis = {"bootstrap": bootstrap, "seed": seed, "examples": examples}
+    if compare:
+        if len(paths) != 2:
+            raise InputError(f"--compare takes two prediction files of the same gold (A B), not {len(paths)}")
+        if model or html_path:
+            raise InputError(f"--compare does not go with {'--model' if model else '--html'}",
+                             hint="tag both first, then compare the tagged files; --html takes one file")
+        result = compare_files(paths[0], paths[1], strict=strict, fmt=input_format, options=options, **analysis)
+        write_report(result, text_path=text_path, json_path=json_path)
+        return result
+    if model:
+        from ..tagging.tagger import TaggerOptions
+
+        result = evaluate_model(model, paths, strict=strict, fmt=input_format, options=options,
+                                tagger_options=tagger_options or TaggerOptions(), **analysis)
+    else:
+        result = evaluate_files(paths, strict=strict, fmt=input_format, options=options, **analysis)
+    write_report(result, text_path=text_path, json_path=json_path, html_path=html_path)
+    return result

@@ -1,6 +1,6 @@
-"""Execution engines: ``local`` (this process) drives the tagger and the writers over file jobs."""
+"""Running ``nerbatch tag``: the plan, manifests and locks, the local and Ray engines, and the tag service."""
 
-from .local import TagSummary, tag_files
+from .local import RunOptions, TagSummary
 from .plan import FileJob, plan_jobs
 
-__all__ = ["FileJob", "TagSummary", "plan_jobs", "tag_files"]
+__all__ = ["FileJob", "RunOptions", "TagSummary", "plan_jobs"]

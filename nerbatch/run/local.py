@@ -7,14 +7,15 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Protocol
 
+from ..core.record import Sentence
 from ..core.schemes import conll_chunks
 from ..errors import InputError, Interrupted
-from ..evaluation.evaluate import READABLE_OUTPUTS, FileScore, score_output
-from ..evaluation.scoring import Scorer
 from ..io import ReadOptions, open_writer, read
 from ..io.base import STDIO
-from .plan import FileJob, PlannedJob, output_fingerprint, plan_run, rejects_path
+from ..io.paths import rejects_path
+from .plan import FileJob, PlannedJob, output_fingerprint, plan_run
 
 
 @dataclass
@@ -54,32 +55,55 @@ class RunOptions:
     log_json: str | None = None  # append one JSON record per file here
 
 
-def plan(jobs: list[FileJob] | list[PlannedJob], tagger, options: ReadOptions, run: RunOptions) -> list[PlannedJob]:
-    """The run plan of :mod:`nerbatch.run.plan` for these jobs (jobs already planned are kept as they are)."""
-    if all(isinstance(j, PlannedJob) for j in jobs):
-        return list(jobs)  # type: ignore[arg-type]
+class SentenceTagger(Protocol):
+    """What an engine drives: the :class:`~nerbatch.tagging.tagger.Tagger`, or the Ray engine's
+    stand-in on the driver. The counters are the model's work so far (the run's log reads them)."""
+
+    model_name: str
+    options: object
+    forward_seconds: float  # seconds inside the model's forward
+    tokens_seen: int  # subword tokens sent to the model
+    padded_tokens: int  # batch slots, padding included
+    sentences_tagged: int
+
+    def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]: ...
+
+
+class JobScore(Protocol):
+    def add(self, sent: Sentence) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ScoreSink(Protocol):
+    """Where ``tag --report`` scores go (:class:`nerbatch.evaluation.evaluate.ReportSink`): ``open``
+    per output (``resumed``: it continues a checkpoint), then ``add`` per sentence written and
+    ``close`` once the output is complete."""
+
+    def open(self, job: FileJob, resumed: bool = False) -> JobScore: ...
+
+
+def plan(jobs: list[FileJob], tagger: SentenceTagger, options: ReadOptions, run: RunOptions) -> list[PlannedJob]:
+    """The run plan of :mod:`nerbatch.run.plan` for these jobs and this tagger's output-changing options."""
     o = tagger.options
     fp = output_fingerprint(options, tagger.settings, o.precision, o.compile, o.decode)
     return plan_run(list(jobs), tagger.model_name, fp, run.resume)
 
 
-def tag_files(
-    jobs: list[FileJob] | list[PlannedJob],
-    tagger,
+def run_local(
+    planned: list[PlannedJob],
+    tagger: SentenceTagger,
     *,
     options: ReadOptions = ReadOptions(),
-    scorer: Scorer | None = None,
+    scores: ScoreSink | None = None,
     progress: bool = True,
     run: RunOptions = RunOptions(),
 ) -> TagSummary:
-    """Tag each job's input into its output.
+    """Tag each planned job's input into its output, in this process.
 
     Outputs appear atomically (a failed file leaves no output behind); the output location is
     locked for the run; every ``run.checkpoint_every`` sentences the partial output is made durable
-    so ``run.resume`` can continue it. When ``scorer`` is given, every output is scored
-    (``tag --report``): a file output by reading it back once complete, so a resumed or already
-    complete output counts whole (the numbers of ``nerbatch evaluate`` on it); stdout and HTML,
-    which cannot be read back (nor resumed, for HTML with a scorer), are scored on the way.
+    so ``run.resume`` can continue it. ``scores``: every output is scored there (``tag --report``).
     """
     from tqdm import tqdm
 
@@ -87,17 +111,17 @@ def tag_files(
 
     summary = TagSummary()
     t0 = time.perf_counter()
-    planned = plan(jobs, tagger, options, run)
     bar = tqdm(unit=" sent", disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
     probe_locks([p.job.output for p in planned if p.job.output != STDIO])
     try:
         for item in planned:
             bar.set_description(os.path.basename(item.job.input))
+            job = JobRun(item, tagger, options, scores, run, bar)
             if item.job.output == STDIO:
-                stats = _run_job(item, tagger, options, scorer, run, bar)
+                stats = job.run()
             else:
                 with OutputLock(item.job.output):
-                    stats = _run_job(item, tagger, options, scorer, run, bar)
+                    stats = job.run()
             summary.per_file.append(stats)
             if stats["status"] == "up to date":
                 summary.up_to_date += 1
@@ -129,75 +153,81 @@ def _log(path: str, record: dict) -> None:
         raise OutputError(f"{path}: cannot append the JSON log: {exc.strerror}") from None
 
 
-def _finish_stats(stats: dict, tagger, before: dict, t1: float) -> None:
-    stats["seconds"] = round(time.perf_counter() - t1, 3)
-    # model-side counters of this file: time inside forward, subword tokens, padded batch slots
-    stats["forward_seconds"] = round(getattr(tagger, "forward_seconds", 0) - before["forward_seconds"], 3)
-    stats["subword_tokens"] = getattr(tagger, "tokens_seen", 0) - before["tokens_seen"]
-    stats["padded_tokens"] = getattr(tagger, "padded_tokens", 0) - before["padded_tokens"]
-    # what ran: the precision (``auto`` resolved) and the back-end at the file's end (a background
-    # compile may have swapped "eager" for "compiled" during it)
-    stats["precision"] = getattr(getattr(tagger, "options", None), "precision", None)
-    stats["backend"] = getattr(getattr(tagger, "backend", None), "kind", None)
+COUNTS = ("sentences", "tokens", "entities", "skipped")
+MODEL_COUNTERS = ("forward_seconds", "tokens_seen", "padded_tokens")
 
 
-def _run_job(planned: PlannedJob, tagger, options: ReadOptions, scorer, run: RunOptions, bar) -> dict:
-    import json
+class JobRun:
+    """One planned job through the local engine, in four steps: :meth:`open` the writers (fresh or
+    from the checkpoint), :meth:`stream` the tagged sentences into them (checkpoints on the way),
+    :meth:`seal` the output (manifest first, then the rename), or :meth:`fail` (bad input: nothing
+    left; interrupted: the partial output kept where ``--resume`` can use it)."""
 
-    from ..io.base import AtomicOutput
-    from .manifest import remove_manifest, save_manifest, sidecar
+    def __init__(self, planned: PlannedJob, tagger: SentenceTagger, options: ReadOptions,
+                 scores: ScoreSink | None, run: RunOptions, bar) -> None:
+        self.planned, self.job, self.fp = planned, planned.job, planned.fingerprint
+        self.tagger, self.options, self.scores, self.run_options, self.bar = tagger, options, scores, run, bar
+        self.stats: dict = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "input": self.job.input, "output": self.job.output,
+            "status": "done", "sentences": 0, "tokens": 0, "entities": 0, "skipped": 0, "seconds": 0.0,
+        }
+        self.t1 = time.perf_counter()
+        self.before = {k: getattr(tagger, k) for k in MODEL_COUNTERS}
+        self.resume = planned.checkpoint
+        self.writer = None
+        self.rejects = None
+        self.score: JobScore | None = None
+        self.done = self.resume["sentences"] if self.resume else 0
+        self.durable = self.done if self.resume else None  # sentences a later --resume can continue after
+        self.part = None
 
-    job, fp = planned.job, planned.fingerprint
-    stats = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "input": job.input,
-        "output": job.output,
-        "status": "done",
-        "sentences": 0,
-        "tokens": 0,
-        "entities": 0,
-        "skipped": 0,
-        "seconds": 0.0,
-    }
-    t1 = time.perf_counter()
-    counters = ("forward_seconds", "tokens_seen", "padded_tokens")
-    before = {k: getattr(tagger, k, 0) for k in counters}
-    stdout = job.output == STDIO
-    resume = planned.checkpoint
-    if planned.status == "up to date":
-        stats.update(planned.stats or {}, status="up to date", seconds=0.0)
-        if scorer is not None:
-            score_output(job.output, job.output_format, scorer, input_fmt=job.input_format, options=options)
-        return stats
-    if resume:
-        stats.update({k: resume["stats"][k] for k in ("sentences", "tokens", "entities", "skipped")})
-        stats["status"] = f"resumed after {resume['sentences']} records"
-    part = sidecar(job.output, "part") if fp else None
-    rejects_file = rejects_path(job.output) if not stdout else None
-    rejects: AtomicOutput | None = None
-    writer = None
-    done = resume["sentences"] if resume else 0
-    durable = done if resume else None  # sentences a later --resume can continue after
-    # a CoNLL output carries -DOCSTART- lines that conlleval counts; score them the same way
-    docstart = "input" if job.input_format == job.output_format == "conll" else None
-    on_the_way = None  # stdout and HTML outputs cannot be read back: score them while writing
-    if scorer is not None and (stdout or job.output_format not in READABLE_OUTPUTS):
+    def run(self) -> dict:
+        if self.planned.status == "up to date":
+            self.stats.update(self.planned.stats or {}, status="up to date", seconds=0.0)
+            if self.scores is not None:
+                self.scores.open(self.job).close()
+            return self.stats
+        try:
+            self.open()
+            self.stream()
+            self.seal()
+        except BaseException as exc:
+            if not self.fail(exc):
+                raise
+            return self.stats
+        if self.score is not None:
+            self.score.close()
+        return self.stats
+
+    def open(self) -> None:
+        from ..io.base import AtomicOutput
+        from .manifest import sidecar
+
+        job, resume = self.job, self.resume
         if resume:
-            raise InputError("an HTML output cannot be resumed with a report", path=job.output, hint="write CoNLL, JSONL or Parquet, or run without --resume")
-        on_the_way = FileScore(scorer, job.input, job.input_format, options=options, docstart=docstart, pred_from="model", context="report", defer=True)
-    try:
-        writer = open_writer(
-            job.output, job.output_format, input_path=job.input, input_fmt=job.input_format, part=part, resume=resume
+            self.stats.update({k: resume["stats"][k] for k in COUNTS})
+            self.stats["status"] = f"resumed after {resume['sentences']} records"
+        if self.scores is not None:
+            self.score = self.scores.open(job, resumed=bool(resume))
+        self.part = sidecar(job.output, "part") if self.fp else None
+        self.writer = open_writer(
+            job.output, job.output_format, input_path=job.input, input_fmt=job.input_format, part=self.part, resume=resume
         )
-        if rejects_file and options.on_error == "skip":
-            rejects = AtomicOutput(
-                rejects_file,
-                part=sidecar(rejects_file, "part"),
+        if job.output != STDIO and self.options.on_error == "skip":
+            rejects_file = rejects_path(job.output)
+            self.rejects = AtomicOutput(
+                rejects_file, part=sidecar(rejects_file, "part"),
                 resume_bytes=resume.get("rejects_bytes") if resume else None,
             )
-        for sent in tagger.tag(read(job.input, job.input_format, options), skip=done):
+
+    def stream(self) -> None:
+        import json
+
+        stats, writer, rejects = self.stats, self.writer, self.rejects
+        every = self.run_options.checkpoint_every if self.fp else 0
+        for sent in self.tagger.tag_sentences(read(self.job.input, self.job.input_format, self.options), skip=self.done):
             writer.write(sent)
-            done += 1
+            self.done += 1
             if sent.error is not None:
                 stats["skipped"] += 1
                 record = {"file": sent.path, "line": sent.line, "error": sent.error, "source": sent.source}
@@ -209,64 +239,83 @@ def _run_job(planned: PlannedJob, tagger, options: ReadOptions, scorer, run: Run
                 stats["sentences"] += 1
                 stats["tokens"] += len(sent.tokens)
                 stats["entities"] += len(conll_chunks(sent.pred or []))
-                bar.update(1)
-            if on_the_way is not None:
-                on_the_way.add(sent)
-            if fp and run.checkpoint_every and done % run.checkpoint_every == 0:
-                ck = writer.checkpoint()
-                if rejects is not None:
-                    ck["rejects_bytes"] = rejects.sync()
-                ck["sentences"] = done
-                ck["stats"] = {k: stats[k] for k in ("sentences", "tokens", "entities", "skipped")}
-                save_manifest(job.output, {"fingerprint": fp, "complete": False, "checkpoint": ck})
-                durable = done
+                self.bar.update(1)
+            if self.score is not None:
+                self.score.add(sent)
+            if every and self.done % every == 0:
+                self.checkpoint()
+
+    def checkpoint(self) -> None:
+        from .manifest import save_manifest
+
+        ck = self.writer.checkpoint()
+        if self.rejects is not None:
+            ck["rejects_bytes"] = self.rejects.sync()
+        ck["sentences"] = self.done
+        ck["stats"] = {k: self.stats[k] for k in COUNTS}
+        save_manifest(self.job.output, {"fingerprint": self.fp, "complete": False, "checkpoint": ck})
+        self.durable = self.done
+
+    def seal(self) -> None:
+        from .manifest import save_manifest
 
         def sealed(st) -> None:
             # the manifest says "complete" before the output appears, naming the file that will
             # appear (the rename keeps its inode): a kill between the two leaves nothing claimed
-            _finish_stats(stats, tagger, before, t1)
-            if fp:
+            self.finish_stats()
+            if self.fp:
                 out = {"inode": st.st_ino, "size": st.st_size}
-                save_manifest(job.output, {"fingerprint": fp, "complete": True, "output": out, "stats": stats})
+                save_manifest(self.job.output, {"fingerprint": self.fp, "complete": True, "output": out, "stats": self.stats})
 
-        writer.commit(before_rename=sealed)
-        if rejects is not None:
-            if stats["skipped"]:
-                rejects.commit()
+        self.writer.commit(before_rename=sealed)
+        if self.rejects is not None:
+            if self.stats["skipped"]:
+                self.rejects.commit()
             else:
-                rejects.abort()
-    except InputError as exc:
-        # bad input: no output at all (nothing to resume; the same input would fail again)
-        if writer is not None:
-            writer.abort()
-        if rejects is not None:
-            rejects.abort()
-        if fp:
-            remove_manifest(job.output)
-        if options.on_error != "skip":
-            raise
-        stats.update(status="skipped", error=str(exc), skipped=stats["skipped"] + 1)
-        print(f"nerbatch: skipped {exc}", file=sys.stderr)
-        return stats
-    except BaseException as exc:
+                self.rejects.abort()
+        if "subword_tokens" not in self.stats:
+            self.finish_stats()  # stdout: nothing was renamed
+
+    def fail(self, exc: BaseException) -> bool:
+        """Clean up after ``exc``; True when the run goes on (a bad file skipped under ``--on-error skip``)."""
+        from .manifest import remove_manifest
+
+        if isinstance(exc, InputError):
+            # bad input: no output at all (nothing to resume; the same input would fail again)
+            if self.writer is not None:
+                self.writer.abort()
+            if self.rejects is not None:
+                self.rejects.abort()
+            if self.fp:
+                remove_manifest(self.job.output)
+            if self.options.on_error != "skip":
+                return False
+            self.stats.update(status="skipped", error=str(exc), skipped=self.stats["skipped"] + 1)
+            print(f"nerbatch: skipped {exc}", file=sys.stderr)
+            return True
         # interrupted or failed for another reason: keep the partial output only where --resume
         # will use it (a checkpoint of it is in the manifest)
-        keep = fp is not None and durable is not None
-        if writer is not None:
-            writer.abort(keep=keep)
-        if rejects is not None:
-            rejects.abort(keep=keep)
+        keep = self.fp is not None and self.durable is not None
+        if self.writer is not None:
+            self.writer.abort(keep=keep)
+        if self.rejects is not None:
+            self.rejects.abort(keep=keep)
         if isinstance(exc, KeyboardInterrupt):
-            kept = (part, durable) if keep and part else None
+            kept = (self.part, self.durable) if keep and self.part else None
             if isinstance(exc, Interrupted):
                 exc.kept = kept
-                raise
+                return False
             raise Interrupted(signal.SIGINT, kept) from exc
-        raise
-    if "subword_tokens" not in stats:
-        _finish_stats(stats, tagger, before, t1)  # stdout: nothing was renamed
-    if on_the_way is not None:
-        on_the_way.finish()
-    elif scorer is not None:
-        score_output(job.output, job.output_format, scorer, input_fmt=job.input_format, options=options)
-    return stats
+        return False
+
+    def finish_stats(self) -> None:
+        stats, tagger = self.stats, self.tagger
+        stats["seconds"] = round(time.perf_counter() - self.t1, 3)
+        # model-side counters of this file: time inside forward, subword tokens, padded batch slots
+        stats["forward_seconds"] = round(tagger.forward_seconds - self.before["forward_seconds"], 3)
+        stats["subword_tokens"] = tagger.tokens_seen - self.before["tokens_seen"]
+        stats["padded_tokens"] = tagger.padded_tokens - self.before["padded_tokens"]
+        # what ran: the precision (``auto`` resolved) and the back-end at the file's end (a background
+        # compile may have swapped "eager" for "compiled" during it)
+        stats["precision"] = getattr(tagger.options, "precision", None)
+        stats["backend"] = getattr(getattr(tagger, "backend", None), "kind", None)

@@ -15,7 +15,7 @@ Pipeline (one Ray Dataset, streamed)::
   (one GPU per actor when the cluster has GPUs, else ``threads or 1`` CPUs) and runs the public
   :meth:`nerbatch.tagging.tagger.Tagger.tag_block` on each shard. A dead actor is restarted and its shard
   retried by Ray.
-* Writing: the driver runs the local engine's :func:`~nerbatch.run.local.tag_files` with
+* Writing: the driver runs the local engine's :func:`~nerbatch.run.local.run_local` with
   :class:`RayTagger` as its tagger: the driver reads each file again with the same reader (for the
   passthrough columns, CoNLL lines, ``source``) and zips its sentences with the results, which
   arrive in input order (``preserve_order``) and are checked shard by shard (none lost or repeated)
@@ -42,13 +42,12 @@ from typing import Any, Iterable, Iterator
 
 from ..core.record import Sentence
 from ..errors import InputError, NerbatchError
-from ..evaluation.scoring import Scorer
 from ..io import ReadOptions, read
 from ..io.base import STDIO
 from ..tagging.align import from_sentence, split_blocks
 from ..tagging.tagger import TaggerOptions
-from .local import RunOptions, TagSummary, plan, tag_files
-from .plan import FileJob, PlannedJob
+from .local import RunOptions, ScoreSink, TagSummary, run_local
+from .plan import PlannedJob
 
 RAY_HINT = "pip install 'nerbatch[ray]'"
 # Upper bound on the context budget in subwords (a model window is at most 512 subwords).
@@ -187,7 +186,7 @@ def _schema():
 
 
 class RayTagger:
-    """The tagger :func:`tag_files` drives on the Ray engine's driver: ``tag`` zips the sentences the
+    """The tagger :func:`~nerbatch.run.local.run_local` drives on the Ray engine's driver: ``tag`` zips the sentences the
     driver reads with the results of the Ray pipeline for the same file.
 
     Results arrive file by file in job order; ``tag`` finds its file from the sentences' ``path`` and
@@ -195,9 +194,13 @@ class RayTagger:
     empty, or failed to read in the driver too).
     """
 
-    def __init__(self, model_name: str, rows: Iterator[dict], files: dict[str, int]) -> None:
+    def __init__(self, model_name: str, options, rows: Iterator[dict], files: dict[str, int]) -> None:
         self.model_name = model_name
+        self.options = options
+        # the model's counters live in the actors: the driver counts the sentences that came back only
         self.forward_seconds = 0.0
+        self.tokens_seen = 0
+        self.padded_tokens = 0
         self.sentences_tagged = 0  # sentences whose tags came from Ray in this run
         self._rows = rows
         self._files = files
@@ -254,7 +257,7 @@ class RayTagger:
             self.forward_seconds += data["forward_seconds"]
             yield from zip(data["pred"], data["scores"], data["check"], strict=True)
 
-    def tag(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]:
+    def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]:
         """Yield the sentences in order with ``pred``/``scores`` from Ray; the first ``skip`` (a resumed
         file's done part, never sent to Ray) are read and dropped."""
         it = iter(sentences)
@@ -354,12 +357,12 @@ def build_dataset(ray, planned: list[PlannedJob], model: str, tagger_options: Ta
         return ds.map_batches(actor, **tag_args)
 
 
-def tag_files_ray(
-    jobs: list[FileJob] | list[PlannedJob],
+def run_ray(
+    planned: list[PlannedJob],
     tagger,
     *,
     options: ReadOptions = ReadOptions(),
-    scorer: Scorer | None = None,
+    scores: ScoreSink | None = None,
     progress: bool = True,
     run: RunOptions = RunOptions(),
     workers: int | None = None,
@@ -367,7 +370,7 @@ def tag_files_ray(
     block_sentences: int = 2000,
     actor: type = TagActor,
 ) -> TagSummary:
-    """Tag each job's input into its output on Ray Data; the outputs are those of :func:`tag_files`,
+    """Tag each job's input into its output on Ray Data; the outputs are those of :func:`~nerbatch.run.local.run_local`,
     which takes the same jobs, tagger and options.
 
     ``tagger``: a :class:`~nerbatch.tagging.tagger.Tagger`; the driver reads its settings only, each actor
@@ -379,7 +382,6 @@ def tag_files_ray(
     ``block_sentences`` is rounded up to a multiple of ``tagger.options.block`` so the model sees
     the local engine's batches. ``actor``: the map_batches class (a subclass of :class:`TagActor`).
     """
-    planned = plan(jobs, tagger, options, run)
     if any(p.job.input == STDIO for p in planned):
         raise InputError("--engine ray cannot read stdin", hint="pass a file, or use --engine local")
     if workers is not None and workers < 1:
@@ -420,8 +422,8 @@ def tag_files_ray(
             rows = iter(ds.iter_rows())  # lazy: runs from the first result asked for
         else:
             rows = iter(())
-        remote = RayTagger(model, rows, {p.job.input: i for i, p in enumerate(remaining)})
-        summary = tag_files(planned, remote, options=options, scorer=scorer, progress=progress, run=run)
+        remote = RayTagger(model, tagger_options, rows, {p.job.input: i for i, p in enumerate(remaining)})
+        summary = run_local(planned, remote, options=options, scores=scores, progress=progress, run=run)
     finally:
         close = getattr(rows, "close", None)
         if close is not None:

@@ -114,6 +114,44 @@ class Tagger:
         # "auto" -> the precision measured fastest here, before anything reads options.precision
         self.options, self.precision_choice = resolve_precision(model, options)
 
+    @classmethod
+    def from_pretrained(cls, model: str, **options) -> "Tagger":
+        """A tagger for ``model`` (a folder from ``nerbatch train``, or a hub id); ``options`` are
+        :class:`TaggerOptions` fields (``precision="fp32"``, ``device="cpu"``, ``decode="argmax"``, ...).
+        The model loads on first use."""
+        return cls(model, TaggerOptions(**options))
+
+    def tag(self, texts: Sequence[str] | str) -> list:
+        """Tag raw texts: each is cut into words and sentences as the model's training text was (else
+        CoNLL-style words, split into sentences), its sentences tagged as one document. Returns one
+        :class:`~nerbatch.tagging.texts.Tagged` per text (words, tags, scores, entities with offsets)."""
+        from .texts import results, sentences_of_text
+
+        if isinstance(texts, str):
+            texts = [texts]
+        layout, words = self.text_cutting()
+        docs = [sentences_of_text(text, i, layout, words) for i, text in enumerate(texts)]
+        tagged = iter(self.tag_sentences([s for doc in docs for s in doc]))
+        return [results(text, [next(tagged) for _ in doc]) for text, doc in zip(texts, docs)]
+
+    def tag_tokens(self, sentences: Sequence[Sequence[str]]) -> list:
+        """Tag sentences already split into words; each stands alone. Returns one
+        :class:`~nerbatch.tagging.texts.Tagged` per sentence (entity offsets into the words joined by spaces)."""
+        from .texts import results, sentences_of_tokens
+
+        docs = [sentences_of_tokens(words, i) for i, words in enumerate(sentences)]
+        tagged = iter(self.tag_sentences([s for doc in docs for s in doc]))
+        return [results(" ".join(doc[0].tokens), [next(tagged)]) for doc in docs]
+
+    def text_cutting(self) -> tuple[str, str]:
+        """How raw text is cut for this model: (layout, word splitter), as recorded at training time."""
+        from ..io import ReadOptions
+        from ..io.text import apply_contract
+        from ..model.settings import read_model_config, text_contract
+
+        options, _ = apply_contract(ReadOptions(), text_contract(read_model_config(self.model_name)), ["jsonl"])
+        return options.layout_for("jsonl"), options.tokenizer
+
     # -- settings and back-end -------------------------------------------------------------------
     @property
     def settings(self) -> ModelSettings:
@@ -284,7 +322,7 @@ class Tagger:
         right_cut: bool = False,
         carried: int | None = None,
     ) -> list[Sentence]:
-        """Tag the ``core`` sentences (``pred``/``scores``) exactly as :meth:`tag` does in the whole
+        """Tag the ``core`` sentences (``pred``/``scores``) exactly as :meth:`tag_sentences` does in the whole
         stream, given the neighbours their document context needs (see :func:`~nerbatch.tagging.align.split_blocks`).
 
         ``carried``: the context need (in words) the neighbours were cut for; an error when this
@@ -308,7 +346,7 @@ class Tagger:
         from sentence ``skip`` on (the sentences before it still lend context)."""
         return from_sentence(split_blocks(sentences, self.options.block, self.settings.context_need()), skip)
 
-    def tag(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]:
+    def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]:
         """Yield the input sentences in order, each with ``pred`` and ``scores`` (one per token).
 
         The first ``skip`` sentences are read (they give context to the next ones) but not tagged

@@ -89,7 +89,7 @@ def test_the_shape_reaches_the_model(shaped_model):
 
 def _tag_sample(model: str, **options) -> list[Sentence]:
     t = Tagger(model, TaggerOptions(device="cpu", **options))
-    return list(t.tag(read(str(SAMPLE / "test.conll"))))
+    return list(t.tag_sentences(read(str(SAMPLE / "test.conll"))))
 
 
 def test_eager_compiled_and_int8_give_the_same_tags(shaped_model, tmp_path, monkeypatch):
@@ -102,7 +102,7 @@ def test_eager_compiled_and_int8_give_the_same_tags(shaped_model, tmp_path, monk
         compiled = _tag_sample(shaped_model, compile=True, precision="fp32")
         assert [s.pred for s in compiled] == [s.pred for s in eager]
         again = Tagger(shaped_model, TaggerOptions(device="cpu", compile=True, precision="fp32"))
-        assert [s.pred for s in again.tag(read(str(SAMPLE / "test.conll")))] == [s.pred for s in eager]
+        assert [s.pred for s in again.tag_sentences(read(str(SAMPLE / "test.conll")))] == [s.pred for s in eager]
         assert again.compiled  # from the cache entry, built with the token type input
     try:
         import onnxruntime  # noqa: F401

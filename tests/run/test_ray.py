@@ -18,9 +18,12 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from nerbatch.core.record import Sentence  # noqa: E402
 from nerbatch.errors import InputError, ModelError  # noqa: E402
-from nerbatch.run import plan_jobs, tag_files  # noqa: E402
+from nerbatch.io import ReadOptions  # noqa: E402
+from nerbatch.run import plan_jobs  # noqa: E402
+from nerbatch.run.local import RunOptions, plan  # noqa: E402
+from nerbatch.run.local import run_local as local_engine  # noqa: E402
 from nerbatch.run.ray import TagActor, context_need  # noqa: E402
-from nerbatch.run.ray import tag_files_ray as _tag_files_ray  # noqa: E402
+from nerbatch.run.ray import run_ray as ray_engine  # noqa: E402
 from nerbatch.tagging.align import split_blocks  # noqa: E402
 from nerbatch.tagging.tagger import Tagger, TaggerOptions  # noqa: E402
 
@@ -56,9 +59,15 @@ class CrashingActor(TagActor):
         return super().tag(row)
 
 
-def tag_files_ray(jobs, model, tagger_options, **kw):
+def tag_files(jobs, tagger, *, options=ReadOptions(), run=RunOptions(), **kw):
+    """The local engine over the plan of ``jobs`` (what ``nerbatch tag`` runs)."""
+    return local_engine(plan(jobs, tagger, options, run), tagger, options=options, run=run, **kw)
+
+
+def tag_files_ray(jobs, model, tagger_options, *, options=ReadOptions(), run=RunOptions(), **kw):
     """The Ray engine with a Tagger for ``model`` (and the crash-hook actor of these tests)."""
-    return _tag_files_ray(jobs, Tagger(model, tagger_options), actor=CrashingActor, **kw)
+    tagger = Tagger(model, tagger_options)
+    return ray_engine(plan(jobs, tagger, options, run), tagger, options=options, run=run, actor=CrashingActor, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +223,7 @@ def test_blocks_with_their_neighbours_tag_like_the_whole_stream(context_model, t
     tagger = Tagger(context_model, options)
     need = context_need(tagger)
     assert need == 64
-    whole = list(tagger.tag(_stream(7)))
+    whole = list(tagger.tag_sentences(_stream(7)))
     for carried in (need, tagger.max_length - len(tagger.specials)):  # the bound, and exactly the budget
         pieces = []
         for left, core, right, left_cut, right_cut in split_blocks(_stream(7), size, carried):
@@ -271,8 +280,8 @@ class _StopsAfter(Tagger):
 
     stop = 50
 
-    def tag(self, sentences, skip=0):
-        for i, sent in enumerate(super().tag(sentences, skip)):
+    def tag_sentences(self, sentences, skip=0):
+        for i, sent in enumerate(super().tag_sentences(sentences, skip)):
             if i == self.stop:
                 raise KeyboardInterrupt
             yield sent

@@ -152,7 +152,7 @@ def test_block_size_does_not_change_output(tiny_model):
     runs = []
     for block in (1, 7, 5000):
         tagger = Tagger(tiny_model, TaggerOptions(device="cpu", block=block, context=True))
-        runs.append([(s.pred, s.scores) for s in tagger.tag(read(str(SAMPLE / "test.conll")))])
+        runs.append([(s.pred, s.scores) for s in tagger.tag_sentences(read(str(SAMPLE / "test.conll")))])
     assert runs[0] == runs[1] == runs[2]
 
 

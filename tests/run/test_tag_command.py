@@ -148,7 +148,7 @@ def test_html_output(tiny_model, tmp_path):
 
 def test_3000_word_sentence_is_windowed_not_truncated(tagger):
     words = [f"w{i % 97}ord" if i % 5 else "Finland" for i in range(3000)]
-    [sent] = list(tagger.tag([Sentence(tokens=words, doc_id=None)]))
+    [sent] = list(tagger.tag_sentences([Sentence(tokens=words, doc_id=None)]))
     assert len(sent.pred) == 3000 and len(sent.scores) == 3000
     assert set(sent.pred) <= LABELS
     assert tagger.max_length == 64
@@ -157,8 +157,8 @@ def test_3000_word_sentence_is_windowed_not_truncated(tagger):
 def test_zero_subword_words_keep_alignment(tagger):
     weird = ["Turku", "\u200b", "is", "\x07", "the", "\u0301", "city", "\ufeff", "Finland"]
     plain = ["Turku", "is", "the", "city", "Finland"]
-    [a] = list(tagger.tag([Sentence(tokens=weird)]))
-    [b] = list(tagger.tag([Sentence(tokens=plain)]))
+    [a] = list(tagger.tag_sentences([Sentence(tokens=weird)]))
+    [b] = list(tagger.tag_sentences([Sentence(tokens=plain)]))
     assert len(a.pred) == len(weird)
     assert [a.pred[i] for i in (0, 2, 4, 6, 8)] == b.pred
     assert [a.pred[i] for i in (1, 3, 5, 7)] == ["O"] * 4
@@ -241,7 +241,7 @@ _token = st.text(
 def test_any_unicode_tokens_get_exactly_one_tag_each(tagger, sentences):
     """Arbitrary tokens, including ones the tokenizer drops entirely, through the real tokenizer and model."""
     records = [Sentence(tokens=list(toks), doc_id="d", index=i) for i, toks in enumerate(sentences)]
-    out = list(tagger.tag(records))
+    out = list(tagger.tag_sentences(records))
     assert [s.tokens for s in out] == sentences  # order and tokens unchanged
     for s in out:
         assert len(s.pred) == len(s.tokens) == len(s.scores)

@@ -29,7 +29,7 @@ def sentences(n: int | None = None, long_words: int = 0):
 
 def tag(model: str, **options):
     t = Tagger(model, TaggerOptions(device="cpu", **options))
-    out = list(t.tag(sentences(long_words=300)))
+    out = list(t.tag_sentences(sentences(long_words=300)))
     return t, out
 
 
@@ -86,7 +86,7 @@ def test_cached_start_does_not_import_transformers(tiny_model, cache, built, tmp
     code = (
         "import sys; from nerbatch.tagging.tagger import Tagger, TaggerOptions; from nerbatch.io import read\n"
         f"t = Tagger({tiny_model!r}, TaggerOptions(device='cpu'))\n"
-        f"out = list(t.tag(read({str(SAMPLE / 'test.conll')!r})))\n"
+        f"out = list(t.tag_sentences(read({str(SAMPLE / 'test.conll')!r})))\n"
         "assert t.compiled and all(len(s.pred) == len(s.tokens) for s in out)\n"
         "print('transformers' in sys.modules, len(out))"
     )
@@ -201,6 +201,6 @@ def test_the_background_build_is_swapped_in_when_ready(tiny_model, cache):
     assert t.backend.kind == "eager"
     entry = t.backend.pending.wait(timeout=600)
     assert entry is not None, "the background build failed"
-    out = list(t.tag(sentences(long_words=300)))
+    out = list(t.tag_sentences(sentences(long_words=300)))
     assert t.compiled  # swapped in at the first block after the entry appeared
     assert [s.pred for s in out] == [s.pred for s in ref]

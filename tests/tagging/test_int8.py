@@ -14,16 +14,16 @@ pytest.importorskip("onnxruntime", reason="int8 needs the 'int8' extra (onnxrunt
 
 def test_int8_tags_every_token_and_mostly_agrees_with_fp32(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("NERBATCH_CACHE_DIR", str(tmp_path / "cache"))
-    fp32 = list(Tagger(tiny_model, TaggerOptions(device="cpu")).tag(read(str(SAMPLE / "test.conll"))))
+    fp32 = list(Tagger(tiny_model, TaggerOptions(device="cpu")).tag_sentences(read(str(SAMPLE / "test.conll"))))
     tagger = Tagger(tiny_model, TaggerOptions(device="cpu", precision="int8"))
-    int8 = list(tagger.tag(read(str(SAMPLE / "test.conll"))))
+    int8 = list(tagger.tag_sentences(read(str(SAMPLE / "test.conll"))))
     assert [len(s.pred) for s in int8] == [len(s.tokens) for s in int8]
     a = [t for s in fp32 for t in s.pred]
     b = [t for s in int8 for t in s.pred]
     assert len(a) == len(b) and sum(x == y for x, y in zip(a, b)) / len(a) > 0.9
     assert any((tmp_path / "cache").iterdir())  # quantized once, cached for the next run
     again = Tagger(tiny_model, TaggerOptions(device="cpu", precision="int8"))
-    assert [s.pred for s in again.tag(read(str(SAMPLE / "test.conll")))] == [s.pred for s in int8]
+    assert [s.pred for s in again.tag_sentences(read(str(SAMPLE / "test.conll")))] == [s.pred for s in int8]
 
 
 def test_int8_on_gpu_is_refused(tiny_model):
@@ -31,7 +31,7 @@ def test_int8_on_gpu_is_refused(tiny_model):
 
     tagger = Tagger(tiny_model, TaggerOptions(device="cuda", precision="int8"))
     with pytest.raises(ModelError):
-        list(tagger.tag(read(str(SAMPLE / "test.conll"))))
+        list(tagger.tag_sentences(read(str(SAMPLE / "test.conll"))))
 
 
 def test_int8_second_run_starts_without_torch_or_transformers(tiny_model, tmp_path):
@@ -43,7 +43,7 @@ def test_int8_second_run_starts_without_torch_or_transformers(tiny_model, tmp_pa
     code = (
         "import sys; from nerbatch.tagging.tagger import Tagger, TaggerOptions; from nerbatch.io import read\n"
         f"t = Tagger({tiny_model!r}, TaggerOptions(device='cpu', precision='int8'))\n"
-        f"out = list(t.tag(read({str(SAMPLE / 'test.conll')!r})))\n"
+        f"out = list(t.tag_sentences(read({str(SAMPLE / 'test.conll')!r})))\n"
         "assert all(len(s.pred) == len(s.tokens) for s in out)\n"
         "print('transformers' in sys.modules or 'torch' in sys.modules, ' '.join(p for s in out for p in s.pred))"
     )

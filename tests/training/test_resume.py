@@ -154,7 +154,7 @@ def assert_same_model(got: Path, want: Path, dev: str) -> None:
     assert wg.keys() == ww.keys() and all((wg[k] == ww[k]).all() for k in wg)  # bit for bit
 
     def preds(model):
-        return [s.pred for s in Tagger(str(model)).tag(read(dev))]
+        return [s.pred for s in Tagger(str(model)).tag_sentences(read(dev))]
 
     assert preds(got) == preds(want)
 
@@ -329,7 +329,7 @@ def _dev_f1(model: Path, dev: str) -> float:
     from nerbatch.tagging.tagger import Tagger
 
     scorer = Scorer()
-    for s in Tagger(str(model)).tag(read(dev)):
+    for s in Tagger(str(model)).tag_sentences(read(dev)):
         if s.tokens:
             scorer.add(s.tags, s.pred)
     return scorer.result()["overall"]["f1"]

@@ -60,7 +60,7 @@ def test_trained_model_tags_with_its_training_context(trained):
 
     tagger = Tagger(str(trained))
     assert tagger.context is True and tagger.max_length == 64
-    sents = list(tagger.tag(read(str(SAMPLE / "dev.conll"))))
+    sents = list(tagger.tag_sentences(read(str(SAMPLE / "dev.conll"))))
     assert all(len(s.pred) == len(s.tokens) for s in sents)
 
 

@@ -1,0 +1,146 @@
+"""``nerbatch tag`` as one library call: :func:`tag_files` does everything the command does.
+
+Plan the jobs (inputs to outputs), check every path the run writes, build the tagger, cut raw text
+as the model's training text was cut, check report inputs, plan what is left (``resume``), run the
+local or Ray engine, and score the outputs for a report. The command line parses options and calls
+this function; so do the benchmarks and anyone tagging files from Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+from ..io import ReadOptions
+from ..io.paths import check_write_paths
+from ..tagging.tagger import Tagger, TaggerOptions
+from .local import RunOptions, TagSummary, plan, run_local
+from .plan import plan_jobs
+
+__all__ = ["TagResult", "tag_files"]
+
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class TagResult:
+    """What a :func:`tag_files` run did: ``summary`` counts files, sentences, entities and seconds
+    (``summary.line()`` is the command's summary line); ``report`` holds the scores when a report was
+    asked for (the dict ``nerbatch evaluate --json`` writes), else None; ``notes`` are the one-line
+    notices of the run (also given to ``notify`` as they happen)."""
+
+    summary: TagSummary
+    report: dict | None = None
+    notes: list[str] | None = None
+
+
+def tag_files(
+    inputs: Sequence[str],
+    output: str | None = None,
+    *,
+    model: str | None = None,
+    tagger: Tagger | None = None,
+    input_format: str | None = None,
+    output_format: str | None = None,
+    glob: str | None = None,
+    read_options: ReadOptions = ReadOptions(),
+    tokenizer_given: bool = False,
+    tagger_options: TaggerOptions = TaggerOptions(),
+    report: str | None = None,
+    report_json: str | None = None,
+    score: bool = False,
+    resume: bool = False,
+    checkpoint_every: int = 10_000,
+    on_error: str = "fail",
+    log_json: str | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> TagResult:
+    """Tag ``inputs`` (files, folders, ``-`` for stdin, ``hf:`` datasets) with ``model`` into ``output``.
+
+    ``output``: a file (one input), a folder (several inputs, or a folder input: names mirrored, the
+    output format's extension), or None / ``-`` for stdout. Formats come from the extensions unless
+    given. ``read_options``: columns, keys, encoding, raw-text layout and word tokenizer (the model's
+    recorded layout and tokenizer apply to raw text unless ``read_options.layout`` is set or
+    ``tokenizer_given``). ``report``/``report_json``: score the gold tags of the inputs and write the
+    text/JSON report there (``score=True``: score without writing, the scores in the result).
+    ``tagger``: a :class:`~nerbatch.tagging.tagger.Tagger` already built (and maybe loaded) to reuse
+    across calls, instead of ``model`` and ``tagger_options``. ``resume``: skip outputs complete for the same input, model and options, and continue interrupted
+    ones from their checkpoint. ``on_error="skip"``: a bad record is left out and logged in
+    ``OUTPUT.rejects.jsonl`` (``result.summary.skipped`` counts them). ``engine="ray"`` runs the model
+    on Ray (``address``, ``workers``). Raises :class:`nerbatch.errors.NerbatchError` subclasses for
+    bad inputs, options and models, before anything is written where it can tell.
+
+    >>> result = tag_files(["test.conll"], "test.tagged.conll", model="model/")  # doctest: +SKIP
+    >>> result.summary.sentences  # doctest: +SKIP
+    """
+    from ..errors import InputError
+
+    if (model is None) == (tagger is None):
+        raise InputError("give a model or a tagger (one of them)")
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}")
+    if on_error not in ("fail", "skip"):
+        raise InputError(f"unknown on_error {on_error!r}", hint="use fail or skip")
+    notes: list[str] = []
+
+    def note(text: str) -> None:
+        notes.append(text)
+        if notify is not None:
+            notify(text)
+
+    read_options = replace(read_options, on_error=on_error)
+    jobs = plan_jobs(list(inputs), output, input_fmt=input_format, output_fmt=output_format, glob=glob)
+    check_write_paths(
+        jobs, {"--report": report, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip"
+    )
+    if tagger is None:
+        tagger = Tagger(model, tagger_options)
+    read_options = _text_contract(tagger.model_name, read_options, [j.input_format for j in jobs],
+                                  tokenizer_given=tokenizer_given, note=note)
+    sink = None
+    if report or report_json or score:
+        from ..evaluation.evaluate import ReportSink, check_report_inputs
+        from ..evaluation.scoring import Scorer
+
+        check_report_inputs(jobs, read_options, labels=tagger.labels, resume=resume)  # before tagging anything
+        sink = ReportSink(Scorer(), read_options)
+    run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json)
+    planned = plan(jobs, tagger, read_options, run)  # what is up to date, resumed or fresh
+    if engine == "ray":
+        from .ray import run_ray
+
+        summary = run_ray(planned, tagger, options=read_options, scores=sink, progress=progress, run=run,
+                          workers=workers, address=address)
+    else:
+        summary = run_local(planned, tagger, options=read_options, scores=sink, progress=progress, run=run)
+    result = TagResult(summary, notes=notes)
+    if sink is not None:
+        from ..evaluation.evaluate import write_report
+
+        scores = sink.scorer.result()
+        scores["files"] = list(inputs)
+        scores["model"] = tagger.model_name
+        write_report(scores, text_path=report, json_path=report_json)
+        if not scores["sentences"]:
+            note("the inputs hold no sentences: the report counts nothing")
+        result.report = scores
+    return result
+
+
+def _text_contract(model: str, read_options: ReadOptions, formats: list[str], *, tokenizer_given: bool,
+                   note: Callable[[str], None]) -> ReadOptions:
+    """Cut raw text as the model's training text was cut (nerbatch.json), noting where a run differs."""
+    from ..io.text import apply_contract
+    from ..model.settings import read_model_config, text_contract
+
+    read_options, notes = apply_contract(
+        read_options, text_contract(read_model_config(model)), formats,
+        tokenizer_given=tokenizer_given, layout_given=read_options.layout is not None,
+    )
+    for text in notes:
+        note(text)
+    return read_options
