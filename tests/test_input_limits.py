@@ -1,0 +1,82 @@
+"""Reading hostile inputs: truncated zstd files, over-long lines and sentences, FIFOs in input
+folders, wide Parquet rows, lone surrogates, and the errors that must say what is wrong."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from nerbatch.cli import cli
+from nerbatch.errors import InputError
+from nerbatch.io import read
+
+zstandard = pytest.importorskip("zstandard")
+
+
+def run(*args: str) -> tuple[int, str]:
+    """A CLI command's exit code and output (stdout and stderr); a traceback fails the test."""
+    res = CliRunner().invoke(cli, list(args))
+    if res.exception and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return res.exit_code, res.output
+
+
+def conll_lines(n: int, start: int = 0) -> bytes:
+    """``n`` token lines of five columns, a blank line after every tenth."""
+    return b"".join(
+        b"w%d NN B-NP O O\n" % i + (b"\n" if i % 10 == 9 else b"") for i in range(start, start + n)
+    )
+
+
+# -- item 5: a truncated .zst input ---------------------------------------------------------------
+
+def _zst(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def _half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+TRUNCATED = {
+    # two frames, the second cut in half: zstandard's reader gave the first frame's lines, exit 0
+    "second frame cut": lambda: _zst(conll_lines(4000)) + _half(_zst(conll_lines(4000, 4000))),
+    # one frame cut in half: an empty output, exit 0
+    "one frame cut": lambda: _half(_zst(conll_lines(4000))),
+    # cut inside the last block, mid-line: "expected 5 columns like the first token line"
+    "cut mid-block": lambda: _zst(conll_lines(40000))[:-7],
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRUNCATED))
+def test_truncated_zstd_is_an_error_like_gzip(case, tmp_path):
+    bad = tmp_path / "bad.conll.zst"
+    bad.write_bytes(TRUNCATED[case]())
+    with pytest.raises(InputError) as err:
+        list(read(str(bad)))
+    message = str(err.value)
+    assert message.startswith(f"{bad}:") and "corrupt zstd data at decompressed line" in message
+    assert "truncated" in message and "columns" not in message
+
+
+def test_truncated_zstd_fails_tag_with_no_output(tiny_model, tmp_path):
+    bad = tmp_path / "bad.conll.zst"
+    bad.write_bytes(TRUNCATED["second frame cut"]())
+    out = tmp_path / "out"
+    out.mkdir()
+    code, output = run("tag", str(bad), "-o", str(out / "bad.conll"), "--model", tiny_model, "-q")
+    assert code == 2, output
+    assert len(output.strip().splitlines()) == 1 and "corrupt zstd data" in output
+    assert os.listdir(out) == []
+
+
+def test_complete_zstd_frames_read_whole(tmp_path):
+    """Several frames (and empty ones) in one file read as their concatenation."""
+    good = tmp_path / "good.conll.zst"
+    empty = _zst(b"")
+    good.write_bytes(empty + _zst(conll_lines(50)) + empty + _zst(conll_lines(50, 50)) + empty)
+    plain = tmp_path / "good.conll"
+    plain.write_bytes(conll_lines(100))
+    assert [s.tokens for s in read(str(good))] == [s.tokens for s in read(str(plain))]
