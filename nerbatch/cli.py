@@ -277,7 +277,11 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
 
     given = {"tokenizer_given": kw["word_tokenizer"] is not None, "layout_given": kw["layout"] is not None}
     read_options = replace(build_read_options(kw), on_error=on_error)
-    jobs = plan_jobs(list(inputs), output, input_fmt=kw.pop("input_format"), output_fmt=output_format, glob=kw.pop("glob"))
+    skipped: list[str] = []
+    jobs = plan_jobs(
+        list(inputs), output, input_fmt=kw.pop("input_format"), output_fmt=output_format, glob=kw.pop("glob"), skipped=skipped
+    )
+    _note_skipped(skipped, quiet)
     check_write_paths(
         jobs, {"--report": report_path, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip"
     )
@@ -314,6 +318,13 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
         click.echo(summary.line(), err=True)
     if summary.skipped:
         sys.exit(EXIT_PARTIAL)
+
+
+def _note_skipped(skipped: list[str], quiet: bool) -> None:
+    """Say which files of input folders were left out for not being regular files (FIFOs, devices)."""
+    if skipped and not quiet:
+        shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        click.echo(f"nerbatch: skipped {len(skipped)} input(s) that are not regular files (FIFO, socket or device): {shown}", err=True)
 
 
 def _text_contract(model: str, read_options, formats: list[str], given: dict, quiet: bool):
@@ -387,7 +398,9 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
     from .plan import expand_inputs
 
     glob, fmt = kw.pop("glob"), kw.get("input_format")
-    train_files = [p for p, _ in expand_inputs(list(train_files), glob, fmt)]
+    skipped: list[str] = []
+    train_files = [p for p, _ in expand_inputs(list(train_files), glob, fmt, skipped)]
+    _note_skipped(skipped, quiet)
     opts = TrainOptions(
         train=train_files,
         dev=dev,
@@ -470,7 +483,9 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
     from .plan import FileJob, check_write_paths, expand_inputs
     from .scoring import format_report
 
-    files = [p for p, _ in expand_inputs(list(files), glob, input_format)]
+    skipped: list[str] = []
+    files = [p for p, _ in expand_inputs(list(files), glob, input_format, skipped)]
+    _note_skipped(skipped, quiet=False)
     options = ReadOptions(split=split, config=dataset_config)
     check_write_paths(
         [FileJob(f, "-", "", "") for f in files], {"--output": text_path, "--json": json_path, "--html": html_path}

@@ -129,12 +129,19 @@ def _known_input(path: str) -> bool:
     return guess_format(path) in ("conll", "jsonl", "parquet", "text")
 
 
-def expand_inputs(inputs: list[str], glob: str | None = None, input_fmt: str | None = None) -> list[tuple[str, str]]:
+def expand_inputs(
+    inputs: list[str], glob: str | None = None, input_fmt: str | None = None, skipped: list[str] | None = None
+) -> list[tuple[str, str]]:
     """Each input as ``(path, name under -o)``; a folder is walked recursively (sorted, hidden files
     and folders left out) for the files ``glob`` matches (default: every file of a known format),
     named by their path relative to the folder. A glob with a ``/`` is matched against that
-    relative path, else against the file name. A Hugging Face dataset folder is one input."""
+    relative path, else against the file name. A Hugging Face dataset folder is one input.
+
+    A FIFO, socket or device found in a folder is left out (reading one would wait forever), its
+    path added to ``skipped``; an input named on its own is taken as it is (``<(zcat a.gz)``).
+    """
     import fnmatch
+    import stat
 
     from .io.hf import is_dataset
 
@@ -155,6 +162,14 @@ def expand_inputs(inputs: list[str], glob: str | None = None, input_fmt: str | N
                     if not fnmatch.fnmatchcase(rel if "/" in glob else name, glob):
                         continue
                 elif not (input_fmt or _known_input(full)):
+                    continue
+                try:
+                    regular = stat.S_ISREG(os.stat(full).st_mode)
+                except OSError:
+                    regular = True  # a dangling link: the reader says what is wrong with it
+                if not regular:
+                    if skipped is not None:
+                        skipped.append(full)
                     continue
                 found.append((full, rel))
         if not found:
@@ -190,6 +205,7 @@ def plan_jobs(
     input_fmt: str | None = None,
     output_fmt: str | None = None,
     glob: str | None = None,
+    skipped: list[str] | None = None,
 ) -> list[FileJob]:
     """Map inputs to outputs.
 
@@ -199,6 +215,7 @@ def plan_jobs(
     folder, subfolders mirrored), with the extension of the output format. No output may be an
     input (real paths compared), and no two inputs may map to one output: both are checked before
     anything is created. ``output_fmt="hf"`` with one input: ``output`` is the dataset folder.
+    ``skipped``: gets the non-regular files left out of folders (see :func:`expand_inputs`).
     """
     if not inputs:
         raise InputError("no input files", hint="pass one or more files, or - for stdin")
@@ -207,7 +224,7 @@ def plan_jobs(
     from .io.hf import is_dataset
 
     walked = any(p != STDIO and os.path.isdir(p) and input_fmt != "hf" and not is_dataset(p) for p in inputs)
-    named = expand_inputs(inputs, glob, input_fmt)
+    named = expand_inputs(inputs, glob, input_fmt, skipped)
     many = len(named) > 1 or walked
     if many and (output is None or output == STDIO):
         raise InputError(

@@ -4,6 +4,9 @@ folders, wide Parquet rows, lone surrogates, and the errors that must say what i
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -80,3 +83,40 @@ def test_complete_zstd_frames_read_whole(tmp_path):
     plain = tmp_path / "good.conll"
     plain.write_bytes(conll_lines(100))
     assert [s.tokens for s in read(str(good))] == [s.tokens for s in read(str(plain))]
+
+
+# -- item 14: a FIFO inside an input folder ---------------------------------------------------------
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The command in its own process: a run that hangs fails the test instead of hanging it."""
+    return subprocess.run(
+        [sys.executable, "-m", "nerbatch", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture
+def folder_with_fifo(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.conll").write_text("Turku B-LOC B-LOC\nis O O\n\n", encoding="utf-8")
+    os.mkfifo(folder / "stuck.conll")  # nobody ever writes to it: opening it would wait forever
+    os.mkfifo(folder / "sub" / "more.conll")
+    return folder
+
+
+def test_fifo_in_an_input_folder_is_skipped_by_tag(folder_with_fifo, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    res = _cli("tag", str(folder_with_fifo), "-o", str(out), "--model", tiny_model, "--no-compile", "--precision", "fp32")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")) == ["a.conll"]
+    assert "skipped 2 input(s) that are not regular files" in res.stderr
+    assert str(folder_with_fifo / "stuck.conll") in res.stderr
+    quiet = _cli("tag", str(folder_with_fifo), "-o", str(tmp_path / "q"), "--model", tiny_model, "-q", "--no-compile")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+
+
+def test_fifo_in_an_input_folder_is_skipped_by_evaluate(folder_with_fifo):
+    res = _cli("evaluate", str(folder_with_fifo), "--bootstrap", "0")
+    assert res.returncode == 0, res.stderr
+    assert "skipped 2 input(s) that are not regular files" in res.stderr
+    assert "processed 2 tokens" in res.stdout
