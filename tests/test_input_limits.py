@@ -3,6 +3,7 @@ folders, wide Parquet rows, lone surrogates, and the errors that must say what i
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -120,3 +121,42 @@ def test_fifo_in_an_input_folder_is_skipped_by_evaluate(folder_with_fifo):
     assert res.returncode == 0, res.stderr
     assert "skipped 2 input(s) that are not regular files" in res.stderr
     assert "processed 2 tokens" in res.stdout
+
+
+# -- item 17: a lone surrogate in JSONL tokens or text ----------------------------------------------
+
+SURROGATE_RECORDS = {
+    "tokens": '{"tokens": ["Turku", "\\ud800"]}\n',
+    "text": '{"text": "Turku \\udfff is"}\n',
+}
+
+
+@pytest.mark.parametrize("key", sorted(SURROGATE_RECORDS))
+def test_lone_surrogate_fails_tag_with_file_and_line(key, tiny_model, tmp_path):
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"tokens": ["is"]}\n' + SURROGATE_RECORDS[key], encoding="utf-8")
+    code, output = run("tag", str(src), "-o", str(tmp_path / "o.jsonl"), "--model", tiny_model, "-q")
+    assert code == 2, output
+    assert output.strip().splitlines() == [output.strip()]
+    assert f"{src}:2: '{key}' holds a lone surrogate" in output
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize("key", sorted(SURROGATE_RECORDS))
+def test_lone_surrogate_is_a_reject_under_skip(key, tiny_model, tmp_path):
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"tokens": ["is"]}\n' + SURROGATE_RECORDS[key] + '{"tokens": ["a"]}\n', encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    code, output = run("tag", str(src), "-o", str(out), "--model", tiny_model, "-q", "--on-error", "skip")
+    assert code == 3, output
+    assert [json.loads(line)["tokens"] for line in out.read_text(encoding="utf-8").splitlines()] == [["is"], ["a"]]
+    rejects = [json.loads(line) for line in Path(f"{out}.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["line"], "lone surrogate" in r["error"]) for r in rejects] == [(2, True)]
+
+
+def test_lone_surrogate_fails_train_with_file_and_line(tiny_model, tmp_path):
+    src = tmp_path / "train.jsonl"
+    src.write_text('{"tokens": ["Turku"], "tags": ["B-LOC"]}\n{"tokens": ["\\ud800x"], "tags": ["O"]}\n', encoding="utf-8")
+    code, output = run("train", "--train", str(src), "-o", str(tmp_path / "m"), "--base-model", tiny_model, "--epochs", "1", "-q")
+    assert code == 2, output
+    assert f"{src}:2: 'tokens' holds a lone surrogate" in output
