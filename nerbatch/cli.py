@@ -343,7 +343,12 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
     from .io.paths import expand_inputs
 
     glob, fmt = kw.pop("glob"), kw.get("input_format")
-    train_files = [p for p, _ in expand_inputs(list(train_files), glob, fmt)]
+    skipped: list[str] = []
+    train_files = [p for p, _ in expand_inputs(list(train_files), glob, fmt, skipped)]
+    if skipped and not quiet:
+        from .io.paths import skipped_note
+
+        click.echo(f"nerbatch: {skipped_note(skipped)}", err=True)
     opts = TrainOptions(
         train=train_files,
         dev=dev,
@@ -429,6 +434,7 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
         list(files), model=model, strict=strict, compare=compare, input_format=input_format, glob=glob, split=split,
         config=dataset_config, text_path=text_path, json_path=json_path, html_path=html_path, bootstrap=bootstrap,
         seed=seed, examples=examples, tagger_options=TaggerOptions(device=device),
+        notify=lambda text: click.echo(f"nerbatch: {text}", err=True),
     )
     click.echo(format_comparison(result) if compare else format_report(result))
 

@@ -651,16 +651,21 @@ def evaluate(
     seed: int = 0,
     examples: int = 50,
     tagger_options=None,
+    notify=None,
 ) -> dict:
     """``nerbatch evaluate`` as one call: score ``files`` (gold and predicted tags; with ``model``, gold
     files tagged first, nothing written) and write the reports asked for; returns the result dict
     (what ``--json`` writes). ``compare``: ``files`` are two predictions of the same gold, scored with
     a paired bootstrap (the result of :func:`compare_files`). Folders are walked (``glob``);
     ``split``/``config`` pick a Hugging Face dataset's split and configuration. Every report path is
-    checked before anything is read (never an input, never twice)."""
-    from ..io.paths import Access, check_write_paths, expand_inputs
+    checked before anything is read (never an input, never twice). ``notify``: called with
+    one-line notices (input folders' non-regular files left out)."""
+    from ..io.paths import Access, check_write_paths, expand_inputs, skipped_note
 
-    paths = [p for p, _ in expand_inputs(list(files), glob, input_format)]
+    skipped: list[str] = []
+    paths = [p for p, _ in expand_inputs(list(files), glob, input_format, skipped)]
+    if skipped and notify is not None:
+        notify(skipped_note(skipped))
     options = ReadOptions(split=split, config=config)
     check_write_paths([Access(f) for f in paths], {"--output": text_path, "--json": json_path, "--html": html_path})
     analysis = {"bootstrap": bootstrap, "seed": seed, "examples": examples}

@@ -88,10 +88,60 @@ def open_decompressed(path: str, raw: BinaryIO, kind: str) -> BinaryIO:
 
         return lzma.LZMAFile(raw, "rb")
     if kind == "zstd":
-        zstandard = _zstandard(path)
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
-        return io.BufferedReader(reader, 1 << 16)  # type: ignore[arg-type]
+        return io.BufferedReader(ZstdFrames(raw, _zstandard(path).ZstdDecompressor()), 1 << 16)
     raise ValueError(kind)
+
+
+class ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of every zstd frame in ``raw``, read a little at a time.
+
+    A file that ends inside a frame raises :class:`EOFError`, as gzip, bz2 and lzma do (zstandard's
+    own ``stream_reader`` ends quietly there, so a truncated file would read as a shorter one).
+    The input goes to the decompressor ``feed`` bytes at a time, which bounds what one step can
+    expand to (a zstd block of 128 KiB can be a few bytes).
+    """
+
+    def __init__(self, raw: BinaryIO, decompressor, feed: int = 1 << 10) -> None:
+        super().__init__()
+        self.raw = raw
+        self.decompressor = decompressor
+        self.feed = feed
+        self.frame = decompressor.decompressobj()
+        self.started = False  # bytes of the current frame have gone to the decompressor
+        self.pending = memoryview(b"")  # read from ``raw``, not yet decompressed
+        self.out = memoryview(b"")  # decompressed, not yet returned
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.out:
+            if not self.pending:
+                self.pending = memoryview(self.raw.read(1 << 16))
+                if not self.pending:
+                    if self.started:
+                        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+                    return 0
+            data, self.pending = self.pending[: self.feed], self.pending[self.feed :]
+            self.started = True
+            self.out = memoryview(self.frame.decompress(data))
+            if self.frame.eof:  # the frame ended inside ``data``: the rest starts the next one
+                rest = self.frame.unused_data
+                self.frame = self.decompressor.decompressobj()
+                self.started = False
+                if rest:
+                    self.pending = memoryview(bytes(rest) + bytes(self.pending))
+        n = min(len(buffer), len(self.out))
+        buffer[:n] = self.out[:n]
+        self.out = self.out[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.raw.close()
+            finally:
+                super().close()
 
 
 def _compressor(kind: str, path: str):

@@ -40,6 +40,7 @@ _WORD = re.compile(r"\S+")
 _LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029", 0x0D: " "}
 _WS = re.compile(r"[ \t\n\r]*")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # keys the writers fill in: an input's own values for them are replaced, not passed through
 OUTPUT_KEYS = ("pred_tags", "entities", "pred_scores")
 
@@ -172,6 +173,18 @@ def _str_list(value: Any, what: str, path: str, line: int) -> list[str]:
     return value
 
 
+def _characters(text: str, what: str, path: str, line: int) -> None:
+    """Refuse a lone surrogate (``"\\ud800"`` is valid JSON but no character: no tokenizer takes it)."""
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise InputError(
+            f"{what!r} holds a lone surrogate, U+{ord(found.group()):04X} without its pair: not a character",
+            path=path,
+            line=line,
+            hint="in JSON a \\uD800-\\uDBFF escape must be followed by a \\uDC00-\\uDFFF one",
+        )
+
+
 def record_to_sentences(
     obj: dict, options: ReadOptions, path: str, line: int, index: int, fmt: str = "jsonl"
 ) -> list[Sentence]:
@@ -192,13 +205,16 @@ def record_to_sentences(
     gold = None
     if options.tokens_key in obj and obj[options.tokens_key] is not None and not _token_objects(obj, options):
         tokens = _str_list(obj[options.tokens_key], options.tokens_key, path, line)
+        _characters("".join(tokens), options.tokens_key, path, line)
     elif options.text_key in obj and obj[options.text_key] is not None:
         text = obj[options.text_key]
         if not isinstance(text, str):
             raise InputError(f"{options.text_key!r} must be a string", path=path, line=line)
+        _characters(text, options.text_key, path, line)
         tokens, spans = split_text(text)
     elif (gold := _gold(obj, options, path, line)) is not None:  # a Label Studio task: data.text
         text = gold.text
+        _characters(text, options.text_key, path, line)
         tokens, spans = split_text(text)
     else:
         raise InputError(

@@ -14,7 +14,7 @@ from . import guess_format
 from .atomic import same_file
 from .base import STDIO
 
-__all__ = ["Access", "expand_inputs", "check_write_paths", "rejects_path"]
+__all__ = ["Access", "expand_inputs", "check_write_paths", "rejects_path", "skipped_note"]
 
 
 class Access(NamedTuple):
@@ -34,12 +34,19 @@ def _known_input(path: str) -> bool:
     return guess_format(path) in ("conll", "jsonl", "parquet", "text")
 
 
-def expand_inputs(inputs: list[str], glob: str | None = None, input_fmt: str | None = None) -> list[tuple[str, str]]:
+def expand_inputs(
+    inputs: list[str], glob: str | None = None, input_fmt: str | None = None, skipped: list[str] | None = None
+) -> list[tuple[str, str]]:
     """Each input as ``(path, name under -o)``; a folder is walked recursively (sorted, hidden files
     and folders left out) for the files ``glob`` matches (default: every file of a known format),
     named by their path relative to the folder. A glob with a ``/`` is matched against that
-    relative path, else against the file name. A Hugging Face dataset folder is one input."""
+    relative path, else against the file name. A Hugging Face dataset folder is one input.
+
+    A FIFO, socket or device found in a folder is left out (reading one would wait forever), its
+    path added to ``skipped``; an input named on its own is taken as it is (``<(zcat a.gz)``).
+    """
     import fnmatch
+    import stat
 
     from .hf import is_dataset
 
@@ -60,6 +67,14 @@ def expand_inputs(inputs: list[str], glob: str | None = None, input_fmt: str | N
                     if not fnmatch.fnmatchcase(rel if "/" in glob else name, glob):
                         continue
                 elif not (input_fmt or _known_input(full)):
+                    continue
+                try:
+                    regular = stat.S_ISREG(os.stat(full).st_mode)
+                except OSError:
+                    regular = True  # a dangling link: the reader says what is wrong with it
+                if not regular:
+                    if skipped is not None:
+                        skipped.append(full)
                     continue
                 found.append((full, rel))
         if not found:
@@ -105,3 +120,9 @@ def check_write_paths(jobs: "list[Access]", extra: dict[str, str | None] | None 
                     f"{what} and {other_what} are the same file ({path})",
                     hint="give each its own path",
                 )
+
+
+def skipped_note(skipped: list[str]) -> str:
+    """The one-line notice for the files of input folders left out for not being regular files."""
+    shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    return f"skipped {len(skipped)} input(s) that are not regular files (FIFO, socket or device): {shown}"

@@ -148,6 +148,7 @@ def plan_jobs(
     input_fmt: str | None = None,
     output_fmt: str | None = None,
     glob: str | None = None,
+    skipped: list[str] | None = None,
 ) -> list[FileJob]:
     """Map inputs to outputs.
 
@@ -157,6 +158,7 @@ def plan_jobs(
     folder, subfolders mirrored), with the extension of the output format. No output may be an
     input (real paths compared), and no two inputs may map to one output: both are checked before
     anything is created. ``output_fmt="hf"`` with one input: ``output`` is the dataset folder.
+    ``skipped``: gets the non-regular files left out of folders (see :func:`expand_inputs`).
     """
     if not inputs:
         raise InputError("no input files", hint="pass one or more files, or - for stdin")
@@ -165,7 +167,7 @@ def plan_jobs(
     from ..io.hf import is_dataset
 
     walked = any(p != STDIO and os.path.isdir(p) and input_fmt != "hf" and not is_dataset(p) for p in inputs)
-    named = expand_inputs(inputs, glob, input_fmt)
+    named = expand_inputs(inputs, glob, input_fmt, skipped)
     many = len(named) > 1 or walked
     if many and (output is None or output == STDIO):
         raise InputError(

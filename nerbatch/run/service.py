@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from ..io import ReadOptions
-from ..io.paths import check_write_paths
+from ..io.paths import check_write_paths, skipped_note
 from ..tagging.tagger import Tagger, TaggerOptions
 from .local import RunOptions, TagSummary, plan, run_local
 from .plan import plan_jobs
@@ -93,7 +93,10 @@ def tag_files(
             notify(text)
 
     read_options = replace(read_options, on_error=on_error)
-    jobs = plan_jobs(list(inputs), output, input_fmt=input_format, output_fmt=output_format, glob=glob)
+    skipped: list[str] = []
+    jobs = plan_jobs(list(inputs), output, input_fmt=input_format, output_fmt=output_format, glob=glob, skipped=skipped)
+    if skipped:
+        note(skipped_note(skipped))
     check_write_paths(
         jobs, {"--report": report, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip"
     )

@@ -1098,16 +1098,17 @@ def test_property_jsonl_round_trip(records, ensure_ascii):
 
 
 def test_jsonl_lone_surrogate_escapes_round_trip(tmp_path):
-    """``"\\ud800"`` is valid JSON; the writer keeps it escaped instead of crashing on UTF-8 output."""
+    """``"\\ud800"`` is valid JSON; the writer keeps it escaped instead of crashing on UTF-8 output.
+    (In tokens or text it is an input error: no tokenizer takes it; see tests/test_input_limits.py.)"""
     src = tmp_path / "in.jsonl"
     src.write_text(
         '{"tokens": ["Zürich", "ok"], "id": 1}\n'
-        '{"tokens": ["a\\ud800b", "\\udfff"], "note": "\\ud83d", "id": 2}\n'
+        '{"tokens": ["a", "b"], "note": "\\ud83d", "more": ["x\\udfff"], "id": 2}\n'
         '{"tokens": ["😀"], "id": 3}\n',
         encoding="utf-8",
     )
     first = list(read(str(src)))
-    assert first[1].tokens == ["a\ud800b", "\udfff"]
+    assert first[1].source["more"] == ["x\udfff"]
     out = tmp_path / "out.jsonl"
     with open_writer(str(out), "jsonl") as w:
         for s in first:
@@ -1115,12 +1116,16 @@ def test_jsonl_lone_surrogate_escapes_round_trip(tmp_path):
             w.write(s)
     raw = out.read_bytes().decode("utf-8")  # valid UTF-8
     assert "Zürich" in raw and "😀" in raw  # lines without surrogates are still plain UTF-8
-    assert "\\ud800" in raw
+    assert "\\ud83d" in raw and "x\\udfff" in raw
     second = list(read(str(out)))
     assert [s.tokens for s in second] == [s.tokens for s in first]
-    assert second[1].source["note"] == "\ud83d"
-    assert second[1].source["entities"][0]["text"] == "a\ud800b \udfff"
+    assert second[1].source["note"] == "\ud83d" and second[1].source["more"] == ["x\udfff"]
     assert listing(tmp_path) == ["in.jsonl", "out.jsonl"]
+    made = Sentence(tokens=["a\ud800b", "\udfff"], pred=["B-X", "I-X"])  # built in code, not read
+    with open_writer(str(tmp_path / "made.jsonl"), "jsonl") as w:
+        w.write(made)
+    written = json.loads((tmp_path / "made.jsonl").read_bytes().decode("utf-8"))
+    assert written["tokens"] == made.tokens and written["entities"][0]["text"] == "a\ud800b \udfff"
 
 
 # st.text never yields surrogates, so build the strings from code points (lone surrogates included)
@@ -1130,8 +1135,9 @@ ANY_CODE_POINT = st.lists(
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tokens=st.lists(ANY_CODE_POINT, max_size=5), extra=st.dictionaries(st.sampled_from(["a", "b"]), ANY_CODE_POINT))
+@given(tokens=st.lists(st.text(max_size=5), max_size=5), extra=st.dictionaries(st.sampled_from(["a", "b"]), ANY_CODE_POINT))
 def test_property_jsonl_round_trip_with_surrogates(tokens, extra):
+    """Other members with lone surrogates pass through (tokens with one are refused when read)."""
     obj = {**extra, "tokens": tokens}
     with tempfile.TemporaryDirectory() as folder:
         src = Path(folder) / "in.jsonl"

@@ -1,0 +1,162 @@
+"""Reading hostile inputs: truncated zstd files, over-long lines and sentences, FIFOs in input
+folders, wide Parquet rows, lone surrogates, and the errors that must say what is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from nerbatch.cli import cli
+from nerbatch.errors import InputError
+from nerbatch.io import read
+
+zstandard = pytest.importorskip("zstandard")
+
+
+def run(*args: str) -> tuple[int, str]:
+    """A CLI command's exit code and output (stdout and stderr); a traceback fails the test."""
+    res = CliRunner().invoke(cli, list(args))
+    if res.exception and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return res.exit_code, res.output
+
+
+def conll_lines(n: int, start: int = 0) -> bytes:
+    """``n`` token lines of five columns, a blank line after every tenth."""
+    return b"".join(
+        b"w%d NN B-NP O O\n" % i + (b"\n" if i % 10 == 9 else b"") for i in range(start, start + n)
+    )
+
+
+# -- item 5: a truncated .zst input ---------------------------------------------------------------
+
+def _zst(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def _half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+TRUNCATED = {
+    # two frames, the second cut in half: zstandard's reader gave the first frame's lines, exit 0
+    "second frame cut": lambda: _zst(conll_lines(4000)) + _half(_zst(conll_lines(4000, 4000))),
+    # one frame cut in half: an empty output, exit 0
+    "one frame cut": lambda: _half(_zst(conll_lines(4000))),
+    # cut inside the last block, mid-line: "expected 5 columns like the first token line"
+    "cut mid-block": lambda: _zst(conll_lines(40000))[:-7],
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRUNCATED))
+def test_truncated_zstd_is_an_error_like_gzip(case, tmp_path):
+    bad = tmp_path / "bad.conll.zst"
+    bad.write_bytes(TRUNCATED[case]())
+    with pytest.raises(InputError) as err:
+        list(read(str(bad)))
+    message = str(err.value)
+    assert message.startswith(f"{bad}:") and "corrupt zstd data at decompressed line" in message
+    assert "truncated" in message and "columns" not in message
+
+
+def test_truncated_zstd_fails_tag_with_no_output(tiny_model, tmp_path):
+    bad = tmp_path / "bad.conll.zst"
+    bad.write_bytes(TRUNCATED["second frame cut"]())
+    out = tmp_path / "out"
+    out.mkdir()
+    code, output = run("tag", str(bad), "-o", str(out / "bad.conll"), "--model", tiny_model, "-q")
+    assert code == 2, output
+    assert len(output.strip().splitlines()) == 1 and "corrupt zstd data" in output
+    assert os.listdir(out) == []
+
+
+def test_complete_zstd_frames_read_whole(tmp_path):
+    """Several frames (and empty ones) in one file read as their concatenation."""
+    good = tmp_path / "good.conll.zst"
+    empty = _zst(b"")
+    good.write_bytes(empty + _zst(conll_lines(50)) + empty + _zst(conll_lines(50, 50)) + empty)
+    plain = tmp_path / "good.conll"
+    plain.write_bytes(conll_lines(100))
+    assert [s.tokens for s in read(str(good))] == [s.tokens for s in read(str(plain))]
+
+
+# -- item 14: a FIFO inside an input folder ---------------------------------------------------------
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The command in its own process: a run that hangs fails the test instead of hanging it."""
+    return subprocess.run(
+        [sys.executable, "-m", "nerbatch", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture
+def folder_with_fifo(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.conll").write_text("Turku B-LOC B-LOC\nis O O\n\n", encoding="utf-8")
+    os.mkfifo(folder / "stuck.conll")  # nobody ever writes to it: opening it would wait forever
+    os.mkfifo(folder / "sub" / "more.conll")
+    return folder
+
+
+def test_fifo_in_an_input_folder_is_skipped_by_tag(folder_with_fifo, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    res = _cli("tag", str(folder_with_fifo), "-o", str(out), "--model", tiny_model, "--no-compile", "--precision", "fp32")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")) == ["a.conll"]
+    assert "skipped 2 input(s) that are not regular files" in res.stderr
+    assert str(folder_with_fifo / "stuck.conll") in res.stderr
+    quiet = _cli("tag", str(folder_with_fifo), "-o", str(tmp_path / "q"), "--model", tiny_model, "-q", "--no-compile")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+
+
+def test_fifo_in_an_input_folder_is_skipped_by_evaluate(folder_with_fifo):
+    res = _cli("evaluate", str(folder_with_fifo), "--bootstrap", "0")
+    assert res.returncode == 0, res.stderr
+    assert "skipped 2 input(s) that are not regular files" in res.stderr
+    assert "processed 2 tokens" in res.stdout
+
+
+# -- item 17: a lone surrogate in JSONL tokens or text ----------------------------------------------
+
+SURROGATE_RECORDS = {
+    "tokens": '{"tokens": ["Turku", "\\ud800"]}\n',
+    "text": '{"text": "Turku \\udfff is"}\n',
+}
+
+
+@pytest.mark.parametrize("key", sorted(SURROGATE_RECORDS))
+def test_lone_surrogate_fails_tag_with_file_and_line(key, tiny_model, tmp_path):
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"tokens": ["is"]}\n' + SURROGATE_RECORDS[key], encoding="utf-8")
+    code, output = run("tag", str(src), "-o", str(tmp_path / "o.jsonl"), "--model", tiny_model, "-q")
+    assert code == 2, output
+    assert output.strip().splitlines() == [output.strip()]
+    assert f"{src}:2: '{key}' holds a lone surrogate" in output
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize("key", sorted(SURROGATE_RECORDS))
+def test_lone_surrogate_is_a_reject_under_skip(key, tiny_model, tmp_path):
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"tokens": ["is"]}\n' + SURROGATE_RECORDS[key] + '{"tokens": ["a"]}\n', encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    code, output = run("tag", str(src), "-o", str(out), "--model", tiny_model, "-q", "--on-error", "skip")
+    assert code == 3, output
+    assert [json.loads(line)["tokens"] for line in out.read_text(encoding="utf-8").splitlines()] == [["is"], ["a"]]
+    rejects = [json.loads(line) for line in Path(f"{out}.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["line"], "lone surrogate" in r["error"]) for r in rejects] == [(2, True)]
+
+
+def test_lone_surrogate_fails_train_with_file_and_line(tiny_model, tmp_path):
+    src = tmp_path / "train.jsonl"
+    src.write_text('{"tokens": ["Turku"], "tags": ["B-LOC"]}\n{"tokens": ["\\ud800x"], "tags": ["O"]}\n', encoding="utf-8")
+    code, output = run("train", "--train", str(src), "-o", str(tmp_path / "m"), "--base-model", tiny_model, "--epochs", "1", "-q")
+    assert code == 2, output
+    assert f"{src}:2: 'tokens' holds a lone surrogate" in output
