@@ -1,12 +1,23 @@
-"""Decoding: from each word's label probabilities to a tag sequence the tagging scheme allows.
+"""Decoding: from each word's label probabilities to a tag sequence the label set's scheme allows.
 
 ``argmax`` takes each word's most probable label on its own, so it can output ``B-LOC I-MISC`` or a
 sentence that starts with ``I-PER``: sequences IOB2 does not allow, which conlleval then counts as
 extra entities. ``viterbi`` (the default) finds the most probable sequence *among the allowed ones*
-(the product of the words' probabilities, with no transition scores): an ``I-X`` only after
-``B-X`` or ``I-X``. Where the argmax sequence is already allowed it is also the best allowed one, so
-Viterbi runs only on the sentences where argmax breaks the scheme (a few percent), and costs
-nothing elsewhere.
+(the product of the words' probabilities, with no transition scores). Where the argmax sequence is
+already allowed it is also the best allowed one, so Viterbi runs only on the sentences where argmax
+breaks the scheme (a few percent), and costs nothing elsewhere.
+
+What is allowed depends on the label set's scheme (:func:`scheme_of`):
+
+- IOB2 (every ``I-X`` has its ``B-X``): an ``I-X`` only after ``B-X`` or ``I-X``;
+- IOBES (``E-``/``S-`` labels): ``I-X``/``E-X`` only after ``B-X``/``I-X``, which must be followed
+  by ``I-X``/``E-X`` (so a sentence cannot end inside an entity either);
+- IOB1 (some ``I-X`` has no ``B-X``, as in the original CoNLL-2003 files): an ``I-X`` may start an
+  entity, so every sequence is allowed and Viterbi is argmax.
+
+Plain labels (``LOC``, ``PER``: no ``B-``/``I-`` prefix) are IO tags: the tagger writes them as
+``I-LOC``, ``I-PER`` (:func:`as_tags`), so consecutive words of one type are one entity, as in IOB1,
+and every output is a NER tag sequence that ``evaluate``, conlleval and the entity lists read.
 
 Scores: a word's score is the probability of the label it was given (for a word Viterbi changed,
 that is the probability of the new label, usually lower than its argmax). Entity scores in the
@@ -19,32 +30,57 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["DECODERS", "Decoder", "allowed_transitions", "is_well_formed"]
+from .record import is_tag
+
+__all__ = ["DECODERS", "Decoder", "allowed_transitions", "as_tags", "is_well_formed", "scheme_of"]
 
 DECODERS = ("viterbi", "argmax")
 
 
-def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(allowed[prev, next], may_start[label])`` for IOB2 tags: ``I-X`` follows ``B-X`` or ``I-X`` only.
+def as_tags(labels: Sequence[str]) -> list[str]:
+    """The labels as NER tags: ``O`` and ``B-``/``I-``/``E-``/``S-`` tags as they are, a plain label
+    (``LOC``) as the IO tag ``I-LOC``."""
+    return [lab if is_tag(lab) else f"I-{lab}" for lab in labels]
 
-    Labels that are not ``B-``/``I-`` tags (``O``, anything else) may follow and precede anything.
-    """
-    n = len(labels)
+
+def scheme_of(tags: Sequence[str]) -> str:
+    """``"iobes"`` when there are ``E-``/``S-`` tags, ``"iob1"`` when some ``I-X`` has no ``B-X``
+    (an ``I-X`` then starts an entity), else ``"iob2"``."""
+    if any(t[:2] in ("E-", "S-") for t in tags):
+        return "iobes"
+    begins = {t[2:] for t in tags if t.startswith("B-")}
+    if any(t.startswith("I-") and t[2:] not in begins for t in tags):
+        return "iob1"
+    return "iob2"
+
+
+def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(allowed[prev, next], may_start[label], may_end[label])`` under the scheme of ``labels``
+    (:func:`scheme_of` of :func:`as_tags`). ``O`` and any label outside an entity's inside may
+    follow and precede anything."""
+    tags = as_tags(labels)
+    scheme = scheme_of(tags)
+    n = len(tags)
     allowed = np.ones((n, n), dtype=bool)
     start = np.ones(n, dtype=bool)
-    for j, lab in enumerate(labels):
-        if lab.startswith("I-"):
-            kind = lab[2:]
+    end = np.ones(n, dtype=bool)
+    if scheme == "iob1":
+        return allowed, start, end
+    continues = ("I-", "E-") if scheme == "iobes" else ("I-",)  # tags that continue an entity
+    for j, tag in enumerate(tags):
+        if tag[:2] in continues:
             start[j] = False
-            for i, prev in enumerate(labels):
-                allowed[i, j] = prev in (f"B-{kind}", f"I-{kind}")
-    return allowed, start
+            allowed[:, j] &= [prev in (f"B-{tag[2:]}", f"I-{tag[2:]}") for prev in tags]
+        if scheme == "iobes" and tag[:2] in ("B-", "I-"):  # must be continued
+            end[j] = False
+            allowed[j, :] &= [nxt in (f"I-{tag[2:]}", f"E-{tag[2:]}") for nxt in tags]
+    return allowed, start, end
 
 
-def is_well_formed(ids: Sequence[int], allowed: np.ndarray, start: np.ndarray) -> bool:
+def is_well_formed(ids: Sequence[int], allowed: np.ndarray, start: np.ndarray, end: np.ndarray | None = None) -> bool:
     if not len(ids):
         return True
-    if not start[ids[0]]:
+    if not start[ids[0]] or (end is not None and not end[ids[-1]]):
         return False
     return all(allowed[a, b] for a, b in zip(ids, ids[1:]))
 
@@ -56,13 +92,16 @@ class Decoder:
         if method not in DECODERS:
             raise ValueError(f"unknown decoder {method!r}: use one of {', '.join(DECODERS)}")
         self.labels = list(labels)
+        self.tags = as_tags(self.labels)  # what the outputs get for each label id
+        self.scheme = scheme_of(self.tags)
         self.method = method
-        self.allowed, self.start = allowed_transitions(self.labels)
-        self.constrained = not self.allowed.all() or not self.start.all()
+        self.allowed, self.start, self.end = allowed_transitions(self.labels)
+        self.constrained = not (self.allowed.all() and self.start.all() and self.end.all())
         self.outside = self.labels.index("O") if "O" in self.labels else None
         with np.errstate(divide="ignore"):
             self.log_allowed = np.where(self.allowed, 0.0, -np.inf)
             self.log_start = np.where(self.start, 0.0, -np.inf)
+            self.log_end = np.where(self.end, 0.0, -np.inf)
 
     def decode(self, probs: np.ndarray) -> tuple[list[int], list[float]]:
         """Label ids and their probabilities for one sentence's words (``probs``: words x labels).
@@ -79,7 +118,7 @@ class Decoder:
         p = probs[known]
         if len(p):
             best = p.argmax(-1)
-            if self.method == "viterbi" and self.constrained and not is_well_formed(best, self.allowed, self.start):
+            if self.method == "viterbi" and self.constrained and not is_well_formed(best, self.allowed, self.start, self.end):
                 best = self._viterbi(p)
             ids[known] = best
             scores[known] = p[np.arange(len(best)), best]
@@ -95,6 +134,9 @@ class Decoder:
             cand = score[:, None] + self.log_allowed  # prev x next
             back[t] = cand.argmax(0)
             score = cand[back[t], np.arange(k)] + logp[t]
+        score = score + self.log_end
+        if not np.isfinite(score.max()):  # no allowed sequence at all (a label set without O or E- tags)
+            return p.argmax(-1)
         path = np.zeros(n, dtype=np.int64)
         path[-1] = int(score.argmax())
         for t in range(n - 1, 0, -1):
