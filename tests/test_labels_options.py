@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 from pathlib import Path
 
@@ -164,3 +163,115 @@ def test_plain_label_entities_keep_their_type(plain_model, tmp_path):
     want = sum(1 for k, t in enumerate(rec["pred_tags"]) if t != "O" and (k == 0 or rec["pred_tags"][k - 1] != t))
     assert len(rec["entities"]) == want > 0
     assert {e["label"] for e in rec["entities"]} <= {"LOC", "PER"}
+
+
+# -- item 10: JSONL -> CoNLL writes words as they are, or refuses them ------------------------------
+
+UNWRITABLE = [
+    (["New York", "is"], "token 1 'New York' holds a space"),
+    (["a\tb"], "token 1 'a\\tb' holds a tab"),
+    (["line\nbreak"], "token 1 'line\\nbreak' holds a line break"),
+    (["x", "cr\rhere"], "token 2 'cr\\rhere' holds a line break"),
+    (["ok", ""], "token 2 is empty"),
+    (["-DOCSTART-", "x"], "token 1 is '-DOCSTART-', which CoNLL readers take for a document boundary"),
+    (["\ufeffbom"], "token 1 '\\ufeffbom' starts with a byte-order mark (U+FEFF)"),
+]
+
+
+@pytest.mark.parametrize("tokens,message", UNWRITABLE, ids=["space", "tab", "LF", "CR", "empty", "docstart", "bom"])
+def test_conll_output_refuses_words_it_cannot_hold(tiny_model, tmp_path, tokens, message):
+    src = tmp_path / "x.jsonl"
+    src.write_text(json.dumps({"tokens": ["fine"]}) + "\n" + json.dumps({"tokens": tokens}) + "\n", encoding="utf-8")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    res = run("tag", str(src), "-o", str(out_dir / "x.conll"), "--model", tiny_model, "-q")
+    assert res.exit_code == 2, res.output
+    assert f"x.jsonl:2: {message}: a CoNLL output cannot hold it" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert os.listdir(out_dir) == []
+
+
+def test_conll_output_gold_tag_with_a_space_is_refused(tiny_model, tmp_path):
+    src = tmp_path / "x.jsonl"
+    src.write_text(json.dumps({"tokens": ["a", "b"], "tags": ["O", "B PER"]}) + "\n", encoding="utf-8")
+    res = run("tag", str(src), "-o", str(tmp_path / "x.conll"), "--model", tiny_model, "-q")
+    assert res.exit_code == 2 and "x.jsonl:1: gold tag 2 'B PER' holds a space" in res.stderr
+
+
+def test_conll_output_rejects_them_under_on_error_skip(tiny_model, tmp_path):
+    records = [{"tokens": ["Turku", "is"]}, {"tokens": ["New York"]}, {"tokens": ["-DOCSTART-"]}, {"tokens": ["in", "Finland"]}]
+    src = tmp_path / "x.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    out = tmp_path / "x.conll"
+    res = run("tag", str(src), "-o", str(out), "--model", tiny_model, "-q", "--on-error", "skip")
+    assert res.exit_code == 3, res.output
+    from nerbatch.io import read
+
+    assert [s.tokens for s in read(str(out), "conll") if s.tokens] == [["Turku", "is"], ["in", "Finland"]]
+    rejects = [json.loads(line) for line in (tmp_path / "x.conll.rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["source"]) for r in rejects] == [(2, records[1]), (3, records[2])]
+    assert "holds a space" in rejects[0]["error"] and "document boundary" in rejects[1]["error"]
+
+
+def test_conll_output_keeps_unicode_spaces_and_separators(tiny_model, tmp_path):
+    """NBSP, U+3000, U+2028, U+0085, VT and FF are part of a word (only ASCII spaces and tabs split
+    CoNLL columns): written as they are and read back as the same words (they became `_`)."""
+    tokens = ["New\u00a0York", "\u3000", "is\u2028here", "a\x85b", "v\x0bt", "f\x0c", "_", "#x", "-DOCSTART-x"]
+    src = tmp_path / "x.jsonl"
+    src.write_text(json.dumps({"tokens": tokens, "tags": ["O"] * len(tokens)}) + "\n", encoding="utf-8")
+    out = tmp_path / "x.conll"
+    res = run("tag", str(src), "-o", str(out), "--model", tiny_model, "-q")
+    assert res.exit_code == 0, res.output
+    from nerbatch.io import read
+
+    (sent,) = [s for s in read(str(out), "conll") if s.tokens]
+    assert sent.tokens == tokens
+    res = run("evaluate", str(out), "--bootstrap", "0")
+    assert res.exit_code == 0, res.output
+
+
+@FUZZ
+@given(
+    sentences=st.lists(
+        st.lists(st.one_of(st.text(max_size=6), st.sampled_from(["-DOCSTART-", "\ufeffa", "a b", "_"])), min_size=1, max_size=5),
+        min_size=1, max_size=4,
+    ),
+    gold=st.booleans(),
+)
+def test_fuzz_conll_output_reads_back_or_refuses(tmp_path, sentences, gold):
+    """Any words to CoNLL: the sentences that are written read back to the same words and gold tags;
+    the others are refused with file:line, or rejected under skip."""
+    from nerbatch.errors import InputError
+    from nerbatch.io import ReadOptions, open_writer, read
+    from nerbatch.io.conll import conll_problem, writable_as_conll
+    from nerbatch.record import Sentence
+
+    def sentence(k: int, toks: list[str]) -> Sentence:
+        tags = ["B-X"] * len(toks) if gold else None
+        return Sentence(tokens=toks, tags=tags, path="in.jsonl", line=k + 1, source={"tokens": toks}, pred=["O"] * len(toks))
+
+    def read_back() -> list[Sentence]:
+        return [s for s in read(str(out), "conll", ReadOptions(tag_column=1 if gold else None)) if s.tokens]
+
+    bad = [k + 1 for k, toks in enumerate(sentences) if conll_problem(sentence(k, toks))]
+    out = tmp_path / "out.conll"
+    if out.exists():
+        out.unlink()
+    try:
+        with open_writer(str(out), "conll") as w:
+            for s in writable_as_conll([sentence(k, t) for k, t in enumerate(sentences)], skip=False):
+                w.write(s)
+    except InputError as exc:
+        assert bad and str(exc).startswith(f"in.jsonl:{bad[0]}: ")
+        assert not out.exists()
+    else:
+        assert not bad
+        assert [(s.tokens, s.tags) for s in read_back()] == [(t, ["B-X"] * len(t) if gold else None) for t in sentences]
+    kept = []
+    with open_writer(str(out), "conll") as w:
+        for s in writable_as_conll([sentence(k, t) for k, t in enumerate(sentences)], skip=True):
+            w.write(s)
+            assert (s.error is not None) == (s.line in bad)
+            if s.error is None:
+                kept.append(s.tokens)
+    assert [s.tokens for s in read_back()] == kept == [t for k, t in enumerate(sentences) if k + 1 not in bad]

@@ -12,6 +12,7 @@ from ..errors import InputError, Interrupted
 from ..evaluate import READABLE_OUTPUTS, FileScore, score_output
 from ..io import ReadOptions, open_writer, read
 from ..io.base import STDIO
+from ..io.conll import writable_as_conll
 from ..plan import FileJob, PlannedJob, output_fingerprint, plan_run, rejects_path
 from ..scoring import Scorer, conll_chunks
 
@@ -194,7 +195,10 @@ def _run_job(planned: PlannedJob, tagger, options: ReadOptions, scorer, run: Run
                 part=sidecar(rejects_file, "part"),
                 resume_bytes=resume.get("rejects_bytes") if resume else None,
             )
-        for sent in tagger.tag(read(job.input, job.input_format, options), skip=done):
+        tagged = tagger.tag(read(job.input, job.input_format, options), skip=done)
+        if job.output_format == "conll":  # words a CoNLL line cannot hold: an error, or rejects
+            tagged = writable_as_conll(tagged, skip=options.on_error == "skip")
+        for sent in tagged:
             writer.write(sent)
             done += 1
             if sent.error is not None:
