@@ -101,6 +101,16 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.message = message
 
 
+class TrainingDiverged(InputError):
+    """The training loss or the trained weights became NaN or infinite (exit 2); nothing is written
+    and the work folder is removed (resuming would diverge again)."""
+
+    def __init__(self, what: str, lr: float, bf16: bool) -> None:
+        tips = [f"a lower --lr (this run: {lr:g})", "a larger --warmup"] + (["--no-bf16"] if bf16 else [])
+        super().__init__(f"training diverged: {what}; no model was written",
+                         hint="try " + ", ".join(tips[:-1]) + " or " + tips[-1] + ", and check the training data")
+
+
 def _sentences(paths: list[str], fmt: str | None, options: ReadOptions) -> Iterator[Sentence]:
     """Gold sentences in IOB2, validated (every token tagged, tags well formed)."""
     for path in paths:
@@ -660,6 +670,9 @@ def _train_locked(opts: TrainOptions, select: str, work: str) -> dict:
     resume_from, notes = _prepare_work(work, fp, opts)
     try:
         return _fit(opts, select, base, local, bf16, fp, work, resume_from, notes)
+    except TrainingDiverged:
+        shutil.rmtree(work, ignore_errors=True)  # its checkpoints lead to the same divergence
+        raise
     except KeyboardInterrupt:
         latest = files.latest_checkpoint(work)
         if latest is None:
@@ -718,6 +731,9 @@ def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
         if latest is None or not latest[1].get("finished"):
             raise NerbatchError("training ended without a final checkpoint")  # not expected
         source = files.best_dir(work, run.best["step"]) if select == "best" and run.best else latest[0]
+        bad = files.nonfinite_weights(source)  # (the last step's update is after its loss was checked)
+        if bad:
+            raise TrainingDiverged(f"{len(bad)} weight tensors hold NaN or infinite values ({bad[0]}, ...)", opts.lr, bf16)
         _write_model(work, source, tokenizer, result, opts)
     except KeyboardInterrupt:
         report.close()

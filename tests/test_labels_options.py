@@ -275,3 +275,30 @@ def test_fuzz_conll_output_reads_back_or_refuses(tmp_path, sentences, gold):
             if s.error is None:
                 kept.append(s.tokens)
     assert [s.tokens for s in read_back()] == kept == [t for k, t in enumerate(sentences) if k + 1 not in bad]
+
+
+# -- item 9: a diverging training stops with exit 2 and writes no model ----------------------------
+
+
+def _train(tiny_encoder, out: Path, *extra: str):
+    return run("train", "--train", str(SAMPLE / "train.conll"), "-o", str(out), "--base-model", tiny_encoder, "--warmup", "0",
+               "--epochs", "1", "--max-length", "32", "--no-bf16", "--casing", "none", "-q", *extra)
+
+
+def test_training_whose_loss_becomes_nan_stops_with_a_clear_error(tiny_encoder, tmp_path):
+    out = tmp_path / "model"
+    res = _train(tiny_encoder, out, "--lr", "1e39", "--every", "20", "--batch-size", "4", "--no-group-by-length")
+    assert res.exit_code == 2, res.output
+    assert "training diverged: the training loss is nan at step 2 (epoch " in res.stderr
+    assert "no model was written (try a lower --lr (this run: 1e+39)" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert os.listdir(tmp_path) == []  # no model, no work folder, no lock left
+
+
+def test_trained_weights_that_are_not_finite_are_never_published(tiny_encoder, tmp_path):
+    """One step: its loss is finite, the update after it makes the weights infinite."""
+    out = tmp_path / "model"
+    res = _train(tiny_encoder, out, "--lr", "1e39", "--every", "50", "--batch-size", "64")
+    assert res.exit_code == 2, res.output
+    assert "training diverged: " in res.stderr and "weight tensors hold NaN or infinite values" in res.stderr
+    assert os.listdir(tmp_path) == []
