@@ -194,7 +194,7 @@ def tagger_options_decorator(fn):
         click.option("--stride", type=click.IntRange(min=1), default=None, help="Step between windows of a long sentence, in subwords (default: half a window)."),
         click.option("--context/--no-context", default=None, help="Surround each sentence with its document neighbours (default: as the model was trained)."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the model (default: torch's choice)."),
-        click.option("--decode", type=click.Choice(["viterbi", "argmax"]), default="viterbi", show_default=True, help="viterbi: the most probable tag sequence that IOB2 allows (no I-X after O or another type); argmax: each word's most probable tag on its own."),
+        click.option("--decode", type=click.Choice(["viterbi", "argmax"]), default="viterbi", show_default=True, help="viterbi: the most probable tag sequence that the model's tagging scheme allows (IOB2: no I-X after O or another type; IOB1 labels, O and I-X only: any); argmax: each word's most probable tag on its own."),
         click.option("--compile/--no-compile", "compile_model", default=None, help="Run a compiled copy of the model (AOTInductor; fp32/bf16 on the CPU; needs a C++ compiler), cached, faster to start and to run. Default: on where possible, built in the background on first use while tagging starts uncompiled; --compile waits for the build; env NERBATCH_COMPILE=0 turns it off."),
     ]
     for opt in reversed(opts):

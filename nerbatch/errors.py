@@ -80,3 +80,13 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class TrainingDiverged(InputError):
+    """The training loss or the trained weights became NaN or infinite (exit 2); nothing is written
+    and the work folder is removed (resuming would diverge again)."""
+
+    def __init__(self, what: str, lr: float, bf16: bool) -> None:
+        tips = [f"a lower --lr (this run: {lr:g})", "a larger --warmup"] + (["--no-bf16"] if bf16 else [])
+        super().__init__(f"training diverged: {what}; no model was written",
+                         hint="try " + ", ".join(tips[:-1]) + " or " + tips[-1] + ", and check the training data")

@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = [
     "is_tag", "iob1_to_iob2", "split_tag", "conll_chunks", "strict_entities", "allowed_transitions",
-    "is_well_formed", "OUTSIDE", "start_of_chunk", "end_of_chunk",
+    "is_well_formed", "as_tags", "scheme_of", "OUTSIDE", "start_of_chunk", "end_of_chunk",
 ]
 
 OUTSIDE = "O"
@@ -133,26 +133,49 @@ def strict_entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
     return {(e.tag, e.start, e.end) for e in entities}
 
 
-def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(allowed[prev, next], may_start[label])`` for IOB2 tags: ``I-X`` follows ``B-X`` or ``I-X`` only.
+def as_tags(labels: Sequence[str]) -> list[str]:
+    """The labels as NER tags: ``O`` and ``B-``/``I-``/``E-``/``S-`` tags as they are, a plain label
+    (``LOC``) as the IO tag ``I-LOC``."""
+    return [lab if is_tag(lab) else f"I-{lab}" for lab in labels]
 
-    Labels that are not ``B-``/``I-`` tags (``O``, anything else) may follow and precede anything.
-    """
-    n = len(labels)
+
+def scheme_of(tags: Sequence[str]) -> str:
+    """``"iobes"`` when there are ``E-``/``S-`` tags, ``"iob1"`` when some ``I-X`` has no ``B-X``
+    (an ``I-X`` then starts an entity), else ``"iob2"``."""
+    if any(t[:2] in ("E-", "S-") for t in tags):
+        return "iobes"
+    begins = {t[2:] for t in tags if t.startswith("B-")}
+    if any(t.startswith("I-") and t[2:] not in begins for t in tags):
+        return "iob1"
+    return "iob2"
+
+
+def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(allowed[prev, next], may_start[label], may_end[label])`` under the scheme of ``labels``
+    (:func:`scheme_of` of :func:`as_tags`). ``O`` and any label outside an entity's inside may
+    follow and precede anything."""
+    tags = as_tags(labels)
+    scheme = scheme_of(tags)
+    n = len(tags)
     allowed = np.ones((n, n), dtype=bool)
     start = np.ones(n, dtype=bool)
-    for j, lab in enumerate(labels):
-        if lab.startswith("I-"):
-            kind = lab[2:]
+    end = np.ones(n, dtype=bool)
+    if scheme == "iob1":
+        return allowed, start, end
+    continues = ("I-", "E-") if scheme == "iobes" else ("I-",)  # tags that continue an entity
+    for j, tag in enumerate(tags):
+        if tag[:2] in continues:
             start[j] = False
-            for i, prev in enumerate(labels):
-                allowed[i, j] = prev in (f"B-{kind}", f"I-{kind}")
-    return allowed, start
+            allowed[:, j] &= [prev in (f"B-{tag[2:]}", f"I-{tag[2:]}") for prev in tags]
+        if scheme == "iobes" and tag[:2] in ("B-", "I-"):  # must be continued
+            end[j] = False
+            allowed[j, :] &= [nxt in (f"I-{tag[2:]}", f"E-{tag[2:]}") for nxt in tags]
+    return allowed, start, end
 
 
-def is_well_formed(ids: Sequence[int], allowed: np.ndarray, start: np.ndarray) -> bool:
+def is_well_formed(ids: Sequence[int], allowed: np.ndarray, start: np.ndarray, end: np.ndarray | None = None) -> bool:
     if not len(ids):
         return True
-    if not start[ids[0]]:
+    if not start[ids[0]] or (end is not None and not end[ids[-1]]):
         return False
     return all(allowed[a, b] for a, b in zip(ids, ids[1:]))

@@ -15,7 +15,8 @@ tokeniser and layout as tagging) and gives each word ``B-X``/``I-X``/``O``. Acce
 Offsets are Python string indexes (code points), ``end`` exclusive. Rules, each an error naming
 the span (:class:`SpanError`; the readers add file and line): a span must start at the start of
 a token and end at the end of one (a span inside a token cannot become word tags); spans may not
-overlap (identical duplicates count once); a label is a non-empty string without whitespace.
+overlap (identical duplicates count once); a label is an entity type: a non-empty string without
+whitespace, with a letter or digit, neither ``O`` nor a tag (``B-LOC``).
 Whitespace at either end of a span is trimmed (annotation tools often take in the space after a
 name); a span of only whitespace is an error. A span that crosses a sentence break found by the
 splitter joins the two sentences (the annotation is the better witness). Records of a nerbatch
@@ -27,6 +28,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+from .record import is_tag
 
 Token = tuple[str, int, int]
 
@@ -147,7 +150,22 @@ def _one_span(item: Any) -> Span:
         raise SpanError(f"span {item!r}: expected [start, end, label] or an object with start, end and label", hint=_HINT)
     if not isinstance(label, str) or not label or any(c.isspace() for c in label):
         raise SpanError(f"span [{start}, {end}, {label!r}]: the label must be a non-empty string without whitespace")
+    problem = _not_a_type(label)
+    if problem:
+        raise SpanError(f"span [{start}, {end}, {label!r}]: {problem}",
+                        hint="a span's label is its entity type, such as 'LOC' or 'PER'; nerbatch adds the B-/I- prefixes")
     return Span(start, end, label)
+
+
+def _not_a_type(label: str) -> str | None:
+    """Why ``label`` cannot be an entity type (it would become ``B-O``, ``B-B-LOC``, ``B--``), or None."""
+    if label == "O":
+        return "'O' marks words outside entities; it is not an entity type"
+    if is_tag(label):
+        return f"the label is already a tag; give its entity type ({label[2:]!r})"
+    if not any(c.isalnum() for c in label):
+        return "the label has no letter or digit; it is not an entity type"
+    return None
 
 
 def gold_spans(obj: dict, text_key: str = "text") -> Gold | None:

@@ -1,7 +1,9 @@
 """CoNLL columns: one token a line, blank lines between sentences, ``-DOCSTART-`` starts a document.
 
 The writer mirrors the input line for line and appends one predicted-tag column, so
-``word POS chunk gold`` becomes ``word POS chunk gold pred`` (what conlleval scores).
+``word POS chunk gold`` becomes ``word POS chunk gold pred`` (what conlleval scores). Words of other
+inputs are written as they are; one a CoNLL line cannot hold (a space, tab or line break in it, an
+empty word, ``-DOCSTART-``) is refused by :func:`writable_as_conll` rather than changed.
 
 Columns are split on tabs when the line has one, else on runs of ASCII spaces: any other
 character (NBSP, U+3000, U+2028 ...) is part of a token.
@@ -14,7 +16,8 @@ for the tag) but not tagged.
 
 from __future__ import annotations
 
-from typing import Iterator
+import re
+from typing import Iterable, Iterator
 
 from ..core.record import RECORD_DOC, Sentence
 from ..errors import InputError
@@ -201,6 +204,73 @@ def document_of(sentence: Sentence) -> str | None:
     return None
 
 
+_UNWRITABLE = re.compile(r"[ \t\r\n]")
+_NAMES = {" ": "a space", "\t": "a tab", "\n": "a line break", "\r": "a line break"}
+
+
+def conll_problem(sentence: Sentence) -> str | None:
+    """Why a sentence of non-CoNLL input cannot be written as ``word [gold] pred`` lines that read
+    back to the same words and tags, or None.
+
+    A CoNLL line cannot hold an empty word or one with a space, tab or line break (they split columns
+    and lines), a word that starts with a byte-order mark (dropped or refused at a line's start), or
+    the word ``-DOCSTART-`` (read back as a document boundary). Any other character, NBSP, U+3000 or
+    U+2028 included, is written as it is and read back as part of the word.
+    """
+    for what, values in (("token", sentence.tokens), ("gold tag", sentence.tags or ())):
+        for i, value in enumerate(values, 1):
+            if not value:
+                return f"{what} {i} is empty"
+            bad = _UNWRITABLE.search(value)
+            if bad:
+                return f"{what} {i} {value!r} holds {_NAMES[bad.group()]}"
+            if value[0] == "\ufeff":
+                return f"{what} {i} {value!r} starts with a byte-order mark (U+FEFF)"
+            if value == DOCSTART and what == "token":
+                return f"{what} {i} is {DOCSTART!r}, which CoNLL readers take for a document boundary"
+    return None
+
+
+def conll_refusal(sentence: Sentence) -> InputError | None:
+    """The error for a sentence :func:`conll_problem` finds, at the record's file and line, or None.
+    Raw CoNLL lines (a CoNLL input) are always written back as they were."""
+    if sentence.error is not None or isinstance(sentence.source, list):
+        return None
+    problem = conll_problem(sentence)
+    if problem is None:
+        return None
+    return InputError(
+        f"{problem}: a CoNLL output cannot hold it (columns are split on spaces and tabs)",
+        path=sentence.path,
+        line=sentence.line,
+        hint="write JSONL or Parquet output (--output-format jsonl), or fix the record",
+    )
+
+
+def writable_as_conll(sentences: Iterable[Sentence], *, skip: bool) -> Iterator[Sentence]:
+    """Pass the sentences on, refusing those :func:`conll_refusal` finds: the error, or with
+    ``skip`` a rejected record (``error`` set, no tokens) that the engine logs as a reject."""
+    for sent in sentences:
+        err = conll_refusal(sent)
+        if err is not None:
+            if not skip:
+                raise err
+            sent = Sentence(tokens=[], doc_id=sent.doc_id, path=sent.path, line=sent.line, source=_json_safe(sent.source),
+                            prefix=sent.prefix, pred=[], error=str(err))
+        yield sent
+
+
+def _json_safe(source):
+    """The record for the rejects file: as it is if JSON can hold it, else its ``repr``."""
+    import json
+
+    try:
+        json.dumps(source)
+    except (TypeError, ValueError):
+        return repr(source)[:2000]
+    return source
+
+
 class ConllWriter(Writer):
     """Input line + one tag column; non-CoNLL input becomes ``word [gold] pred`` lines, a blank line
     between sentences and a ``-DOCSTART-`` line (with the same columns) between documents
@@ -239,6 +309,9 @@ class ConllWriter(Writer):
         else:
             if not sentence.tokens:
                 return
+            err = conll_refusal(sentence)
+            if err is not None:  # (the engine refuses or rejects it before: writable_as_conll)
+                raise err
             gold = sentence.tags
             doc = document_of(sentence)
             if not self._first:
@@ -247,7 +320,6 @@ class ConllWriter(Writer):
                     parts.append(f"{DOCSTART}{' O' if gold else ''} O\n\n")
             self._doc = doc
             for i, (tok, tag) in enumerate(zip(sentence.tokens, pred)):
-                tok = tok if tok.strip() and not any(c.isspace() for c in tok) else "_"
                 parts.append(f"{tok} {gold[i]} {tag}\n" if gold else f"{tok} {tag}\n")
         self._first = False
         out.write("".join(parts))

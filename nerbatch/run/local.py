@@ -14,6 +14,7 @@ from ..core.schemes import conll_chunks
 from ..errors import InputError, Interrupted
 from ..io import ReadOptions, open_writer, read
 from ..io.base import STDIO
+from ..io.conll import writable_as_conll
 from ..io.paths import rejects_path
 from .plan import FileJob, PlannedJob, output_fingerprint, plan_run
 
@@ -225,7 +226,10 @@ class JobRun:
 
         stats, writer, rejects = self.stats, self.writer, self.rejects
         every = self.run_options.checkpoint_every if self.fp else 0
-        for sent in self.tagger.tag_sentences(read(self.job.input, self.job.input_format, self.options), skip=self.done):
+        tagged = self.tagger.tag_sentences(read(self.job.input, self.job.input_format, self.options), skip=self.done)
+        if self.job.output_format == "conll":  # words a CoNLL line cannot hold: an error, or rejects
+            tagged = writable_as_conll(tagged, skip=self.options.on_error == "skip")
+        for sent in tagged:
             writer.write(sent)
             self.done += 1
             if sent.error is not None:

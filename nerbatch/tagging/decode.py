@@ -1,12 +1,23 @@
-"""Decoding: from each word's label probabilities to a tag sequence the tagging scheme allows.
+"""Decoding: from each word's label probabilities to a tag sequence the label set's scheme allows.
 
 ``argmax`` takes each word's most probable label on its own, so it can output ``B-LOC I-MISC`` or a
 sentence that starts with ``I-PER``: sequences IOB2 does not allow, which conlleval then counts as
 extra entities. ``viterbi`` (the default) finds the most probable sequence *among the allowed ones*
-(the product of the words' probabilities, with no transition scores): an ``I-X`` only after
-``B-X`` or ``I-X``. Where the argmax sequence is already allowed it is also the best allowed one, so
-Viterbi runs only on the sentences where argmax breaks the scheme (a few percent), and costs
-nothing elsewhere.
+(the product of the words' probabilities, with no transition scores). Where the argmax sequence is
+already allowed it is also the best allowed one, so Viterbi runs only on the sentences where argmax
+breaks the scheme (a few percent), and costs nothing elsewhere.
+
+What is allowed depends on the label set's scheme (:func:`scheme_of`):
+
+- IOB2 (every ``I-X`` has its ``B-X``): an ``I-X`` only after ``B-X`` or ``I-X``;
+- IOBES (``E-``/``S-`` labels): ``I-X``/``E-X`` only after ``B-X``/``I-X``, which must be followed
+  by ``I-X``/``E-X`` (so a sentence cannot end inside an entity either);
+- IOB1 (some ``I-X`` has no ``B-X``, as in the original CoNLL-2003 files): an ``I-X`` may start an
+  entity, so every sequence is allowed and Viterbi is argmax.
+
+Plain labels (``LOC``, ``PER``: no ``B-``/``I-`` prefix) are IO tags: the tagger writes them as
+``I-LOC``, ``I-PER`` (:func:`as_tags`), so consecutive words of one type are one entity, as in IOB1,
+and every output is a NER tag sequence that ``evaluate``, conlleval and the entity lists read.
 
 Scores: a word's score is the probability of the label it was given (for a word Viterbi changed,
 that is the probability of the new label, usually lower than its argmax). Entity scores in the
@@ -19,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.schemes import allowed_transitions, is_well_formed
+from ..core.schemes import allowed_transitions, as_tags, is_well_formed, scheme_of
 
 __all__ = ["DECODERS", "Decoder"]
 
@@ -37,13 +48,16 @@ class Decoder:
         if method not in DECODERS:
             raise ValueError(f"unknown decoder {method!r}: use one of {', '.join(DECODERS)}")
         self.labels = list(labels)
+        self.tags = as_tags(self.labels)  # what the outputs get for each label id
+        self.scheme = scheme_of(self.tags)
         self.method = method
-        self.allowed, self.start = allowed_transitions(self.labels)
-        self.constrained = not self.allowed.all() or not self.start.all()
+        self.allowed, self.start, self.end = allowed_transitions(self.labels)
+        self.constrained = not (self.allowed.all() and self.start.all() and self.end.all())
         self.outside = self.labels.index("O") if "O" in self.labels else None
         with np.errstate(divide="ignore"):
             self.log_allowed = np.where(self.allowed, 0.0, -np.inf)
             self.log_start = np.where(self.start, 0.0, -np.inf)
+            self.log_end = np.where(self.end, 0.0, -np.inf)
 
     def decode(self, probs: np.ndarray) -> tuple[list[int], list[float]]:
         """Label ids and their probabilities for one sentence's words (``probs``: words x labels).
@@ -60,7 +74,7 @@ class Decoder:
         p = probs[known]
         if len(p):
             best = p.argmax(-1)
-            if self.method == "viterbi" and self.constrained and not is_well_formed(best, self.allowed, self.start):
+            if self.method == "viterbi" and self.constrained and not is_well_formed(best, self.allowed, self.start, self.end):
                 best = self._viterbi(p)
             ids[known] = best
             scores[known] = p[np.arange(len(best)), best]
@@ -76,6 +90,9 @@ class Decoder:
             cand = score[:, None] + self.log_allowed  # prev x next
             back[t] = cand.argmax(0)
             score = cand[back[t], np.arange(k)] + logp[t]
+        score = score + self.log_end
+        if not np.isfinite(score.max()):  # no allowed sequence at all (a label set without O or E- tags)
+            return p.argmax(-1)
         path = np.zeros(n, dtype=np.int64)
         path[-1] = int(score.argmax())
         for t in range(n - 1, 0, -1):

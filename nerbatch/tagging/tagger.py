@@ -9,7 +9,8 @@ Stages, each a named step of :class:`Tagger` built from the stage modules:
 3. **predict** (:meth:`Tagger.predict`): the back-end (:mod:`nerbatch.tagging.backends`) gives the label
    probabilities at each word's first subword;
 4. **decode** (:meth:`Tagger.run`): each word's probabilities (:func:`nerbatch.tagging.align.word_probs`,
-   every token exactly once) become a well-formed tag sequence (:mod:`nerbatch.tagging.decode`).
+   every token exactly once) become a well-formed tag sequence (:mod:`nerbatch.tagging.decode`); a model's
+   plain labels (``LOC``, no ``B-``/``I-``) come out as the IO tags ``I-LOC``.
 
 :meth:`Tagger.tag_block` is one block through stages 2-4, the unit both engines run: the local engine
 through :meth:`Tagger.tag` (a background thread prepares the next block while the model runs this one),
@@ -56,7 +57,7 @@ class TaggerOptions:
     threads: int | None = None  # torch intra-op threads on CPU
     compile: bool | None = None  # compiled CPU model (nerbatch.tagging.compiled); None: $NERBATCH_COMPILE, else auto
     verbose: bool = False  # one-line notices on stderr (compiling, falling back)
-    decode: str = "viterbi"  # "viterbi": the best tag sequence IOB2 allows; "argmax": each word on its own
+    decode: str = "viterbi"  # "viterbi": the best tag sequence the label set's scheme allows; "argmax": each word on its own
 
 
 @dataclass
@@ -264,11 +265,11 @@ class Tagger:
             fs = [prepared.features[i] for i in batch]
             for f, probs in zip(fs, self.predict(fs), strict=True):
                 parts[f.sent].append((f, probs))
-        labels = self.labels
         decoder = self.decoder
+        tags = decoder.tags  # the labels as NER tags (a plain label LOC is I-LOC)
         for k, sent in enumerate(prepared.sentences):
-            ids, scores = decoder.decode(word_probs(len(sent.tokens), parts[k], len(labels)))
-            sent.pred = [labels[i] for i in ids]
+            ids, scores = decoder.decode(word_probs(len(sent.tokens), parts[k], len(tags)))
+            sent.pred = [tags[i] for i in ids]
             sent.scores = [round(p, 4) for p in scores]
             if len(sent.pred) != len(sent.tokens):  # the core invariant
                 raise AssertionError(f"{sent.path}:{sent.line}: {len(sent.tokens)} tokens, {len(sent.pred)} tags")

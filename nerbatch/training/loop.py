@@ -14,6 +14,7 @@ checkpoint's ``nerbatch-state.json``, written last.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -24,10 +25,12 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from ..errors import OutputError
+from ..errors import OutputError, TrainingDiverged
 from . import output as work_folder
 from .progress import epoch_row, table_header
 from .sampling import length_grouped_batches
+
+CHECK_EVERY = 32  # on a GPU, steps between looks at the loss (each waits for the GPU); on the CPU: every step
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler):
@@ -236,14 +239,32 @@ class TrainRun(TrainerCallback):
     def running_loss(self) -> float | None:
         return None if self.epoch_loss is None else float(self.epoch_loss) / self.epoch_steps
 
+    def check_loss(self, args, state) -> None:
+        """Stop with :class:`TrainingDiverged` when the loss is no longer finite (the sum of this
+        epoch's losses: non-negative, so it is finite exactly when each of them is)."""
+        value = self._epoch_loss_value()
+        if value is None or math.isfinite(value):
+            return
+        where = "at" if self._every_step(args) else "by"  # on a GPU the loss is looked at every CHECK_EVERY steps
+        raise TrainingDiverged(
+            f"the training loss is {value} {where} step {state.global_step} (epoch {state.epoch or 0:.2f})",
+            args.learning_rate, bool(args.bf16),
+        )
+
+    @staticmethod
+    def _every_step(args) -> bool:
+        return args.device.type == "cpu"  # (reading a GPU loss waits for the GPU: not at every step there)
+
     # -- Trainer events --
     def on_train_begin(self, args, state, control, **kw):
         self._t = time.monotonic()
         self.report.start(state.max_steps, state.global_step)
 
     def on_step_end(self, args, state, control, **kw):
-        self.report.step(self.running_loss)
         step = state.global_step
+        if self._every_step(args) or step % CHECK_EVERY == 0:
+            self.check_loss(args, state)
+        self.report.step(self.running_loss)
         if (
             self.checkpoint_steps
             and step % self.checkpoint_steps == 0
@@ -262,6 +283,7 @@ class TrainRun(TrainerCallback):
         self._eval = metrics
 
     def on_save(self, args, state, control, **kw):
+        self.check_loss(args, state)  # never a checkpoint of a diverged run
         self._clock()
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         row = None

@@ -223,6 +223,23 @@ def link_model_files(src: str, dst: str) -> None:
             shutil.copy2(path, target)
 
 
+def nonfinite_weights(folder: str) -> list[str]:
+    """The names of the weight tensors in ``folder``'s safetensors files that hold a NaN or an
+    infinity (read one tensor at a time)."""
+    import torch
+    from safetensors import safe_open
+
+    bad = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            with safe_open(os.path.join(folder, name), framework="pt") as fh:
+                for key in fh.keys():
+                    tensor = fh.get_tensor(key)
+                    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                        bad.append(key)
+    return bad
+
+
 def save_best(checkpoint: str, work: str, step: int) -> None:
     """``best-STEP``: the model files of the checkpoint at ``step``, built under a temporary name."""
     tmp = os.path.join(work, f"best-{step}.tmp")

@@ -37,7 +37,7 @@ from .. import __version__
 from ..core.record import Sentence
 from ..core.schemes import iob1_to_iob2, is_tag
 from ..core.tokenize import contract
-from ..errors import InputError, ModelError, NerbatchError
+from ..errors import InputError, ModelError, NerbatchError, TrainingDiverged
 from ..io import ReadOptions, read
 from ..model import casing
 from ..model.loading import check_fast, first_line
@@ -617,6 +617,9 @@ def _train_locked(opts: TrainOptions, select: str, work: str) -> dict:
     resume_from, notes = _prepare_work(work, fp, opts)
     try:
         return _fit(opts, select, base, local, bf16, fp, work, resume_from, notes)
+    except TrainingDiverged:
+        shutil.rmtree(work, ignore_errors=True)  # its checkpoints lead to the same divergence
+        raise
     except KeyboardInterrupt:
         latest = work_folder.latest_checkpoint(work)
         if latest is None:
@@ -675,6 +678,9 @@ def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
         if latest is None or not latest[1].get("finished"):
             raise NerbatchError("training ended without a final checkpoint")  # not expected
         source = work_folder.best_dir(work, run.best["step"]) if select == "best" and run.best else latest[0]
+        bad = work_folder.nonfinite_weights(source)  # (the last step's update is after its loss was checked)
+        if bad:
+            raise TrainingDiverged(f"{len(bad)} weight tensors hold NaN or infinite values ({bad[0]}, ...)", opts.lr, bf16)
         _write_model(work, source, tokenizer, result, opts)
     except KeyboardInterrupt:
         report.close()

@@ -346,9 +346,14 @@ def test_conll_writer_from_jsonl_input(tmp_path):
         + json.dumps({"tokens": ["hi"]}) + "\n",
     )
     out = tmp_path / "out.conll"
+    # a token a CoNLL column cannot hold is refused, not written as "_" (tests/test_labels_options.py)
+    with pytest.raises(InputError, match=r"in.jsonl:1: token 1 'New York' holds a space"):
+        tag_file(src, out, "conll")
+    assert listing(tmp_path) == ["in.jsonl"]
+    write_text(src, json.dumps({"tokens": ["New", "York", "is"], "tags": ["B-LOC", "I-LOC", "O"]}) + "\n" + json.dumps({"tokens": ["hi"]}) + "\n")
     tag_file(src, out, "conll")
-    # tokens that can't be a CoNLL column become "_"; sentences separated by one blank line
-    assert out.read_text(encoding="utf-8") == "_ B-LOC B-PRED\nis O I-PRED\n_ O I-PRED\n\nhi B-PRED\n"
+    # sentences separated by one blank line
+    assert out.read_text(encoding="utf-8") == "New B-LOC B-PRED\nYork I-LOC I-PRED\nis O I-PRED\n\nhi B-PRED\n"
 
 
 def test_conll_writer_rejects_wrong_pred_length(tmp_path):

@@ -16,7 +16,7 @@ from nerbatch.tagging.decode import Decoder
 from ..conftest import LABELS
 
 DEC = Decoder(LABELS)
-ALLOWED, START = allowed_transitions(LABELS)
+ALLOWED, START, _ = allowed_transitions(LABELS)
 
 
 def _probs(raw: np.ndarray) -> np.ndarray:
@@ -58,7 +58,7 @@ def test_equals_argmax_where_argmax_is_well_formed(raw):
 def test_viterbi_finds_the_best_allowed_sequence(raw):
     labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
     dec = Decoder(labels)
-    allowed, start = allowed_transitions(labels)
+    allowed, start, _ = allowed_transitions(labels)
     p = _probs(raw).astype(np.float64)
     ids, _ = dec.decode(p.astype(np.float32))
     best = max(
