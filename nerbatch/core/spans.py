@@ -29,7 +29,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .record import is_tag
+from .schemes import is_tag
 
 Token = tuple[str, int, int]
 
