@@ -279,7 +279,8 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
     read_options = replace(build_read_options(kw), on_error=on_error)
     jobs = plan_jobs(list(inputs), output, input_fmt=kw.pop("input_format"), output_fmt=output_format, glob=kw.pop("glob"))
     check_write_paths(
-        jobs, {"--report": report_path, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip"
+        jobs, {"--report": report_path, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip",
+        models=[kw["model"]],
     )
     tagger = build_tagger(kw, verbose=not quiet)
     read_options = _text_contract(tagger.model_name, read_options, [j.input_format for j in jobs], given, quiet)
@@ -473,7 +474,8 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
     files = [p for p, _ in expand_inputs(list(files), glob, input_format)]
     options = ReadOptions(split=split, config=dataset_config)
     check_write_paths(
-        [FileJob(f, "-", "", "") for f in files], {"--output": text_path, "--json": json_path, "--html": html_path}
+        [FileJob(f, "-", "", "") for f in files], {"--output": text_path, "--json": json_path, "--html": html_path},
+        models=[model],
     )
     analysis = {"bootstrap": bootstrap, "seed": seed, "examples": examples}
     if compare:

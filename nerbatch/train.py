@@ -289,6 +289,26 @@ def _check_options(opts: TrainOptions) -> str:
     return opts.select or ("best" if opts.dev else "last")
 
 
+def check_log_path(opts: TrainOptions) -> None:
+    """Refuse a ``--log-json`` that is a training or dev file, a file of the base model or of the
+    model at ``-o``, or any path inside ``-o`` or beside it under nerbatch's own names (the log is
+    appended to, so any of these would be damaged)."""
+    if not opts.log_json:
+        return
+    from .plan import FileJob, check_write_paths
+
+    inputs = [*opts.train, *([opts.dev] if opts.dev else [])]
+    base = opts.base_model if opts.base_model is not None else default_base_model()
+    check_write_paths([FileJob(p, "-", "", "") for p in inputs], {"--log-json": opts.log_json}, models=[base, opts.output_dir])
+    real, folder = os.path.realpath(opts.log_json), os.path.realpath(opts.output_dir)
+    if real.startswith(folder + os.sep):
+        raise InputError(
+            f"--log-json ({opts.log_json}) is inside the model folder -o {opts.output_dir}, which training "
+            "builds elsewhere and swaps in whole",
+            hint="write the log outside the model folder",
+        )
+
+
 def _file_id(path: str) -> dict:
     h = hashlib.sha256()
     if path.startswith("hf:"):  # a hub dataset: its id (the hub revision is not looked up)
@@ -619,6 +639,7 @@ def train(opts: TrainOptions) -> dict:
     from .checkpoint import OutputLock
 
     select = _check_options(opts)
+    check_log_path(opts)
     output = opts.output_dir
     if not (opts.resume and os.path.isdir(output) and files.is_model_folder(output)):  # (--resume: maybe up to date)
         files.check_target(output, opts.force)
@@ -627,6 +648,7 @@ def train(opts: TrainOptions) -> dict:
     lock.acquire()
     try:
         work = files.work_dir(output)
+        files.drop_foreign_work(work)
         if os.path.isdir(work):
             files.recover_swap(work, output)
         return _train_locked(opts, select, work)

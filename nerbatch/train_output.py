@@ -92,6 +92,16 @@ def check_target(output: str, force: bool) -> None:
     )
 
 
+def drop_foreign_work(work: str) -> None:
+    """Remove a link or a file found at the work folder's name (nerbatch only ever makes a real
+    folder there), so that nothing of training is written through it."""
+    if os.path.islink(work) or os.path.lexists(work) and not os.path.isdir(work):
+        try:
+            os.unlink(work)
+        except OSError as exc:
+            raise OutputError(f"{work}: is not nerbatch's work folder and cannot be removed: {exc.strerror}") from None
+
+
 def recover_swap(work: str, output: str) -> None:
     """Finish or undo a model swap that a killed run left half done, and drop a half-built model."""
     old = os.path.join(work, "model.old")

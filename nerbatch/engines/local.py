@@ -88,11 +88,11 @@ def tag_files(
     t0 = time.perf_counter()
     planned = plan(jobs, tagger, options, run)
     bar = tqdm(unit=" sent", disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
-    probe_locks([p.job.output for p in planned if p.job.output != STDIO])
+    probe_locks([p.job.output for p in planned if not _streamed(p.job.output)])
     try:
         for item in planned:
             bar.set_description(os.path.basename(item.job.input))
-            if item.job.output == STDIO:
+            if _streamed(item.job.output):
                 stats = _run_job(item, tagger, options, scorer, run, bar)
             else:
                 with OutputLock(item.job.output):
@@ -114,6 +114,13 @@ def tag_files(
         choice = getattr(tagger, "precision_choice", None)
         summary.precision = choice.reason if choice is not None else ""
     return summary
+
+
+def _streamed(output: str) -> bool:
+    """stdout, or a device or FIFO: written in place, with no lock, manifest or rejects file beside it."""
+    from ..files import is_stream
+
+    return output == STDIO or is_stream(output)
 
 
 def _log(path: str, record: dict) -> None:
@@ -161,7 +168,7 @@ def _run_job(planned: PlannedJob, tagger, options: ReadOptions, scorer, run: Run
     t1 = time.perf_counter()
     counters = ("forward_seconds", "tokens_seen", "padded_tokens")
     before = {k: getattr(tagger, k, 0) for k in counters}
-    stdout = job.output == STDIO
+    stdout = _streamed(job.output)  # cannot be read back, resumed or have files beside it
     resume = planned.checkpoint
     if planned.status == "up to date":
         stats.update(planned.stats or {}, status="up to date", seconds=0.0)
