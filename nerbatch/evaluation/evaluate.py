@@ -21,6 +21,7 @@ from ..core.record import Sentence
 from ..core.schemes import iob1_to_iob2, is_tag
 from ..errors import InputError
 from ..io import ReadOptions, input_format, read
+from ..io.atomic import is_stream
 from ..io.base import STDIO, AtomicOutput
 from ..io.conll import DOCSTART
 from .scoring import DEFAULT_BOOTSTRAP, Scorer, format_report
@@ -595,7 +596,7 @@ class JobScore:
     def __init__(self, sink: "ReportSink", job, resumed: bool) -> None:
         self.sink, self.job = sink, job
         self.on_the_way: FileScore | None = None
-        if job.output == STDIO or job.output_format not in READABLE_OUTPUTS:
+        if job.output == STDIO or is_stream(job.output) or job.output_format not in READABLE_OUTPUTS:
             if resumed:
                 raise InputError("an HTML output cannot be resumed with a report", path=job.output,
                                  hint="write CoNLL, JSONL or Parquet, or run without --resume")
@@ -667,7 +668,8 @@ def evaluate(
     if skipped and notify is not None:
         notify(skipped_note(skipped))
     options = ReadOptions(split=split, config=config)
-    check_write_paths([Access(f) for f in paths], {"--output": text_path, "--json": json_path, "--html": html_path})
+    check_write_paths([Access(f) for f in paths], {"--output": text_path, "--json": json_path, "--html": html_path},
+                      models=[model])
     analysis = {"bootstrap": bootstrap, "seed": seed, "examples": examples}
     if compare:
         if len(paths) != 2:

@@ -226,42 +226,58 @@ class AtomicOutput:
 
     ``-`` writes to stdout (nothing to rename). On :meth:`abort` the temporary file is removed,
     so no reader ever sees a partial output. With ``part`` the temporary name is fixed (so an
-    interrupted run can find it again) and ``resume_bytes`` reopens it, cut back to that size.
+    interrupted run can find it again) and ``resume_bytes`` reopens it, cut back to that size; the
+    part file is never opened through a link (:func:`nerbatch.io.atomic.open_new`, ``open_own``).
+
+    An existing character device, FIFO or socket (``/dev/null``, ``/dev/stdout``, a named pipe;
+    :func:`nerbatch.io.atomic.is_stream`) is written in place as a stream, like stdout: it is never
+    replaced. A symbolic link to a file is written through: the file it points to is replaced
+    atomically and the link stays. A replaced file keeps its permissions.
     """
 
     def __init__(
         self, path: str, *, binary: bool = False, part: str | None = None, resume_bytes: int | None = None
     ) -> None:
+        from ..files import fd_alias, is_stream, open_new, open_own, replace_target
+
         self.path = path
         self.binary = binary
         self.tmp: str | None = None
+        self.target = path  # the file the rename replaces (a link's target)
+        self.stream = False  # written in place: stdout, a device, a FIFO
+        self._own = True  # the handle is ours to close (not stdout)
         self._closed = False
         self.segments = None  # the compressor of a compressed output (see nerbatch.io.compress)
         if path == STDIO:
+            self.stream, self._own = True, False
             self.handle: IO = sys.stdout.buffer if binary else sys.stdout
             return
-        folder = os.path.dirname(os.path.abspath(path))
         try:
-            if part is not None:
-                self.tmp = part
-                if resume_bytes is not None:
-                    raw = open(part, "r+b")
-                    raw.truncate(resume_bytes)
-                    raw.seek(resume_bytes)
-                else:
-                    raw = open(part, "wb")
-                fd = os.dup(raw.fileno())
-                raw.close()
+            if is_stream(path):
+                self.stream = True
+                alias = fd_alias(path)  # /dev/stdout: that descriptor itself (its offset, O_APPEND)
+                fd = os.dup(alias) if alias is not None else os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
             else:
-                fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=folder)
-                try:  # mkstemp creates 0600; the output gets the mode the umask gives
-                    os.fchmod(fd, file_mode())
-                except OSError:
-                    pass
+                self.target = replace_target(path)
+                folder = os.path.dirname(os.path.abspath(self.target))
+                if part is not None:
+                    self.tmp = part
+                    if resume_bytes is not None:
+                        fd = open_own(part)
+                        os.ftruncate(fd, resume_bytes)
+                        os.lseek(fd, resume_bytes, os.SEEK_SET)
+                    else:
+                        fd = open_new(part, file_mode())
+                else:
+                    fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}.", suffix=".part", dir=folder)
+                    try:  # mkstemp creates 0600; the output gets the mode the umask gives
+                        os.fchmod(fd, file_mode())
+                    except OSError:
+                        pass
         except FileNotFoundError:
             raise OutputError(f"{path}: output folder does not exist") from None
         except OSError as exc:
-            raise OutputError(f"{path}: cannot write here: {exc.strerror}") from None
+            raise OutputError(f"{path}: cannot write here: {exc.strerror or exc}") from None
         from .compress import compression_of
 
         kind = compression_of(path)
@@ -274,7 +290,7 @@ class AtomicOutput:
                 self.segments = SegmentedCompressor(fd, kind, path)
             except BaseException:
                 os.close(fd)
-                if part is None:
+                if self.tmp is not None and part is None:
                     os.unlink(self.tmp)
                 raise
             self.handle = self.segments if binary else io.TextIOWrapper(
@@ -317,11 +333,14 @@ class AtomicOutput:
         if self._closed:
             return
         try:
-            self._settle(close=self.tmp is not None)
+            from ..files import kept_mode
+
+            mode = kept_mode(self.target, file_mode()) if self.tmp is not None else None
+            self._settle(close=self._own, mode=mode)
             if self.tmp is not None:
                 if before_rename is not None:
                     before_rename(os.stat(self.tmp))
-                os.replace(self.tmp, self.path)
+                os.replace(self.tmp, self.target)
                 self.tmp = None
         except BrokenPipeError:
             raise
@@ -335,13 +354,16 @@ class AtomicOutput:
         self._settle(close=True)
         return self.tmp
 
-    def _settle(self, close: bool) -> None:
-        """Flush, end the last compressed segment, fsync a temporary file; close the handle if asked."""
+    def _settle(self, close: bool, mode: int | None = None) -> None:
+        """Flush, end the last compressed segment, fsync a temporary file (giving it ``mode``);
+        close the handle if asked."""
         self._closed = True
         self.handle.flush()
         if self.segments is not None:
             self.segments.end_segment(final=True)
         if self.tmp is not None:
+            if mode is not None:
+                os.fchmod(self.handle.fileno(), mode)
             os.fsync(self.handle.fileno())
         if close:
             self.handle.close()
@@ -360,12 +382,13 @@ class AtomicOutput:
         self._remove_tmp()
 
     def _remove_tmp(self) -> None:
+        if self._own:
+            try:
+                self.handle.close()
+            except (OSError, ValueError):
+                pass
         if self.tmp is None:
             return
-        try:
-            self.handle.close()
-        except OSError:
-            pass
         try:
             os.unlink(self.tmp)
         except OSError:

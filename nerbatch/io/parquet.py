@@ -13,9 +13,10 @@ from typing import Iterator
 from ..core.record import RecordParts, Sentence
 from ..errors import InputError
 from .base import ReadOptions, Writer
-from .jsonl import OUTPUT_KEYS, members, record_to_sentences
+from .jsonl import members, record_to_sentences
 
 EXTRA_JSON = "extra_json"
+PARQUET_OUTPUT_COLUMNS = ("pred_tags", "pred_scores")  # an input column of these names is replaced
 ROWS_PER_GROUP = 4096
 BYTES_PER_GROUP = 64 << 20  # a row group is written when the buffered rows hold this much data
 
@@ -130,6 +131,7 @@ class ParquetWriter(Writer):
         self.writer = None
         self.sealed = 0  # complete part files (resumable mode)
         self.part_writer = None
+        self.part_file = None  # the open file of part_writer
         self.parts = RecordParts()  # the sentences of one raw-text row, joined back into the row
         super().__init__(path, **kw)
         if self.part is not None:
@@ -157,10 +159,7 @@ class ParquetWriter(Writer):
             return super().checkpoint()
         self._flush()
         if self.part_writer is not None:
-            self.part_writer.close()
-            self.part_writer = None
-            with open(self._part_name(self.sealed), "rb") as fh:
-                os.fsync(fh.fileno())
+            self._close_part()
             self.sealed += 1
         return {"bytes": 0, "state": self.state()}
 
@@ -172,7 +171,7 @@ class ParquetWriter(Writer):
             pa.field("pred_scores", pa.list_(pa.float32())),
         ]
         if self.input_schema is not None:
-            base = [f for f in self.input_schema if f.name not in ("pred_tags", "pred_scores")]
+            base = [f for f in self.input_schema if f.name not in PARQUET_OUTPUT_COLUMNS]
             if "tokens" in row and "tokens" not in self.input_schema.names:  # raw text: its tokens
                 base.append(pa.field("tokens", pa.list_(pa.string())))
             return pa.schema(base + extra, metadata=self.input_schema.metadata if self.keep_metadata else None)
@@ -220,9 +219,9 @@ class ParquetWriter(Writer):
     def _extra(source: dict, row: dict) -> str:
         """The JSON object of the record's members that have no column of their own: all but
         ``doc_id``/``index``/``tokens``/``tags`` (or ``ner_tags``) holding what their column holds,
-        and the keys this run writes (``pred_tags``, ``pred_scores``, ``entities``: a previous
-        run's output)."""
-        skip = list(OUTPUT_KEYS)
+        and the columns this output writes in their place (``pred_tags``, ``pred_scores``: a
+        previous run's predictions). Every other member is kept (``entities`` included)."""
+        skip = list(PARQUET_OUTPUT_COLUMNS)
         for key, col in (("doc_id", "doc_id"), ("index", "index"), ("tokens", "tokens"), ("tags", "tags"), ("ner_tags", "tags")):
             if key in source and col in row:
                 value, column = source[key], row[col]
@@ -239,9 +238,21 @@ class ParquetWriter(Writer):
             if self.writer is None:
                 self.writer = pq.ParquetWriter(self.out.handle, self.schema)
             return self.writer
-        if self.part_writer is None:
-            self.part_writer = pq.ParquetWriter(self._part_name(self.sealed), self.schema)
+        if self.part_writer is None:  # a new file at the part's name, never through a planted link
+            from ..files import open_new
+
+            self.part_file = os.fdopen(open_new(self._part_name(self.sealed)), "wb")
+            self.part_writer = pq.ParquetWriter(self.part_file, self.schema)
         return self.part_writer
+
+    def _close_part(self) -> None:
+        """Close the part file being written and make it durable."""
+        self.part_writer.close()
+        self.part_writer = None
+        self.part_file.flush()
+        os.fsync(self.part_file.fileno())
+        self.part_file.close()
+        self.part_file = None
 
     def _flush(self) -> None:
         if not self.rows:
@@ -259,17 +270,23 @@ class ParquetWriter(Writer):
             self._target().close()
             return
         if self.part_writer is not None:
-            self.part_writer.close()
-            self.part_writer = None
+            self._close_part()
             self.sealed += 1
+        from ..files import no_follow
+
         parts = self._parts()
         if self.schema is None:
-            self.schema = pq.read_schema(parts[0]) if parts else self._schema_for({})
+            if parts:
+                with open(parts[0], "rb", opener=no_follow) as fh:
+                    self.schema = pq.read_schema(fh)
+            else:
+                self.schema = self._schema_for({})
         with pq.ParquetWriter(self.out.handle, self.schema) as joined:
             for name in parts:
-                pf = pq.ParquetFile(name)
-                for i in range(pf.num_row_groups):
-                    joined.write_table(pf.read_row_group(i))
+                with open(name, "rb", opener=no_follow) as fh:  # never read through a planted link
+                    pf = pq.ParquetFile(fh)
+                    for i in range(pf.num_row_groups):
+                        joined.write_table(pf.read_row_group(i))
         for name in parts:
             os.unlink(name)
 
@@ -283,6 +300,7 @@ class ParquetWriter(Writer):
         if self.part_writer is not None and not keep:
             try:
                 self.part_writer.close()
+                self.part_file.close()
             except Exception:  # noqa: BLE001 - best effort while failing
                 pass
             self.part_writer = None

@@ -7,14 +7,25 @@ creates anything.
 from __future__ import annotations
 
 import os
+import re
+import stat
 from typing import NamedTuple
 
 from ..errors import InputError
 from . import guess_format
-from .atomic import same_file
 from .base import STDIO
 
-__all__ = ["Access", "expand_inputs", "check_write_paths", "rejects_path", "skipped_note"]
+# the files of a model folder: what transformers and nerbatch read there (a write there would change the model)
+MODEL_FILES = (
+    "config.json", "nerbatch.json", "metrics.json", "README.md", "generation_config.json", "training_args.bin",
+    "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
+    "pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "*.tiktoken",
+    ".nerbatch*",
+)
+
+__all__ = ["Access", "MODEL_FILES", "PathKeys", "OWN_NAME", "model_files", "model_file_name", "check_own_output", "expand_inputs", "check_write_paths", "rejects_path", "skipped_note"]
 
 
 class Access(NamedTuple):
@@ -87,42 +98,163 @@ def expand_inputs(
     return out
 
 
-def check_write_paths(jobs: "list[Access]", extra: dict[str, str | None] | None = None, *, rejects: bool = False) -> None:
-    """Refuse a run where something it writes is one of its inputs or another thing it writes.
-
-    ``jobs``: what the run reads and writes (anything with ``input`` and ``output``: :class:`Access`,
-    :class:`nerbatch.run.plan.FileJob`).
-
-    ``extra`` names further files the run writes, by option (``{"--report": "r.txt"}``);
-    ``rejects``: the run writes ``OUTPUT.rejects.jsonl`` beside each output (``--on-error skip``).
-    Paths are compared by real path and inode (:func:`nerbatch.io.atomic.same_file`).
-    """
-    inputs = [job.input for job in jobs if job.input != STDIO]
-    writes: list[tuple[str, str]] = []
-    for job in jobs:
-        if job.output != STDIO:
-            writes.append((job.output, f"the output of {job.input}"))
-            if rejects:
-                writes.append((rejects_path(job.output), f"the rejects file of {job.input}"))
-    for option, path in (extra or {}).items():
-        if path and path != STDIO:
-            writes.append((path, option))
-    for k, (path, what) in enumerate(writes):
-        for other in inputs:
-            if same_file(path, other):
-                raise InputError(
-                    f"{what} ({path}) would overwrite the input {other}",
-                    hint="choose another path: nerbatch never writes over its inputs",
-                )
-        for other, other_what in writes[:k]:
-            if same_file(path, other):
-                raise InputError(
-                    f"{what} and {other_what} are the same file ({path})",
-                    hint="give each its own path",
-                )
 
 
 def skipped_note(skipped: list[str]) -> str:
     """The one-line notice for the files of input folders left out for not being regular files."""
     shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
     return f"skipped {len(skipped)} input(s) that are not regular files (FIFO, socket or device): {shown}"
+
+
+class PathKeys:
+    """What identifies a file for :func:`check_write_paths`: its real path, and its device and
+    inode when it exists (a hard link or a bind mount names the same inode by another path). The
+    real path of each folder is worked out once, so many files in one folder cost one ``lstat``
+    each."""
+
+    def __init__(self) -> None:
+        self.folders: dict[str, str] = {}
+
+    def real_folder(self, folder: str) -> str:
+        real = self.folders.get(folder)
+        if real is None:
+            real = self.folders[folder] = os.path.realpath(folder)
+        return real
+
+    def __call__(self, path: str) -> tuple[str, tuple | None]:
+        """``(real path, (st_dev, st_ino) or None)`` of ``path``, links followed as
+        :func:`os.path.realpath` and :func:`os.path.samefile` follow them."""
+        folder, name = os.path.split(os.path.abspath(path))
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        if not name or ".." in path.split(os.sep) or st is not None and stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(path)
+            try:
+                st = os.stat(path)
+            except OSError:
+                st = None
+        else:
+            real = os.path.join(self.real_folder(folder), name)
+        return real, (st.st_dev, st.st_ino) if st is not None else None
+
+
+# names nerbatch gives its own files beside an output (manifest, partial output and its Parquet
+# parts, lock) and beside a model folder (training's work folder): never a target of a write
+OWN_NAME = re.compile(r"\..+\.nerbatch(\.(json|part|lock)(\.\d+)?|-train)")
+
+
+def model_files(model: str | None) -> tuple[str | None, list[str]]:
+    """``(folder, files)`` of a local model folder: every file in it, which no write may replace
+    (``(None, [])`` for a hub id)."""
+    if not model or not os.path.isdir(model):
+        return None, []
+    found = []
+    for folder, dirs, names in os.walk(model):
+        dirs.sort()
+        found.extend(os.path.join(folder, n) for n in sorted(names))
+    return model, found
+
+
+def model_file_name(name: str) -> bool:
+    """A file name that transformers or nerbatch reads in a model folder (written there, even where
+    absent now, it would change the model)."""
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(name, p) for p in MODEL_FILES if not p.startswith(".nerbatch"))
+
+
+def check_write_paths(
+    jobs: "list[Access]",
+    extra: dict[str, str | None] | None = None,
+    *,
+    rejects: bool = False,
+    models: list[str | None] = (),
+) -> None:
+    """Refuse a run where something it writes is one of its inputs, a file of its model, another
+    thing it writes, or one of nerbatch's own files beside an output.
+
+    ``extra`` names further files the run writes, by option (``{"--report": "r.txt"}``);
+    ``rejects``: the run writes ``OUTPUT.rejects.jsonl`` beside each output (``--on-error skip``);
+    ``models``: model folders the run reads (each of their files counts as an input, and no write
+    may add a file transformers would read there). Paths are compared by real path and by inode,
+    one dictionary look-up each (so a hard link, a symlinked folder or a bind mount cannot make a
+    write replace an input). A device or FIFO written as a stream (``/dev/null``, ``/dev/stdout``)
+    replaces nothing and may be named more than once.
+    """
+    from .atomic import is_stream, replace_target
+
+    keys = PathKeys()
+    reads: dict = {}  # real path or (dev, ino) -> what the file is (the input X)
+    for job in jobs:
+        if job.input != STDIO:
+            for k in keys(job.input):
+                if k is not None:
+                    reads.setdefault(k, f"the input {job.input}")
+    model_dirs = set()
+    for model in models:
+        folder, found = model_files(model)
+        if folder is None:
+            continue
+        model_dirs.add(keys.real_folder(os.path.abspath(folder)))
+        for path in found:
+            for k in keys(path):
+                if k is not None:
+                    reads.setdefault(k, f"{path}, a file of the model {model}")
+    writes: list[tuple[str, str, bool]] = []  # (path, what, named by nerbatch)
+    for job in jobs:
+        if job.output != STDIO:
+            writes.append((job.output, f"the output of {job.input}", False))
+            if rejects and not is_stream(job.output):
+                writes.append((rejects_path(job.output), f"the rejects file of {job.input}", True))
+    for option, path in (extra or {}).items():
+        if path and path != STDIO:
+            writes.append((path, option, False))
+    seen: dict = {}
+    for path, what, own in writes:
+        if is_stream(path):
+            continue
+        if not own:
+            replace_target(path)  # a link to nothing, a block device: refused
+        real, inode = keys(path)
+        for k in (real, inode):
+            if k in reads:
+                hint = "nerbatch never writes over its inputs" if reads[k].startswith("the input") else "nerbatch never writes into its model"
+                raise InputError(f"{what} ({path}) would overwrite {reads[k]}", hint=f"choose another path: {hint}")
+        folder, name = os.path.split(real)
+        if OWN_NAME.fullmatch(name):
+            raise InputError(
+                f"{what} ({path}) has the name of a file nerbatch keeps beside an output or a model "
+                "(.NAME.nerbatch.json/.part/.lock)",
+                hint="choose another name",
+            )
+        if folder in model_dirs and model_file_name(name):
+            raise InputError(
+                f"{what} ({path}) would add {name} to the model folder {folder}, which changes the model",
+                hint="choose another path: nerbatch never writes into its model",
+            )
+        for k in (real, inode):
+            if k in seen:
+                raise InputError(f"{what} and {seen[k][1]} are the same file ({path})", hint="give each its own path")
+        for k in (real, inode):
+            if k is not None:
+                seen[k] = (path, what)
+        if own:
+            check_own_output(path, what)
+
+
+def check_own_output(path: str, what: str) -> None:
+    """A file whose name nerbatch chose (an output in a folder, a rejects file) is written only as
+    a regular file: a link or a special file found there is refused, never followed or replaced."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode):
+        return
+    kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else "a special file"
+    raise InputError(
+        f"{what} ({path}) exists and is {kind}: nerbatch writes the files it names itself only as plain files",
+        hint="remove it, or write to another folder",
+    )

@@ -13,6 +13,7 @@ from ..core.record import Sentence
 from ..core.schemes import conll_chunks
 from ..errors import InputError, Interrupted
 from ..io import ReadOptions, open_writer, read
+from ..io.atomic import is_stream
 from ..io.base import STDIO
 from ..io.conll import writable_as_conll
 from ..io.paths import rejects_path
@@ -113,12 +114,12 @@ def run_local(
     summary = TagSummary()
     t0 = time.perf_counter()
     bar = tqdm(unit=" sent", disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
-    probe_locks([p.job.output for p in planned if p.job.output != STDIO])
+    probe_locks([p.job.output for p in planned if not streamed(p.job.output)])
     try:
         for item in planned:
             bar.set_description(os.path.basename(item.job.input))
             job = JobRun(item, tagger, options, scores, run, bar)
-            if item.job.output == STDIO:
+            if streamed(item.job.output):
                 stats = job.run()
             else:
                 with OutputLock(item.job.output):
@@ -140,6 +141,11 @@ def run_local(
         choice = getattr(tagger, "precision_choice", None)
         summary.precision = choice.reason if choice is not None else ""
     return summary
+
+
+def streamed(output: str) -> bool:
+    """stdout, or a device or FIFO: written in place, with no lock, manifest or rejects file beside it."""
+    return output == STDIO or is_stream(output)
 
 
 def _log(path: str, record: dict) -> None:
@@ -214,7 +220,7 @@ class JobRun:
         self.writer = open_writer(
             job.output, job.output_format, input_path=job.input, input_fmt=job.input_format, part=self.part, resume=resume
         )
-        if job.output != STDIO and self.options.on_error == "skip":
+        if not streamed(job.output) and self.options.on_error == "skip":
             rejects_file = rejects_path(job.output)
             self.rejects = AtomicOutput(
                 rejects_file, part=sidecar(rejects_file, "part"),

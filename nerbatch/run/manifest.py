@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 from typing import Any
 
 from .. import __version__
@@ -21,7 +22,9 @@ from ..io.atomic import atomic_write
 
 
 def sidecar(output: str, suffix: str) -> str:
-    folder, name = os.path.split(os.path.abspath(output))
+    """``.NAME.nerbatch.SUFFIX`` beside the output (beside the file it links to, for a link:
+    the partial output is renamed onto that file, and its lock is that file's)."""
+    folder, name = os.path.split(os.path.realpath(output) if os.path.islink(output) else os.path.abspath(output))
     return os.path.join(folder, f".{name}.nerbatch.{suffix}")
 
 
@@ -72,6 +75,8 @@ class OutputLock:
     two runs that find a stale lock at the same moment cannot both take it. The file holds the
     owner's pid and host for the error message only. After taking the lock we check that the path
     still names the file we locked (another run may have removed it on release), else retry.
+    The lock file is never opened through a link, and a link, hard link or special file found at
+    its name (nerbatch never makes one) is removed, not written to.
     """
 
     def __init__(self, target: str) -> None:
@@ -87,11 +92,19 @@ class OutputLock:
 
         for _ in range(100):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o666)
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
             except FileNotFoundError:
                 raise OutputError(f"{os.path.dirname(self.path)}: output folder does not exist") from None
             except OSError as exc:
+                if os.path.islink(self.path):  # a planted link: remove it, never follow it
+                    self._remove_foreign(None)
+                    continue
                 raise OutputError(f"{os.path.dirname(self.path)}: cannot write here: {exc.strerror}") from None
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:  # not a lock file nerbatch made
+                os.close(fd)
+                self._remove_foreign(st)
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -114,6 +127,16 @@ class OutputLock:
             self.fd = fd
             return
         raise LockedError(f"{self.path}: could not take the lock")
+
+    def _remove_foreign(self, st) -> None:
+        """Remove what is at the lock's name (a link, or the file ``st`` describes)."""
+        try:
+            now = os.lstat(self.path)
+            if st is None and stat.S_ISLNK(now.st_mode) or st is not None and now.st_ino == st.st_ino:
+                os.unlink(self.path)
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                raise OutputError(f"{self.path}: is not a lock file and cannot be removed: {exc.strerror}") from None
 
     def release(self) -> None:
         if self.fd is not None:

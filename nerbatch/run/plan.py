@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 from ..errors import InputError
 from ..io import EXTENSION_FOR, OUTPUT_FORMATS, guess_format, input_format
+from ..io.atomic import is_stream
 from ..io.base import STDIO
-from ..io.paths import check_write_paths, expand_inputs
+from ..io.paths import PathKeys, check_own_output, check_write_paths, expand_inputs
 
 __all__ = ["FileJob", "PlannedJob", "plan_jobs", "plan_run", "output_fingerprint"]
 
@@ -76,7 +78,7 @@ def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> li
     identity = model_identity(model)
     planned = []
     for job in jobs:
-        if job.output == STDIO or job.input == STDIO:
+        if job.output == STDIO or job.input == STDIO or is_stream(job.output):
             planned.append(PlannedJob(job))
             continue
         try:
@@ -90,11 +92,19 @@ def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> li
                 planned.append(PlannedJob(job, "up to date", fp, stats=manifest.get("stats", {})))
                 continue
             ck = manifest.get("checkpoint")
-            if ck and os.path.exists(sidecar(job.output, "part")):
+            if ck and _plain_file(sidecar(job.output, "part")):
                 planned.append(PlannedJob(job, "resume", fp, checkpoint=ck))
                 continue
         planned.append(PlannedJob(job, "fresh", fp))
     return planned
+
+
+def _plain_file(path: str) -> bool:
+    """A regular file at ``path`` itself (a link there is not followed)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _is_sealed(output: str, sealed: dict | None) -> bool:
@@ -179,6 +189,7 @@ def plan_jobs(
     )
     jobs: list[FileJob] = []
     seen: dict[str, str] = {}
+    keys = PathKeys()
     for path, rel in named:
         in_fmt = input_format(path, input_fmt)
         if folder:
@@ -188,7 +199,7 @@ def plan_jobs(
         else:
             target = output.rstrip(os.sep) or output if output else STDIO
             out_fmt = _output_format(target, output_fmt, in_fmt)
-        key = os.path.realpath(target) if target != STDIO else STDIO
+        key = keys(target)[0] if target != STDIO else STDIO
         if key in seen:
             raise InputError(
                 f"{path} and {seen[key]} would both be written to {target}",
@@ -197,6 +208,14 @@ def plan_jobs(
         seen[key] = path
         jobs.append(FileJob(path, target, in_fmt, out_fmt))
     for job in jobs:
+        if folder and job.output_format != "hf":  # names nerbatch chose: plain files only, not links or devices
+            check_own_output(job.output, f"the output of {job.input}")
+        if job.output_format == "hf" and os.path.islink(job.output):
+            raise InputError(
+                "is a symbolic link: a dataset output is a folder renamed into place, which would replace the link",
+                path=job.output,
+                hint="give the real folder's path",
+            )
         if job.output_format == "hf" and os.path.lexists(job.output) and not _replaceable_dataset(job.output):
             raise InputError(
                 "exists and is not a Hugging Face dataset folder: a dataset output never replaces it",

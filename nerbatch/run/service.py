@@ -98,7 +98,8 @@ def tag_files(
     if skipped:
         note(skipped_note(skipped))
     check_write_paths(
-        jobs, {"--report": report, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip"
+        jobs, {"--report": report, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip",
+        models=[model if tagger is None else tagger.model_name],
     )
     if tagger is None:
         tagger = Tagger(model, tagger_options)

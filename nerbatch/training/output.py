@@ -25,6 +25,7 @@ import shutil
 
 from ..errors import OutputError
 from ..io.atomic import atomic_write, umask_mode
+from ..io.paths import MODEL_FILES
 
 STATE_FILE = "nerbatch-state.json"  # in each checkpoint; its presence marks the checkpoint complete
 RUN_FILE = "run.json"
@@ -32,14 +33,6 @@ _TRAINING_ONLY = {  # files of a Trainer checkpoint that a model folder does not
     STATE_FILE, "optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin",
 }
 # What a nerbatch model folder may hold (a folder with anything else is never replaced).
-MODEL_FILES = (
-    "config.json", "nerbatch.json", "metrics.json", "README.md", "generation_config.json", "training_args.bin",
-    "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
-    "pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json",
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
-    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "*.tiktoken",
-    ".nerbatch*",
-)
 
 
 def work_dir(output: str) -> str:
@@ -90,6 +83,16 @@ def check_target(output: str, force: bool) -> None:
         "nerbatch train never writes into or replaces such a folder, even with --force",
         hint="choose a new -o path",
     )
+
+
+def drop_foreign_work(work: str) -> None:
+    """Remove a link or a file found at the work folder's name (nerbatch only ever makes a real
+    folder there), so that nothing of training is written through it."""
+    if os.path.islink(work) or os.path.lexists(work) and not os.path.isdir(work):
+        try:
+            os.unlink(work)
+        except OSError as exc:
+            raise OutputError(f"{work}: is not nerbatch's work folder and cannot be removed: {exc.strerror}") from None
 
 
 def recover_swap(work: str, output: str) -> None:

@@ -249,6 +249,26 @@ def _check_options(opts: TrainOptions) -> str:
     return opts.select or ("best" if opts.dev else "last")
 
 
+def check_log_path(opts: TrainOptions) -> None:
+    """Refuse a ``--log-json`` that is a training or dev file, a file of the base model or of the
+    model at ``-o``, or any path inside ``-o`` or beside it under nerbatch's own names (the log is
+    appended to, so any of these would be damaged)."""
+    if not opts.log_json:
+        return
+    from ..io.paths import Access, check_write_paths
+
+    inputs = [*opts.train, *([opts.dev] if opts.dev else [])]
+    base = opts.base_model if opts.base_model is not None else default_base_model()
+    check_write_paths([Access(p) for p in inputs], {"--log-json": opts.log_json}, models=[base, opts.output_dir])
+    real, folder = os.path.realpath(opts.log_json), os.path.realpath(opts.output_dir)
+    if real.startswith(folder + os.sep):
+        raise InputError(
+            f"--log-json ({opts.log_json}) is inside the model folder -o {opts.output_dir}, which training "
+            "builds elsewhere and swaps in whole",
+            hint="write the log outside the model folder",
+        )
+
+
 def _file_id(path: str) -> dict:
     h = hashlib.sha256()
     if path.startswith("hf:"):  # a hub dataset: its id (the hub revision is not looked up)
@@ -576,6 +596,7 @@ def train(opts: TrainOptions) -> dict:
     from ..run.manifest import OutputLock
 
     select = _check_options(opts)
+    check_log_path(opts)
     output = opts.output_dir
     if not (opts.resume and os.path.isdir(output) and work_folder.is_model_folder(output)):  # (--resume: maybe up to date)
         work_folder.check_target(output, opts.force)
@@ -584,6 +605,7 @@ def train(opts: TrainOptions) -> dict:
     lock.acquire()
     try:
         work = work_folder.work_dir(output)
+        work_folder.drop_foreign_work(work)
         if os.path.isdir(work):
             work_folder.recover_swap(work, output)
         return _train_locked(opts, select, work)

@@ -136,7 +136,8 @@ def test_jsonl_to_parquet_keeps_the_other_keys(tmp_path):
     assert table.column_names == ["doc_id", "index", "tokens", "tags", "extra_json", "pred_tags", "pred_scores"]
     rows = table.to_pylist()
     extra = [r["extra_json"] for r in rows]
-    assert strict_json(extra[0]) == {"id": "x-2"}  # tags/doc_id in their columns; a previous run's output dropped
+    # tags/doc_id in their columns; pred_tags replaced by the column of this run; entities kept (issue #22)
+    assert strict_json(extra[0]) == {"id": "x-2", "entities": []}
     assert rows[0]["doc_id"] == "d1" and rows[0]["tags"] == ["O"]
     for member in RAW_MEMBERS:  # the original text, not a float's repr
         assert member in extra[1]
