@@ -87,6 +87,9 @@ def tag_files(
     summary = TagSummary()
     t0 = time.perf_counter()
     planned = plan(jobs, tagger, options, run)
+    for item in planned:
+        if item.note:
+            print(f"nerbatch: {item.note}", file=sys.stderr)
     bar = tqdm(unit=" sent", disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
     probe_locks([p.job.output for p in planned if p.job.output != STDIO])
     try:
@@ -143,8 +146,8 @@ def _finish_stats(stats: dict, tagger, before: dict, t1: float) -> None:
 def _run_job(planned: PlannedJob, tagger, options: ReadOptions, scorer, run: RunOptions, bar) -> dict:
     import json
 
-    from ..checkpoint import remove_manifest, save_manifest, sidecar
-    from ..io.base import AtomicOutput
+    from ..checkpoint import HASHED_WHILE_READING, input_digest, remove_manifest, save_manifest, sidecar
+    from ..io.base import AtomicOutput, unwatch_input, watch_input
 
     job, fp = planned.job, planned.fingerprint
     stats = {
@@ -184,7 +187,16 @@ def _run_job(planned: PlannedJob, tagger, options: ReadOptions, scorer, run: Run
         if resume:
             raise InputError("an HTML output cannot be resumed with a report", path=job.output, hint="write CoNLL, JSONL or Parquet, or run without --resume")
         on_the_way = FileScore(scorer, job.input, job.input_format, options=options, docstart=docstart, pred_from="model", context="report", defer=True)
+    # the input's contents as the manifest records them: hashed as the reader reads them, else (a
+    # Parquet file, a dataset folder) whole before they are read
+    watched = watch_input(job.input) if fp and job.input_format in HASHED_WHILE_READING else None
+    whole = None
     try:
+        if fp and watched is None:
+            try:
+                whole = input_digest(job.input)
+            except OSError:
+                pass  # unreadable: the reader says how
         writer = open_writer(
             job.output, job.output_format, input_path=job.input, input_fmt=job.input_format, part=part, resume=resume
         )
@@ -217,6 +229,7 @@ def _run_job(planned: PlannedJob, tagger, options: ReadOptions, scorer, run: Run
                     ck["rejects_bytes"] = rejects.sync()
                 ck["sentences"] = done
                 ck["stats"] = {k: stats[k] for k in ("sentences", "tokens", "entities", "skipped")}
+                ck["input"] = watched.value() if watched is not None else whole  # (read beyond ``done`` by now)
                 save_manifest(job.output, {"fingerprint": fp, "complete": False, "checkpoint": ck})
                 durable = done
 
@@ -226,7 +239,8 @@ def _run_job(planned: PlannedJob, tagger, options: ReadOptions, scorer, run: Run
             _finish_stats(stats, tagger, before, t1)
             if fp:
                 out = {"inode": st.st_ino, "size": st.st_size}
-                save_manifest(job.output, {"fingerprint": fp, "complete": True, "output": out, "stats": stats})
+                contents = watched.value() if watched is not None else whole
+                save_manifest(job.output, {"fingerprint": fp, "complete": True, "output": out, "input": contents, "stats": stats})
 
         writer.commit(before_rename=sealed)
         if rejects is not None:
@@ -262,6 +276,9 @@ def _run_job(planned: PlannedJob, tagger, options: ReadOptions, scorer, run: Run
                 raise
             raise Interrupted(signal.SIGINT, kept) from exc
         raise
+    finally:
+        if watched is not None:
+            unwatch_input(job.input, watched)
     if "subword_tokens" not in stats:
         _finish_stats(stats, tagger, before, t1)  # stdout: nothing was renamed
     if on_the_way is not None:
