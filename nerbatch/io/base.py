@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import os
 import re
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Iterable, Iterator
 
@@ -52,15 +54,17 @@ def open_binary(path: str, decompress: bool = True) -> BinaryIO:
     """Open an input for binary reading (``-`` is stdin) with a clear error when it can't be.
 
     A compressed file (``.gz``, ``.bz2``, ``.xz``, ``.zst``: :mod:`nerbatch.io.compress`) reads as its
-    decompressed bytes, streamed, unless ``decompress`` is false.
+    decompressed bytes, streamed, unless ``decompress`` is false. The first open of a path under
+    :func:`watch_input` feeds its digest with the raw bytes read.
     """
     if path == STDIO:
         return sys.stdin.buffer
     from .compress import compression_of, open_decompressed
 
     kind = compression_of(path) if decompress else None
+    digest = _WATCHED.pop(os.path.realpath(path), None) if _WATCHED else None
     try:
-        raw = open(path, "rb")
+        raw = open(path, "rb") if digest is None else io.BufferedReader(_Hashing(open(path, "rb", buffering=0), digest), 1 << 16)
         if kind is not None:
             try:
                 return open_decompressed(path, raw, kind)
@@ -76,6 +80,69 @@ def open_binary(path: str, decompress: bool = True) -> BinaryIO:
         raise InputError("permission denied: cannot read", path=path) from None
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", path=path) from None
+
+
+class InputDigest:
+    """A running BLAKE2b hash of the raw bytes read from one input file (a compressed file's
+    compressed bytes); :meth:`value` is ``{"bytes": n, "blake2b": hex}`` of what was read so far.
+    Thread-safe: the tagger reads in a background thread while the engine checkpoints."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.blake2b(digest_size=20)
+        self._lock = threading.Lock()
+        self.bytes = 0
+
+    def update(self, data) -> None:
+        with self._lock:
+            self._hash.update(data)
+            self.bytes += len(data)
+
+    def value(self) -> dict:
+        with self._lock:
+            return {"bytes": self.bytes, "blake2b": self._hash.hexdigest()}
+
+
+_WATCHED: dict[str, InputDigest] = {}  # real path -> the digest its next open_binary feeds
+
+
+def watch_input(path: str) -> InputDigest:
+    """Hash the bytes that the next :func:`open_binary` of ``path`` reads (the reader of a run's
+    job), as it reads them; :func:`unwatch_input` when the job is over."""
+    digest = InputDigest()
+    _WATCHED[os.path.realpath(path)] = digest
+    return digest
+
+
+def unwatch_input(path: str, digest: InputDigest) -> None:
+    key = os.path.realpath(path)
+    if _WATCHED.get(key) is digest:
+        del _WATCHED[key]
+
+
+class _Hashing(io.RawIOBase):
+    """A raw file that feeds an :class:`InputDigest` with every byte read from it (not seekable)."""
+
+    def __init__(self, raw, digest: InputDigest) -> None:
+        super().__init__()
+        self._raw = raw
+        self._digest = digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._raw.readinto(buffer)
+        if n:
+            self._digest.update(memoryview(buffer)[:n])
+        return n
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
 
 
 _SNIFF = 1 << 16  # bytes read to find the first line end

@@ -14,7 +14,7 @@ from ..core.schemes import conll_chunks
 from ..errors import InputError, Interrupted
 from ..io import ReadOptions, open_writer, read
 from ..io.atomic import is_stream
-from ..io.base import STDIO
+from ..io.base import STDIO, unwatch_input
 from ..io.conll import writable_as_conll
 from ..io.paths import rejects_path
 from .plan import FileJob, PlannedJob, output_fingerprint, plan_run
@@ -114,6 +114,9 @@ def run_local(
     summary = TagSummary()
     t0 = time.perf_counter()
     bar = tqdm(unit=" sent", disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+    for item in planned:
+        if item.note:
+            print(f"nerbatch: {item.note}", file=sys.stderr)
     probe_locks([p.job.output for p in planned if not streamed(p.job.output)])
     try:
         for item in planned:
@@ -187,6 +190,12 @@ class JobRun:
         self.done = self.resume["sentences"] if self.resume else 0
         self.durable = self.done if self.resume else None  # sentences a later --resume can continue after
         self.part = None
+        self.watched = None  # the digest of the input bytes read so far
+        self.whole = None  # the digest of the whole input, taken before reading (Parquet, datasets)
+
+    def contents(self):
+        """The input's digest as the manifest records it (read beyond the checkpoint by now)."""
+        return self.watched.value() if self.watched is not None else self.whole
 
     def run(self) -> dict:
         if self.planned.status == "up to date":
@@ -202,13 +211,16 @@ class JobRun:
             if not self.fail(exc):
                 raise
             return self.stats
+        finally:
+            if self.watched is not None:
+                unwatch_input(self.job.input, self.watched)
         if self.score is not None:
             self.score.close()
         return self.stats
 
     def open(self) -> None:
-        from ..io.base import AtomicOutput
-        from .manifest import sidecar
+        from ..io.base import AtomicOutput, watch_input
+        from .manifest import HASHED_WHILE_READING, input_digest, sidecar
 
         job, resume = self.job, self.resume
         if resume:
@@ -217,6 +229,15 @@ class JobRun:
         if self.scores is not None:
             self.score = self.scores.open(job, resumed=bool(resume))
         self.part = sidecar(job.output, "part") if self.fp else None
+        # the input's contents as the manifest records them: hashed as the reader reads them, else (a
+        # Parquet file, a dataset folder) whole before they are read
+        if self.fp and job.input_format in HASHED_WHILE_READING:
+            self.watched = watch_input(job.input)
+        elif self.fp:
+            try:
+                self.whole = input_digest(job.input)
+            except OSError:
+                pass  # unreadable: the reader says how
         self.writer = open_writer(
             job.output, job.output_format, input_path=job.input, input_fmt=job.input_format, part=self.part, resume=resume
         )
@@ -263,6 +284,7 @@ class JobRun:
             ck["rejects_bytes"] = self.rejects.sync()
         ck["sentences"] = self.done
         ck["stats"] = {k: self.stats[k] for k in COUNTS}
+        ck["input"] = self.contents()
         save_manifest(self.job.output, {"fingerprint": self.fp, "complete": False, "checkpoint": ck})
         self.durable = self.done
 
@@ -275,7 +297,8 @@ class JobRun:
             self.finish_stats()
             if self.fp:
                 out = {"inode": st.st_ino, "size": st.st_size}
-                save_manifest(self.job.output, {"fingerprint": self.fp, "complete": True, "output": out, "stats": self.stats})
+                save_manifest(self.job.output, {"fingerprint": self.fp, "complete": True, "output": out,
+                                                "input": self.contents(), "stats": self.stats})
 
         self.writer.commit(before_rename=sealed)
         if self.rejects is not None:

@@ -2,10 +2,12 @@
 
 Beside each output ``out.conll`` nerbatch keeps ``.out.conll.nerbatch.json`` (the manifest) and,
 while the output is being written, ``.out.conll.nerbatch.part`` (the partial output). The manifest
-records what produced the output (input path, size, mtime, model, nerbatch version, options that
-change output) and either ``"complete": true`` or a checkpoint: how many sentences are in the part
-file, its size in bytes at that point, and the writer's state. ``--resume`` skips complete outputs
-whose manifest matches, and continues a partial one from its last checkpoint.
+records what produced the output (input path, model, nerbatch version, options that change output)
+and either ``"complete": true`` with the digest of the input's contents (:func:`input_digest`), or a
+checkpoint: how many sentences are in the part file, its size in bytes at that point, the writer's
+state, and the digest of the input bytes read by then. ``--resume`` skips complete outputs whose
+manifest matches and whose input still has that digest, and continues a partial one from its last
+checkpoint when the input still begins with the bytes the checkpoint was made from.
 """
 
 from __future__ import annotations
@@ -29,19 +31,73 @@ def sidecar(output: str, suffix: str) -> str:
 
 
 def fingerprint(input_path: str, model_id: str, options: dict[str, Any]) -> dict[str, Any]:
-    """What must match for an existing output to count as done for this run (``model_id``: see
-    :func:`nerbatch.model.cache.model_identity`)."""
+    """What must match for an existing output to count as done for this run besides the input's
+    contents (see :func:`input_digest`); ``model_id``: see :func:`nerbatch.model.cache.model_identity`.
+    Raises OSError when the input is missing."""
     from ..io.hf import split_ref
 
-    st = os.stat(split_ref(input_path)[0])  # a dataset named with its split (DIR@SPLIT): the folder
+    os.stat(split_ref(input_path)[0])  # a dataset named with its split (DIR@SPLIT): the folder
     return {
         "input": os.path.realpath(input_path),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
         "model": model_id,
         "nerbatch_version": __version__,
         "options": options,
     }
+
+
+# Input formats whose readers read the file once, front to back, through io.base.open_binary: their
+# bytes are hashed as they are read (io.base.watch_input), and a checkpoint records the digest of the
+# bytes read up to it. Parquet files and dataset folders are hashed whole before they are read.
+HASHED_WHILE_READING = ("conll", "jsonl", "text")
+
+
+def input_digest(path: str, limit: int | None = None) -> dict:
+    """The digest of an input's contents, ``{"bytes": n, "blake2b": hex}`` (see
+    :class:`nerbatch.io.base.InputDigest`): a file's raw bytes (the first ``limit``; a compressed
+    file's compressed bytes), or for a dataset folder (``DIR@SPLIT``: the folder) every file in it,
+    by relative path and contents. Raises OSError when it cannot be read."""
+    from ..io.base import InputDigest
+    from ..io.hf import split_ref
+
+    def of_file(name: str, limit: int | None = None) -> dict:
+        digest = InputDigest()
+        with open(name, "rb") as fh:
+            while limit is None or digest.bytes < limit:
+                block = fh.read(1 << 20 if limit is None else min(1 << 20, limit - digest.bytes))
+                if not block:
+                    break
+                digest.update(block)
+        return digest.value()
+
+    top = split_ref(path)[0]
+    if not os.path.isdir(top):
+        return of_file(top, limit)
+    digest = InputDigest()
+    for folder, dirs, names in os.walk(top):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(folder, name)
+            part = of_file(full)
+            digest.update(f"{os.path.relpath(full, top)}\0{part['bytes']}\0{part['blake2b']}\0".encode())
+    return digest.value()
+
+
+def same_input(path: str, recorded: dict | None, whole: bool) -> bool:
+    """Whether the input ``path`` still has the ``recorded`` digest (``whole``: all of it, else the
+    first ``recorded["bytes"]`` bytes of a file). A record from an older manifest (None): no.
+
+    This reads the input (or its first bytes) once without parsing it, far cheaper than tagging it."""
+    from ..io.hf import split_ref
+
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("bytes"), int):
+        return False
+    top = split_ref(path)[0]
+    try:
+        if whole and os.path.isfile(top) and os.stat(top).st_size != recorded["bytes"]:
+            return False  # changed size: no need to read it
+        return input_digest(path, None if whole else recorded["bytes"]) == recorded
+    except OSError:
+        return False
 
 
 def load_manifest(output: str) -> dict | None:

@@ -36,13 +36,15 @@ class FileJob:
 @dataclass(frozen=True)
 class PlannedJob:
     """A job and what is left of it: ``status`` is "fresh", "resume" (from ``skip`` sentences) or
-    "up to date"; ``fingerprint`` is what the manifest records (None: stdin or stdout, never resumed)."""
+    "up to date"; ``fingerprint`` is what the manifest records (None: stdin or stdout, never resumed);
+    ``note``: why a ``--resume`` starts it afresh although its manifest matched (its input changed)."""
 
     job: FileJob
     status: str = "fresh"
     fingerprint: dict | None = None
     checkpoint: dict | None = None
     stats: dict | None = None  # the complete output's counts (up to date)
+    note: str | None = None
 
     @property
     def skip(self) -> int:
@@ -70,10 +72,13 @@ def output_fingerprint(read_options, settings, precision: str, compile_model: bo
 
 
 def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> list[PlannedJob]:
-    """What each job needs: with ``resume``, a complete output whose manifest matches is up to date,
-    and a partial one with a checkpoint continues from it; everything else starts fresh."""
+    """What each job needs: with ``resume``, a complete output whose manifest matches is up to date
+    when its input still has the recorded contents, and a partial one with a checkpoint continues
+    from it when the input still begins with the bytes the checkpoint was made from (see
+    :func:`nerbatch.run.manifest.same_input`: this reads each such input once, without parsing it);
+    everything else starts fresh."""
     from ..model.cache import model_identity
-    from .manifest import fingerprint, load_manifest, sidecar
+    from .manifest import HASHED_WHILE_READING, fingerprint, load_manifest, same_input, sidecar
 
     identity = model_identity(model)
     planned = []
@@ -87,15 +92,21 @@ def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> li
             planned.append(PlannedJob(job))
             continue
         manifest = load_manifest(job.output) if resume else None
+        note = None
         if manifest and manifest.get("fingerprint") == fp:
             if manifest.get("complete") and _is_sealed(job.output, manifest.get("output")):
-                planned.append(PlannedJob(job, "up to date", fp, stats=manifest.get("stats", {})))
-                continue
+                if same_input(job.input, manifest.get("input"), whole=True):
+                    planned.append(PlannedJob(job, "up to date", fp, stats=manifest.get("stats", {})))
+                    continue
+                note = f"{job.input}: its contents differ from those {job.output} was made from: tagging it again"
             ck = manifest.get("checkpoint")
             if ck and _plain_file(sidecar(job.output, "part")):
-                planned.append(PlannedJob(job, "resume", fp, checkpoint=ck))
-                continue
-        planned.append(PlannedJob(job, "fresh", fp))
+                if same_input(job.input, ck.get("input"), whole=job.input_format not in HASHED_WHILE_READING):
+                    planned.append(PlannedJob(job, "resume", fp, checkpoint=ck))
+                    continue
+                note = (f"{job.input}: changed before the point where {job.output} was checkpointed "
+                        f"({ck.get('sentences', '?')} records): starting it afresh")
+        planned.append(PlannedJob(job, "fresh", fp, note=note))
     return planned
 
 
