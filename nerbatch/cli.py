@@ -282,9 +282,9 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
         list(inputs), output, input_fmt=kw.pop("input_format"), output_fmt=output_format, glob=kw.pop("glob"), skipped=skipped
     )
     _note_skipped(skipped, quiet)
-    check_write_paths(
-        jobs, {"--report": report_path, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip"
-    )
+    targets = {"--report": report_path, "--report-json": report_json, "--log-json": log_json}
+    check_write_paths(jobs, targets, rejects=on_error == "skip")
+    check_file_targets(targets)
     tagger = build_tagger(kw, verbose=not quiet)
     read_options = _text_contract(tagger.model_name, read_options, [j.input_format for j in jobs], given, quiet)
     scorer = Scorer() if (report_path or report_json) else None
@@ -318,6 +318,17 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
         click.echo(summary.line(), err=True)
     if summary.skipped:
         sys.exit(EXIT_PARTIAL)
+
+
+def check_file_targets(targets: dict[str, str | None]) -> None:
+    """Refuse a report or log path that is a folder before anything runs (not after all the tagging)."""
+    import os
+
+    from .errors import OutputError
+
+    for option, path in targets.items():
+        if path and path != "-" and os.path.isdir(path):
+            raise OutputError(f"{option} {path}: is a folder, not a file", hint="name a file in it, or another path")
 
 
 def _note_skipped(skipped: list[str], quiet: bool) -> None:
@@ -394,6 +405,7 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
 
     if every < 1:
         raise click.BadParameter("must be 1 or more", param_hint="--every")
+    check_file_targets({"--log-json": log_json})
     read_options = build_read_options(kw)
     from .plan import expand_inputs
 
@@ -487,9 +499,9 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
     files = [p for p, _ in expand_inputs(list(files), glob, input_format, skipped)]
     _note_skipped(skipped, quiet=False)
     options = ReadOptions(split=split, config=dataset_config)
-    check_write_paths(
-        [FileJob(f, "-", "", "") for f in files], {"--output": text_path, "--json": json_path, "--html": html_path}
-    )
+    targets = {"--output": text_path, "--json": json_path, "--html": html_path}
+    check_write_paths([FileJob(f, "-", "", "") for f in files], targets)
+    check_file_targets(targets)
     analysis = {"bootstrap": bootstrap, "seed": seed, "examples": examples}
     if compare:
         if len(files) != 2:

@@ -143,7 +143,7 @@ def expand_inputs(
     import fnmatch
     import stat
 
-    from .io.hf import is_dataset
+    from .io.hf import is_dataset, saved_dataset_part
 
     out: list[tuple[str, str]] = []
     for path in inputs:
@@ -171,6 +171,8 @@ def expand_inputs(
                     if skipped is not None:
                         skipped.append(full)
                     continue
+                if name == "dataset_info.json" and (problem := saved_dataset_part(folder, files)) is not None:
+                    raise problem
                 found.append((full, rel))
         if not found:
             raise InputError(
