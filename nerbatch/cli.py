@@ -339,6 +339,9 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
 
     if every < 1:
         raise click.BadParameter("must be 1 or more", param_hint="--every")
+    from .io.paths import check_file_targets
+
+    check_file_targets({"--log-json": log_json})
     read_options = build_read_options(kw)
     from .io.paths import expand_inputs
 

@@ -661,7 +661,7 @@ def evaluate(
     ``split``/``config`` pick a Hugging Face dataset's split and configuration. Every report path is
     checked before anything is read (never an input, never twice). ``notify``: called with
     one-line notices (input folders' non-regular files left out)."""
-    from ..io.paths import Access, check_write_paths, expand_inputs, skipped_note
+    from ..io.paths import Access, check_file_targets, check_write_paths, expand_inputs, skipped_note
 
     skipped: list[str] = []
     paths = [p for p, _ in expand_inputs(list(files), glob, input_format, skipped)]
@@ -670,6 +670,7 @@ def evaluate(
     options = ReadOptions(split=split, config=config)
     check_write_paths([Access(f) for f in paths], {"--output": text_path, "--json": json_path, "--html": html_path},
                       models=[model])
+    check_file_targets({"--output": text_path, "--json": json_path, "--html": html_path})
     analysis = {"bootstrap": bootstrap, "seed": seed, "examples": examples}
     if compare:
         if len(paths) != 2:

@@ -32,12 +32,34 @@ from .parquet import ParquetWriter
 HUB_PREFIX = "hf:"
 _SAVED = ("dataset_dict.json", "state.json")  # what save_to_disk writes (DatasetDict, Dataset)
 
-__all__ = ["HUB_PREFIX", "DatasetRow", "DatasetWriter", "is_dataset", "is_saved_dataset", "open_dataset", "read_dataset"]
+__all__ = [
+    "HUB_PREFIX", "DatasetRow", "DatasetWriter", "is_dataset", "is_saved_dataset", "open_dataset", "read_dataset",
+    "saved_dataset_part",
+]
 
 
 def is_saved_dataset(path: str) -> bool:
     """A folder written by ``save_to_disk``."""
     return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, m)) for m in _SAVED)
+
+
+def saved_dataset_part(folder: str, names: list[str]) -> InputError | None:
+    """What is wrong when a folder walk meets ``save_to_disk`` files (``dataset_info.json``; ``names``:
+    the folder's files), which are no input files: a Dataset folder without its ``state.json``, or the
+    split folder of a DatasetDict whose ``dataset_dict.json`` is missing. None for other folders."""
+    if "dataset_info.json" not in names:
+        return None
+    if "state.json" not in names:
+        return InputError(
+            "a Hugging Face save_to_disk folder without its state.json, so not a dataset nerbatch can read",
+            path=folder,
+            hint="copy the whole folder save_to_disk wrote: state.json, dataset_info.json and the .arrow files",
+        )
+    return InputError(
+        "a split of a Hugging Face save_to_disk DatasetDict whose dataset_dict.json is missing",
+        path=folder,
+        hint="pass this split folder itself as the input, or restore dataset_dict.json in the folder above it",
+    )
 
 
 def _has_dataset_card(path: str) -> bool:

@@ -25,7 +25,7 @@ MODEL_FILES = (
     ".nerbatch*",
 )
 
-__all__ = ["Access", "MODEL_FILES", "PathKeys", "OWN_NAME", "model_files", "model_file_name", "check_own_output", "expand_inputs", "check_write_paths", "rejects_path", "skipped_note"]
+__all__ = ["Access", "MODEL_FILES", "PathKeys", "OWN_NAME", "model_files", "model_file_name", "check_own_output", "check_file_targets", "expand_inputs", "check_write_paths", "rejects_path", "skipped_note"]
 
 
 class Access(NamedTuple):
@@ -59,7 +59,7 @@ def expand_inputs(
     import fnmatch
     import stat
 
-    from .hf import is_dataset
+    from .hf import is_dataset, saved_dataset_part
 
     out: list[tuple[str, str]] = []
     for path in inputs:
@@ -87,6 +87,8 @@ def expand_inputs(
                     if skipped is not None:
                         skipped.append(full)
                     continue
+                if name == "dataset_info.json" and (problem := saved_dataset_part(folder, files)) is not None:
+                    raise problem
                 found.append((full, rel))
         if not found:
             raise InputError(
@@ -258,3 +260,12 @@ def check_own_output(path: str, what: str) -> None:
         f"{what} ({path}) exists and is {kind}: nerbatch writes the files it names itself only as plain files",
         hint="remove it, or write to another folder",
     )
+
+
+def check_file_targets(targets: dict[str, str | None]) -> None:
+    """Refuse a report or log path that is a folder before anything runs (not after all the tagging)."""
+    from ..errors import OutputError
+
+    for option, path in targets.items():
+        if path and path != "-" and os.path.isdir(path):
+            raise OutputError(f"{option} {path}: is a folder, not a file", hint="name a file in it, or another path")

@@ -104,6 +104,12 @@ def load_model(model: str):
     try:
         net = AutoModelForTokenClassification.from_pretrained(model, local_files_only=local, trust_remote_code=False)
     except Exception as exc:
+        mismatch = _size_mismatch(model, local) if "ignore_mismatched_sizes" in str(exc) else None
+        if mismatch is not None:
+            raise ModelError(
+                f"{model}: the weights do not fit config.json: {mismatch}",
+                hint="config.json and the weights come from different models; restore the model folder as training wrote it",
+            ) from None
         raise ModelError(f"{model}: cannot load a token-classification model: {first_line(exc)}") from None
     labels = [net.config.id2label[i] for i in range(net.config.num_labels)]
     if all(lab.startswith("LABEL_") for lab in labels):
@@ -125,3 +131,24 @@ def check_fast(tokenizer, name: str) -> None:
             f"{name}: the tokenizer has no fast (Rust) variant, so subwords cannot be mapped back to words",
             hint="use a model with a tokenizer.json",
         )
+
+
+def _size_mismatch(model: str, local: bool) -> str | None:
+    """Which weights have another shape than ``config.json`` gives them (transformers only says
+    "see the above report", a log record); a label count that differs is named as such."""
+    from transformers import AutoModelForTokenClassification
+
+    try:
+        net, info = AutoModelForTokenClassification.from_pretrained(
+            model, local_files_only=local, trust_remote_code=False, ignore_mismatched_sizes=True, output_loading_info=True
+        )
+    except Exception:  # noqa: BLE001 - only the explanation is lost
+        return None
+    found = sorted((key, tuple(ckpt), tuple(want)) for key, ckpt, want in info.get("mismatched_keys") or ())
+    if not found:
+        return None
+    labels = net.config.num_labels
+    for key, ckpt, want in found:
+        if want and want[0] == labels and ckpt and ckpt[0] != labels:
+            return f"it names {labels} labels (id2label) but the weights' {key.rsplit('.', 1)[0]} has {ckpt[0]} outputs"
+    return "; ".join(f"{key} is {list(ckpt)} in the weights, {list(want)} by the config" for key, ckpt, want in found)

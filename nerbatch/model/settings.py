@@ -112,11 +112,29 @@ def _casing(model: str, trained: dict) -> str:
     return casing
 
 
+def _folder_config(model: str) -> dict:
+    """A model folder's ``config.json``, with an error that says what is wrong with it."""
+    path = os.path.join(model, "config.json")
+    try:
+        with open(path, "rb") as fh:
+            config = json.loads(fh.read())
+    except FileNotFoundError:
+        raise ModelError(f"{model}: no config.json: not a transformers model folder") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:  # bad JSON or bad UTF-8
+        raise ModelError(f"{path}: not valid JSON ({exc})", hint="restore the model folder as training wrote it") from None
+    if not isinstance(config, dict):
+        raise ModelError(
+            f"{path}: holds a JSON {type(config).__name__}, not the object of a model configuration",
+            hint="restore the model folder as training wrote it",
+        )
+    return config
+
+
 def read_folder_settings(model: str, *, max_length=None, context=None, stride=None) -> ModelSettings:
     """The settings of a local model folder, from its JSON files."""
-    config = read_json(os.path.join(model, "config.json"))
-    if not config:
-        raise ModelError(f"{model}: no config.json: not a transformers model folder")
+    config = _folder_config(model)
     id2label = config.get("id2label") or {}
     labels = [id2label.get(str(i), f"LABEL_{i}") for i in range(len(id2label))]
     tok_max = read_json(os.path.join(model, "tokenizer_config.json")).get("model_max_length") or MAX_WINDOW

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from click.testing import CliRunner
 from nerbatch.cli import cli
 from nerbatch.errors import InputError
 from nerbatch.io import read
+
+from ..conftest import SAMPLE
 
 zstandard = pytest.importorskip("zstandard")
 
@@ -160,3 +163,81 @@ def test_lone_surrogate_fails_train_with_file_and_line(tiny_model, tmp_path):
     code, output = run("train", "--train", str(src), "-o", str(tmp_path / "m"), "--base-model", tiny_model, "--epochs", "1", "-q")
     assert code == 2, output
     assert f"{src}:2: 'tokens' holds a lone surrogate" in output
+
+
+# -- item 18: errors that say what is wrong ---------------------------------------------------------
+
+@pytest.fixture
+def model_copy(tiny_model, tmp_path) -> Path:
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [("[1, 2]", "config.json: holds a JSON list, not the object"), ("{bad", "config.json: not valid JSON"), ("", "config.json: not valid JSON")],
+)
+def test_config_json_that_is_not_an_object_is_named(content, says, model_copy, tmp_path):
+    (model_copy / "config.json").write_text(content, encoding="utf-8")
+    code, output = run("tag", str(SAMPLE / "sentences.txt"), "--model", str(model_copy), "-q")
+    assert code == 2 and says in output and "no config.json" not in output, output
+
+
+def test_label_count_that_does_not_match_the_weights_is_named(model_copy):
+    config = json.loads((model_copy / "config.json").read_text(encoding="utf-8"))
+    labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    config["id2label"] = dict(enumerate(labels))
+    config["label2id"] = {label: i for i, label in enumerate(labels)}
+    (model_copy / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    code, output = run("tag", str(SAMPLE / "sentences.txt"), "--model", str(model_copy), "-q", "--precision", "fp32")
+    assert code == 2, output
+    assert "names 5 labels (id2label) but the weights' classifier has 9 outputs" in output
+    assert "above report" not in output
+
+
+@pytest.fixture(scope="module")
+def saved_datasets(tmp_path_factory) -> Path:
+    datasets = pytest.importorskip("datasets")
+    folder = tmp_path_factory.mktemp("saved")
+    ds = datasets.Dataset.from_dict({"tokens": [["Turku", "is"]], "tags": [["B-LOC", "O"]], "pred_tags": [["B-LOC", "O"]]})
+    ds.save_to_disk(str(folder / "one"))
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(folder / "dict"))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "remove, where, says",
+    [
+        ("one/state.json", "one", "a Hugging Face save_to_disk folder without its state.json"),
+        ("dict/dataset_dict.json", "dict/test", "a split of a Hugging Face save_to_disk DatasetDict whose dataset_dict.json is missing"),
+    ],
+)
+def test_save_to_disk_folder_with_a_file_missing_says_which(remove, where, says, saved_datasets, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(saved_datasets, copy)
+    os.unlink(copy / remove)
+    top = copy / remove.split("/")[0]
+    code, output = run("evaluate", str(top), "--bootstrap", "0")
+    assert code == 2, output
+    assert f"{copy / where}: {says}" in output and "invalid JSON" not in output
+    assert run("evaluate", str(saved_datasets / "one"), "--bootstrap", "0")[0] == 0  # the complete one reads
+
+
+@pytest.mark.parametrize("option", ["--report", "--report-json", "--log-json"])
+def test_report_path_that_is_a_folder_is_refused_before_tagging(option, tiny_model, tmp_path):
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    out = tmp_path / "out.conll"
+    code, output = run("tag", str(SAMPLE / "test.conll"), "-o", str(out), "--model", tiny_model, "-q", option, str(folder))
+    assert code == 2, output
+    assert f"{option} {folder}: is a folder, not a file" in output
+    assert not out.exists() and os.listdir(folder) == []
+
+
+def test_evaluate_report_path_that_is_a_folder_is_refused(tmp_path):
+    tagged = tmp_path / "t.conll"
+    tagged.write_text("Turku B-LOC B-LOC\n\n", encoding="utf-8")
+    code, output = run("evaluate", str(tagged), "--json", str(tmp_path))
+    assert code == 2 and f"--json {tmp_path}: is a folder, not a file" in output, output
+    assert "processed" not in output  # refused before scoring
