@@ -14,9 +14,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_PARTIAL, NerbatchError
-
-INPUT_FORMATS = ["conll", "jsonl", "parquet", "text", "hf"]
-OUTPUT_FORMATS = ["conll", "jsonl", "parquet", "html", "hf"]
+from .io import INPUT_FORMATS, OUTPUT_FORMATS
 
 
 class UserError(click.ClickException):

@@ -7,9 +7,11 @@ Every stage that reads, writes, decodes or scores tags takes its rules from here
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 __all__ = [
     "is_tag", "iob1_to_iob2", "split_tag", "conll_chunks", "strict_entities", "allowed_transitions",
@@ -150,10 +152,12 @@ def scheme_of(tags: Sequence[str]) -> str:
     return "iob2"
 
 
-def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def allowed_transitions(labels: Sequence[str]) -> tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
     """``(allowed[prev, next], may_start[label], may_end[label])`` under the scheme of ``labels``
     (:func:`scheme_of` of :func:`as_tags`). ``O`` and any label outside an entity's inside may
     follow and precede anything."""
+    import numpy as np
+
     tags = as_tags(labels)
     scheme = scheme_of(tags)
     n = len(tags)
@@ -173,7 +177,7 @@ def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, 
     return allowed, start, end
 
 
-def is_well_formed(ids: Sequence[int], allowed: np.ndarray, start: np.ndarray, end: np.ndarray | None = None) -> bool:
+def is_well_formed(ids: Sequence[int], allowed: "np.ndarray", start: "np.ndarray", end: "np.ndarray | None" = None) -> bool:
     if not len(ids):
         return True
     if not start[ids[0]] or (end is not None and not end[ids[-1]]):

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 from ..core.record import Sentence
 from ..core.schemes import iob1_to_iob2, is_tag
 from ..errors import InputError
-from ..io import ReadOptions, input_format, read
+from ..io import READABLE_OUTPUTS, ReadOptions, input_format, read
 from ..io.atomic import is_stream
 from ..io.base import STDIO, AtomicOutput
 from ..io.conll import DOCSTART
@@ -493,7 +493,6 @@ def output_read_options(input_fmt: str, output_fmt: str, options: ReadOptions = 
     return ReadOptions(pred_column=-1)
 
 
-READABLE_OUTPUTS = ("conll", "jsonl", "parquet")
 
 
 def score_output(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from ..core.record import Sentence
@@ -10,26 +11,49 @@ from ..errors import InputError
 from .base import STDIO, ReadOptions, Writer
 from .compress import compression_of, split_compression
 
-INPUT_FORMATS = ("conll", "jsonl", "parquet", "text", "hf")
-OUTPUT_FORMATS = ("conll", "jsonl", "parquet", "html", "hf")
 
-_EXTENSIONS = {
-    ".conll": "conll",
-    ".conllu": "conll",
-    ".iob": "conll",
-    ".bio": "conll",
-    ".tsv": "conll",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".txt": "text",
-    ".text": "text",
-    ".html": "html",
-    ".htm": "html",
+@dataclass(frozen=True)
+class Format:
+    """One file format: its extensions, where its reader and writer live, and what the run may do with
+    its files. Adding a format means adding one entry to :data:`FORMATS` and its module."""
+
+    name: str
+    extensions: tuple[str, ...]  # lower case, with the dot; the first is the one outputs get
+    reader: str | None = None  # "module:function" under nerbatch.io (None: not an input format)
+    writer: str | None = None  # "module:class" under nerbatch.io (None: not an output format)
+    read_back: bool = False  # an output that `tag --report` can score by reading it back
+    hashed_while_reading: bool = False  # the reader streams the file's bytes (--resume hashes them on the way)
+    walked: bool = True  # picked by default from a folder input
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("conll", (".conll", ".conllu", ".iob", ".bio", ".tsv"), "conll:read_conll", "conll:ConllWriter",
+               read_back=True, hashed_while_reading=True),
+        Format("jsonl", (".jsonl", ".ndjson", ".json"), "jsonl:read_jsonl", "jsonl:JsonlWriter",
+               read_back=True, hashed_while_reading=True),
+        Format("parquet", (".parquet", ".pq"), "parquet:read_parquet", "parquet:ParquetWriter", read_back=True),
+        Format("text", (".txt", ".text"), "text:read_text", None, hashed_while_reading=True),
+        Format("html", (".html", ".htm"), None, "html:HtmlWriter", walked=False),
+        Format("hf", ("",), "hf:read_dataset", "hf:DatasetWriter", walked=False),
+    )
 }
-EXTENSION_FOR = {"conll": ".conll", "jsonl": ".jsonl", "parquet": ".parquet", "html": ".html", "text": ".txt", "hf": ""}
+INPUT_FORMATS = tuple(name for name, f in FORMATS.items() if f.reader)
+OUTPUT_FORMATS = tuple(name for name, f in FORMATS.items() if f.writer)
+READABLE_OUTPUTS = tuple(name for name, f in FORMATS.items() if f.read_back)
+WALKED_FORMATS = tuple(name for name, f in FORMATS.items() if f.walked and f.reader)
+HASHED_WHILE_READING = tuple(name for name, f in FORMATS.items() if f.hashed_while_reading)
+_EXTENSIONS = {ext: f.name for f in FORMATS.values() for ext in f.extensions if ext}
+EXTENSION_FOR = {name: f.extensions[0] for name, f in FORMATS.items()}
+
+
+def _load(spec: str):
+    """The reader function or writer class named by a registry entry ("module:name" under nerbatch.io)."""
+    import importlib
+
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 def guess_format(path: str, default: str | None = None) -> str | None:
@@ -101,13 +125,7 @@ def input_format(path: str, explicit: str | None) -> str:
 
 
 def reader_for(fmt: str) -> Callable[[str, ReadOptions], Iterator[Sentence]]:
-    from .conll import read_conll
-    from .hf import read_dataset
-    from .jsonl import read_jsonl
-    from .parquet import read_parquet
-    from .text import read_text
-
-    return {"conll": read_conll, "jsonl": read_jsonl, "parquet": read_parquet, "text": read_text, "hf": read_dataset}[fmt]
+    return _load(FORMATS[fmt].reader)
 
 
 def read(path: str, fmt: str | None = None, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
@@ -133,29 +151,13 @@ def open_writer(
         raise InputError(
             f"a {fmt} output cannot be compressed as a whole", path=path, hint="Parquet compresses its own pages; drop the suffix"
         )
-    if fmt == "hf":
-        if path == STDIO:
-            raise InputError("a Hugging Face dataset output needs -o FOLDER", hint="pass -o FOLDER --output-format hf")
-        from .hf import DatasetWriter
-
-        return DatasetWriter(path, **kw)
-    if fmt == "conll":
-        from .conll import ConllWriter
-
-        return ConllWriter(path, **kw)
-    if fmt == "jsonl":
-        from .jsonl import JsonlWriter
-
-        return JsonlWriter(path, **kw)
-    if fmt == "html":
-        from .html import HtmlWriter
-
-        return HtmlWriter(path, **kw)
+    if fmt == "hf" and path == STDIO:
+        raise InputError("a Hugging Face dataset output needs -o FOLDER", hint="pass -o FOLDER --output-format hf")
+    if fmt in FORMATS and FORMATS[fmt].writer and fmt != "parquet":
+        return _load(FORMATS[fmt].writer)(path, **kw)
     if fmt == "parquet":
         if path == STDIO:
             raise InputError("Parquet output cannot go to stdout", hint="pass -o FILE.parquet")
-        from .parquet import ParquetWriter
-
         schema = None
         if input_fmt == "parquet" and input_path:
             import pyarrow as pa
@@ -167,12 +169,18 @@ def open_writer(
                 raise InputError("no such file", path=input_path, hint="check the path") from None
             except (pa.ArrowInvalid, OSError) as exc:
                 raise InputError(f"not a readable Parquet file: {exc}", path=input_path) from None
-        return ParquetWriter(path, input_schema=schema, extra_json=input_fmt == "jsonl", **kw)
+        return _load(FORMATS["parquet"].writer)(path, input_schema=schema, extra_json=input_fmt == "jsonl", **kw)
     raise InputError(f"unknown output format {fmt!r}", hint=f"use one of {', '.join(OUTPUT_FORMATS)}")
 
 
 __all__ = [
+    "EXTENSION_FOR",
+    "FORMATS",
+    "Format",
+    "HASHED_WHILE_READING",
     "INPUT_FORMATS",
+    "READABLE_OUTPUTS",
+    "WALKED_FORMATS",
     "OUTPUT_FORMATS",
     "ReadOptions",
     "Writer",

@@ -12,7 +12,7 @@ import stat
 from typing import NamedTuple
 
 from ..errors import InputError
-from . import guess_format
+from . import WALKED_FORMATS, guess_format
 from .base import STDIO
 
 # the files of a model folder: what transformers and nerbatch read there (a write there would change the model)
@@ -42,7 +42,7 @@ def rejects_path(output: str) -> str:
 
 def _known_input(path: str) -> bool:
     """A file a folder walk picks by default: one whose name says a readable input format."""
-    return guess_format(path) in ("conll", "jsonl", "parquet", "text")
+    return guess_format(path) in WALKED_FORMATS
 
 
 def expand_inputs(

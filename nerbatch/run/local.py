@@ -219,8 +219,9 @@ class JobRun:
         return self.stats
 
     def open(self) -> None:
+        from ..io import HASHED_WHILE_READING
         from ..io.base import AtomicOutput, watch_input
-        from .manifest import HASHED_WHILE_READING, input_digest, sidecar
+        from .manifest import input_digest, sidecar
 
         job, resume = self.job, self.resume
         if resume:

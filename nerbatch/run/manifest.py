@@ -48,7 +48,6 @@ def fingerprint(input_path: str, model_id: str, options: dict[str, Any]) -> dict
 # Input formats whose readers read the file once, front to back, through io.base.open_binary: their
 # bytes are hashed as they are read (io.base.watch_input), and a checkpoint records the digest of the
 # bytes read up to it. Parquet files and dataset folders are hashed whole before they are read.
-HASHED_WHILE_READING = ("conll", "jsonl", "text")
 
 
 def input_digest(path: str, limit: int | None = None) -> dict:

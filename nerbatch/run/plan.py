@@ -77,8 +77,9 @@ def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> li
     from it when the input still begins with the bytes the checkpoint was made from (see
     :func:`nerbatch.run.manifest.same_input`: this reads each such input once, without parsing it);
     everything else starts fresh."""
+    from ..io import HASHED_WHILE_READING
     from ..model.cache import model_identity
-    from .manifest import HASHED_WHILE_READING, fingerprint, load_manifest, same_input, sidecar
+    from .manifest import fingerprint, load_manifest, same_input, sidecar
 
     identity = model_identity(model)
     planned = []
