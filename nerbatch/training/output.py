@@ -26,6 +26,7 @@ import shutil
 from ..errors import OutputError
 from ..io.atomic import atomic_write, umask_mode
 from ..io.paths import MODEL_FILES
+from ..model.settings import read_json
 
 STATE_FILE = "nerbatch-state.json"  # in each checkpoint; its presence marks the checkpoint complete
 RUN_FILE = "run.json"
@@ -156,15 +157,6 @@ def write_json(path: str, data: dict) -> None:
     atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
-def read_json(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def commit_checkpoint(checkpoint: str, state: dict) -> None:
     """Mark a checkpoint complete: flush its files, then write nerbatch's state into it (last)."""
     settle(checkpoint)
@@ -192,7 +184,7 @@ def latest_checkpoint(work: str) -> tuple[str, dict] | None:
     """The newest complete checkpoint and nerbatch's state saved in it, or None."""
     for _step, path in reversed(checkpoints(work)):
         state = read_json(os.path.join(path, STATE_FILE))
-        if state is not None:
+        if state:
             return path, state
     return None
 

@@ -41,7 +41,7 @@ from ..errors import InputError, ModelError, NerbatchError, TrainingDiverged
 from ..io import ReadOptions, read
 from ..model import casing
 from ..model.loading import check_fast, first_line
-from ..model.settings import NERBATCH_CONFIG
+from ..model.settings import NERBATCH_CONFIG, read_json
 from ..tagging.align import IGNORE, Specials, features_for, in_context, label_ids, word_pieces
 from . import output as work_folder
 from .progress import format_epochs
@@ -340,7 +340,7 @@ def fingerprint_diff(saved: dict | None, now: dict) -> str | None:
 
 
 def _describe(checkpoint: str) -> str:
-    st = work_folder.read_json(os.path.join(checkpoint, "trainer_state.json")) or {}
+    st = read_json(os.path.join(checkpoint, "trainer_state.json")) or {}
     return f"epoch {round(st.get('epoch') or 0.0, 2):g}, step {st.get('global_step', '?')} of {st.get('max_steps', '?')}"
 
 
@@ -349,7 +349,7 @@ def _prepare_work(work: str, fp: dict, opts: TrainOptions) -> tuple[tuple[str, d
     ``((checkpoint, state) or None, notices)``."""
     latest = work_folder.latest_checkpoint(work) if os.path.isdir(work) else None
     if latest is not None and opts.resume:
-        why = fingerprint_diff(work_folder.read_json(os.path.join(work, work_folder.RUN_FILE)), fp)
+        why = fingerprint_diff(read_json(os.path.join(work, work_folder.RUN_FILE)), fp)
         if why:
             raise InputError(
                 f"cannot resume from {work}: {why}",
@@ -373,8 +373,8 @@ def _already_trained(output: str, work: str, fp: dict) -> dict | None:
     """With --resume: the metrics of a complete model at ``output`` made by this very run, if any."""
     if not os.path.isdir(output) or work_folder.latest_checkpoint(work) is not None or not work_folder.is_model_folder(output):
         return None
-    metrics = work_folder.read_json(os.path.join(output, "metrics.json"))
-    if metrics is None or fingerprint_diff(metrics.get("fingerprint"), fp) is not None:
+    metrics = read_json(os.path.join(output, "metrics.json"))
+    if not metrics or fingerprint_diff(metrics.get("fingerprint"), fp) is not None:
         return None
     return {**metrics, "up_to_date": True}
 
@@ -400,8 +400,8 @@ def _load_base(base: str, local: bool, labels: list[str]):
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if local:
-        cfg = work_folder.read_json(os.path.join(base, "config.json"))
-        if cfg is None:
+        cfg = read_json(os.path.join(base, "config.json"))
+        if not cfg:
             raise ModelError(f"{base}: no readable config.json", hint="pass an encoder folder or hub id as --base-model")
         if cfg.get("model_type") not in CONFIG_MAPPING:
             raise ModelError(
@@ -622,7 +622,7 @@ def _train_locked(opts: TrainOptions, select: str, work: str) -> dict:
         local = True  # in the local cache only: do not wait on the network
     bf16 = opts.bf16
     if bf16 is None and opts.resume:  # resuming: the choice the interrupted run measured, not a new measurement
-        bf16 = (work_folder.read_json(os.path.join(work, work_folder.RUN_FILE)) or {}).get("options", {}).get("bf16")
+        bf16 = (read_json(os.path.join(work, work_folder.RUN_FILE)) or {}).get("options", {}).get("bf16")
     if bf16 is None:
         bf16 = bf16_is_fast(base, opts.threads)
     if opts.log_json:
