@@ -21,8 +21,9 @@ FORMATS = ("conll", "jsonl", "parquet", "html")
 
 
 def run(tree: Path, args: list[str]) -> None:
+    # run in the tree itself: `python -m` puts the working folder first on the path
     env = {**os.environ, "PYTHONPATH": str(tree), "NERBATCH_COMPILE": "0"}
-    res = subprocess.run([sys.executable, "-m", "nerbatch", *args], env=env, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "nerbatch", *args], env=env, cwd=tree, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"{tree}: nerbatch {' '.join(args)} failed ({res.returncode}):\n{res.stderr[-2000:]}")
 
@@ -37,10 +38,10 @@ def same(a: Path, b: Path, fmt: str) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--old", required=True, help="the other source tree (a checkout of the commit to compare with)")
+    ap.add_argument("--old", required=True, type=os.path.abspath, help="the other source tree (a checkout of the commit to compare with)")
     ap.add_argument("--new", default=str(ROOT), help="this tree (default: the checkout holding this script)")
-    ap.add_argument("--input", required=True)
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--input", required=True, type=os.path.abspath)
+    ap.add_argument("--model", required=True, type=os.path.abspath)
     ap.add_argument("--engines", default="local,ray")
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--extra", default="--precision fp32 --no-compile", help="tag options for both runs")

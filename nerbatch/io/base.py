@@ -305,7 +305,7 @@ class AtomicOutput:
     def __init__(
         self, path: str, *, binary: bool = False, part: str | None = None, resume_bytes: int | None = None
     ) -> None:
-        from ..files import fd_alias, is_stream, open_new, open_own, replace_target
+        from .atomic import fd_alias, is_stream, open_new, open_own, replace_target
 
         self.path = path
         self.binary = binary
@@ -400,7 +400,7 @@ class AtomicOutput:
         if self._closed:
             return
         try:
-            from ..files import kept_mode
+            from .atomic import kept_mode
 
             mode = kept_mode(self.target, file_mode()) if self.tmp is not None else None
             self._settle(close=self._own, mode=mode)

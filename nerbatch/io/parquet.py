@@ -239,7 +239,7 @@ class ParquetWriter(Writer):
                 self.writer = pq.ParquetWriter(self.out.handle, self.schema)
             return self.writer
         if self.part_writer is None:  # a new file at the part's name, never through a planted link
-            from ..files import open_new
+            from .atomic import open_new
 
             self.part_file = os.fdopen(open_new(self._part_name(self.sealed)), "wb")
             self.part_writer = pq.ParquetWriter(self.part_file, self.schema)
@@ -272,7 +272,7 @@ class ParquetWriter(Writer):
         if self.part_writer is not None:
             self._close_part()
             self.sealed += 1
-        from ..files import no_follow
+        from .atomic import no_follow
 
         parts = self._parts()
         if self.schema is None:
