@@ -188,3 +188,29 @@ def test_every_stage_of_the_data_flow_has_its_room():
         if p.name not in ("__init__.py", "__main__.py") and p.relative_to(PACKAGE).as_posix() not in documented
     )
     assert not missing, f"modules the architecture page does not name: {missing}"
+
+
+def test_every_import_of_a_nerbatch_module_resolves():
+    """Imports inside functions run late (a command, a format, an error path): each must name a module
+    and a name that exist, which importing the package alone would not show."""
+    import importlib
+    import importlib.util
+
+    modules = _modules()
+    missing = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            target = _resolve(node.module or "", node.level, name, path.name == "__init__.py")
+            if not target.startswith("nerbatch"):
+                continue
+            if target not in modules:
+                missing.append(f"{name}:{node.lineno}: no module {target}")
+                continue
+            module = importlib.import_module(target)
+            for alias in node.names:
+                if not hasattr(module, alias.name) and importlib.util.find_spec(f"{target}.{alias.name}") is None:
+                    missing.append(f"{name}:{node.lineno}: {target} has no {alias.name}")
+    assert not missing, "\n".join(missing)
