@@ -90,7 +90,9 @@ class Tagger:
     """Tag sentences with a token-classification model; see the module docstring for the stages.
 
     ``forward_seconds``, ``tokens_seen``, ``padded_tokens`` and ``sentences_tagged`` count the work
-    done so far (for the run's log).
+    done so far (for the run's log); ``stage_seconds`` the seconds of each stage so far: ``prepare``
+    (word pieces, context, windows, batch plans, batch tensors; partly in the background thread, so
+    not wall time), ``model`` (the back-end's forward) and ``decode``.
     """
 
     def __init__(self, model: str, options: TaggerOptions = TaggerOptions()) -> None:
@@ -104,6 +106,7 @@ class Tagger:
         self.tokens_seen = 0
         self.padded_tokens = 0
         self.sentences_tagged = 0
+        self.stage_seconds = {"prepare": 0.0, "model": 0.0, "decode": 0.0}
         self.backend = None
         self._decoder: Decoder | None = None
         self._settings: ModelSettings | None = None
@@ -229,6 +232,7 @@ class Tagger:
         hold a full context budget of subwords (checked).
         """
         self.load()
+        t0 = time.perf_counter()
         backend = self.backend
         budget = self.context_budget()
         if budget:  # a side cut short must still hold a full budget of subwords
@@ -245,6 +249,7 @@ class Tagger:
                 feats.extend(features_for(k, p, backend.specials, self.max_length, self.settings.stride, lc, rc))
             batches = plan_batches([len(f.input_ids) for f in feats], self.batch_tokens, self.max_batch)
             out.append(PreparedBlock([b[0] for b in block], feats, batches))
+        self.stage_seconds["prepare"] += time.perf_counter() - t0
         return out
 
     def pieces_of(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
@@ -264,6 +269,7 @@ class Tagger:
             fs = [prepared.features[i] for i in batch]
             for f, probs in zip(fs, self.predict(fs), strict=True):
                 parts[f.sent].append((f, probs))
+        t0 = time.perf_counter()
         labels = self.labels
         decoder = self.decoder
         for k, sent in enumerate(prepared.sentences):
@@ -274,6 +280,7 @@ class Tagger:
                 raise AssertionError(f"{sent.path}:{sent.line}: {len(sent.tokens)} tokens, {len(sent.pred)} tags")
         self.sentences_tagged += len(prepared.sentences)
         _trim_heap()
+        self.stage_seconds["decode"] += time.perf_counter() - t0
         return prepared.sentences
 
     @property
@@ -286,6 +293,7 @@ class Tagger:
         """The label probabilities (positions x labels) at the word positions of each feature of one batch."""
         import numpy as np
 
+        t0 = time.perf_counter()
         width = max(len(f.input_ids) for f in feats)
         ids = np.full((len(feats), width), self.backend.pad_id, dtype=np.int64)
         mask = np.zeros((len(feats), width), dtype=np.int64)
@@ -302,9 +310,13 @@ class Tagger:
         types = None
         if self.settings.casing == "shape":
             ids, types = casing.split(ids)
-        t0 = time.perf_counter()
-        probs = self.backend.predict(ids, mask, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), types)
-        self.forward_seconds += time.perf_counter() - t0
+        rows_a, cols_a = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        t1 = time.perf_counter()
+        probs = self.backend.predict(ids, mask, rows_a, cols_a, types)
+        t2 = time.perf_counter()
+        self.forward_seconds += t2 - t1
+        self.stage_seconds["model"] += t2 - t1
+        self.stage_seconds["prepare"] += t1 - t0
         out = []
         k = 0
         for f in feats:
