@@ -66,6 +66,32 @@ class Decoder:
             scores[known] = p[np.arange(len(best)), best]
         return ids.tolist(), scores.tolist()
 
+    def decode_block(self, probs: np.ndarray, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`decode` for consecutive sentences at once: ``probs`` holds their words' rows one
+        sentence after another (``lengths`` words each); returns label ids and probabilities for
+        all words, equal to :meth:`decode` per sentence. The argmax and the scheme check run over
+        the whole block in numpy; Viterbi only on the sentences whose argmax breaks the scheme."""
+        n = probs.shape[0]
+        ids = np.full(n, self.outside if self.outside is not None else 0, dtype=np.int64)
+        scores = np.ones(n, dtype=np.float64)
+        rows = np.flatnonzero(~np.isnan(probs[:, 0])) if n else np.zeros(0, dtype=np.int64)
+        if not len(rows):
+            return ids, scores
+        p = probs[rows]
+        best = p.argmax(-1)
+        if self.method == "viterbi" and self.constrained:
+            sent = np.repeat(np.arange(len(lengths)), lengths)[rows]  # the sentence of each known word
+            first = np.ones(len(rows), dtype=bool)
+            first[1:] = sent[1:] != sent[:-1]
+            bad = first & ~self.start[best]
+            bad[1:] |= ~first[1:] & ~self.allowed[best[:-1], best[1:]]
+            for k in np.unique(sent[bad]):
+                a, b = np.searchsorted(sent, k, "left"), np.searchsorted(sent, k, "right")
+                best[a:b] = self._viterbi(p[a:b])
+        ids[rows] = best
+        scores[rows] = p[np.arange(len(best)), best]
+        return ids, scores
+
     def _viterbi(self, p: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore"):
             logp = np.log(np.maximum(p.astype(np.float64), 1e-30))  # no -inf from an underflowed 0

@@ -29,7 +29,7 @@ from ..errors import ModelError
 from ..model import casing
 from ..model.loading import load_model, refuse_custom_code, resolve_model
 from ..model.settings import NERBATCH_CONFIG, ModelSettings, read_folder_settings, read_model_config, settings_for
-from .align import Feature, features_for, from_sentence, in_context, split_blocks, word_probs
+from .align import Feature, features_for, from_sentence, in_context, split_blocks
 from .backends import batch_sizes, compile_wanted, load_backend, upgrade
 from .batching import DEFAULT_BLOCK, background, chunked, plan_batches
 from .decode import DECODERS, Decoder
@@ -259,25 +259,42 @@ class Tagger:
         return casing.mark(pieces, batch) if self.settings.casing == "shape" else pieces
 
     def run(self, prepared: PreparedBlock) -> list[Sentence]:
-        """Predict every batch of a prepared block, then decode each sentence (``pred``, ``scores``)."""
+        """Predict every batch of a prepared block, then decode the block's words at once (each
+        sentence's ``pred``, ``scores``)."""
+        import numpy as np
+
         if getattr(self.backend, "pending", None) is not None:  # a compiled copy building in the background
             compiled_backend = upgrade(self.backend, self.options)
             if compiled_backend is not None:
                 self.backend = compiled_backend
-        parts: list[list[tuple[Feature, object]]] = [[] for _ in prepared.sentences]
+        sents = prepared.sentences
+        lengths = np.fromiter((len(s.tokens) for s in sents), dtype=np.int64, count=len(sents))
+        start = np.zeros(len(sents) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=start[1:])
+        labels = self.labels
+        probs = np.full((int(start[-1]), len(labels)), np.nan, dtype=np.float32)  # every word of the block
+        placed = []
         for batch in prepared.batches:
             fs = [prepared.features[i] for i in batch]
-            for f, probs in zip(fs, self.predict(fs), strict=True):
-                parts[f.sent].append((f, probs))
+            batch_probs = self.predict_rows(fs)
+            t0 = time.perf_counter()
+            rows = np.concatenate([start[f.sent] + np.asarray(f.words, dtype=np.int64) for f in fs])
+            probs[rows] = batch_probs
+            placed.append(rows)
+            self.stage_seconds["decode"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        labels = self.labels
-        decoder = self.decoder
-        for k, sent in enumerate(prepared.sentences):
-            ids, scores = decoder.decode(word_probs(len(sent.tokens), parts[k], len(labels)))
-            sent.pred = [labels[i] for i in ids]
-            sent.scores = [round(p, 4) for p in scores]
-            if len(sent.pred) != len(sent.tokens):  # the core invariant
-                raise AssertionError(f"{sent.path}:{sent.line}: {len(sent.tokens)} tokens, {len(sent.pred)} tags")
+        seen = np.bincount(np.concatenate(placed), minlength=len(probs)) if placed else np.zeros(len(probs), dtype=np.int64)
+        if (seen > 1).any():  # the core invariant: each word predicted at most once
+            w = int(np.argmax(seen > 1))
+            k = int(np.searchsorted(start, w, "right")) - 1
+            raise AssertionError(f"{sents[k].path}:{sents[k].line}: word {w - int(start[k])} predicted twice")
+        ids, scores = self.decoder.decode_block(probs, lengths)
+        names = np.array(labels, dtype=object)[ids].tolist()
+        rounded = [round(p, 4) for p in scores.tolist()]
+        for k, sent in enumerate(sents):
+            a, b = int(start[k]), int(start[k + 1])
+            sent.pred = names[a:b]
+            sent.scores = rounded[a:b]
         self.sentences_tagged += len(prepared.sentences)
         _trim_heap()
         self.stage_seconds["decode"] += time.perf_counter() - t0
@@ -291,6 +308,17 @@ class Tagger:
 
     def predict(self, feats: list[Feature]) -> list:
         """The label probabilities (positions x labels) at the word positions of each feature of one batch."""
+        probs = self.predict_rows(feats)
+        out = []
+        k = 0
+        for f in feats:
+            out.append(probs[k : k + len(f.positions)])
+            k += len(f.positions)
+        return out
+
+    def predict_rows(self, feats: list[Feature]):
+        """The label probabilities at the word positions of one batch's features, one row per
+        position, feature after feature (float32 numpy, positions x labels)."""
         import numpy as np
 
         t0 = time.perf_counter()
@@ -317,12 +345,7 @@ class Tagger:
         self.forward_seconds += t2 - t1
         self.stage_seconds["model"] += t2 - t1
         self.stage_seconds["prepare"] += t1 - t0
-        out = []
-        k = 0
-        for f in feats:
-            out.append(probs[k : k + len(f.positions)])
-            k += len(f.positions)
-        return out
+        return probs
 
     def tag_block(
         self,
