@@ -85,25 +85,35 @@ class Decoder:
             first[1:] = sent[1:] != sent[:-1]
             bad = first & ~self.start[best]
             bad[1:] |= ~first[1:] & ~self.allowed[best[:-1], best[1:]]
-            for k in np.unique(sent[bad]):
-                a, b = np.searchsorted(sent, k, "left"), np.searchsorted(sent, k, "right")
-                best[a:b] = self._viterbi(p[a:b])
+            todo = np.unique(sent[bad])
+            starts, ends = np.searchsorted(sent, todo, "left"), np.searchsorted(sent, todo, "right")
+            by_length: dict[int, list[int]] = {}
+            for a, b in zip(starts.tolist(), ends.tolist()):
+                by_length.setdefault(b - a, []).append(a)
+            for n_words, firsts in by_length.items():  # sentences of one length: one Viterbi over all
+                at = np.asarray(firsts)[:, None] + np.arange(n_words)
+                best[at] = self._viterbi(p[at])
         ids[rows] = best
         scores[rows] = p[np.arange(len(best)), best]
         return ids, scores
 
     def _viterbi(self, p: np.ndarray) -> np.ndarray:
+        """The best allowed label path of one sentence (``p``: words x labels), or of several
+        sentences of the same length at once (``p``: sentences x words x labels)."""
+        if p.ndim == 2:
+            return self._viterbi(p[None])[0]
         with np.errstate(divide="ignore"):
             logp = np.log(np.maximum(p.astype(np.float64), 1e-30))  # no -inf from an underflowed 0
-        n, k = logp.shape
-        back = np.zeros((n, k), dtype=np.int64)
-        score = logp[0] + self.log_start
+        m, n, k = logp.shape
+        rows, labels = np.arange(m)[:, None], np.arange(k)
+        back = np.zeros((m, n, k), dtype=np.int64)
+        score = logp[:, 0] + self.log_start
         for t in range(1, n):
-            cand = score[:, None] + self.log_allowed  # prev x next
-            back[t] = cand.argmax(0)
-            score = cand[back[t], np.arange(k)] + logp[t]
-        path = np.zeros(n, dtype=np.int64)
-        path[-1] = int(score.argmax())
+            cand = score[:, :, None] + self.log_allowed  # sentence x prev x next
+            back[:, t] = cand.argmax(1)
+            score = cand[rows, back[:, t], labels] + logp[:, t]
+        path = np.zeros((m, n), dtype=np.int64)
+        path[:, -1] = score.argmax(-1)
         for t in range(n - 1, 0, -1):
-            path[t - 1] = back[t, path[t]]
+            path[:, t - 1] = back[np.arange(m), t, path[:, t]]
         return path
