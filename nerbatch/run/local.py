@@ -32,6 +32,7 @@ class TagSummary:
     seconds: float = 0.0
     forward_seconds: float = 0.0
     precision: str = ""  # the precision used and, for auto, why: "bf16 (auto: 3.1x fp32 here)"
+    stage_seconds: dict = field(default_factory=dict)  # seconds per stage (STAGES), summed over files
     per_file: list[dict] = field(default_factory=list)
 
     def line(self) -> str:
@@ -45,7 +46,18 @@ class TagSummary:
             f"nerbatch: {self.files} file(s), {self.sentences:,} sentences, {self.tokens:,} tokens, "
             f"{self.entities:,} entities{extra} in {self.seconds:.1f} s ({rate:,.0f} sentences/s)"
             + (f"; precision {self.precision}" if self.precision else "")
+            + (f"; {stage_line(self.stage_seconds)}" if self.stage_seconds else "")
         )
+
+
+STAGES = ("read", "prepare", "model", "decode", "write")
+
+
+def stage_line(stages: dict) -> str:
+    """``time: read 1.2 s, prepare ..., write 0.4 s; bound by prepare``: where the seconds went. The
+    stages overlap (reading and preparing run in a background thread), so they need not sum to the wall time."""
+    parts = ", ".join(f"{k} {stages.get(k, 0.0):.1f} s" for k in STAGES)
+    return f"time: {parts}; bound by {max(STAGES, key=lambda k: stages.get(k, 0.0))}"
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class SentenceTagger(Protocol):
     tokens_seen: int  # subword tokens sent to the model
     padded_tokens: int  # batch slots, padding included
     sentences_tagged: int
+    stage_seconds: dict  # seconds of the tagger's stages ("prepare", "model", "decode") so far
 
     def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]: ...
 
@@ -134,6 +147,8 @@ def run_local(
                 summary.files += 1
             for key in ("sentences", "tokens", "entities", "skipped"):
                 setattr(summary, key, getattr(summary, key) + stats[key])
+            for key, value in stats.get("stage_seconds", {}).items():
+                summary.stage_seconds[key] = summary.stage_seconds.get(key, 0.0) + value
             if run.log_json:
                 _log(run.log_json, stats)
     finally:
@@ -183,6 +198,9 @@ class JobRun:
         }
         self.t1 = time.perf_counter()
         self.before = {k: getattr(tagger, k) for k in MODEL_COUNTERS}
+        self.stages_before = dict(getattr(tagger, "stage_seconds", {}))
+        self.read_seconds = 0.0
+        self.write_seconds = 0.0
         self.resume = planned.checkpoint
         self.writer = None
         self.rejects = None
@@ -254,10 +272,13 @@ class JobRun:
 
         stats, writer, rejects = self.stats, self.writer, self.rejects
         every = self.run_options.checkpoint_every if self.fp else 0
-        tagged = self.tagger.tag_sentences(read(self.job.input, self.job.input_format, self.options), skip=self.done)
+        sentences = self.timed_read(read(self.job.input, self.job.input_format, self.options))
+        tagged = self.tagger.tag_sentences(sentences, skip=self.done)
         if self.job.output_format == "conll":  # words a CoNLL line cannot hold: an error, or rejects
             tagged = writable_as_conll(tagged, skip=self.options.on_error == "skip")
+        clock = time.perf_counter
         for sent in tagged:
+            t0 = clock()
             writer.write(sent)
             self.done += 1
             if sent.error is not None:
@@ -276,6 +297,20 @@ class JobRun:
                 self.score.add(sent)
             if every and self.done % every == 0:
                 self.checkpoint()
+            self.write_seconds += clock() - t0
+
+    def timed_read(self, sentences: Iterable[Sentence], chunk: int = 256) -> Iterator[Sentence]:
+        """The reader's sentences, its seconds counted in ``read_seconds`` (a chunk at a time)."""
+        from itertools import islice
+
+        it = iter(sentences)
+        while True:
+            t0 = time.perf_counter()
+            part = list(islice(it, chunk))
+            self.read_seconds += time.perf_counter() - t0
+            if not part:
+                return
+            yield from part
 
     def checkpoint(self) -> None:
         from .manifest import save_manifest
@@ -349,6 +384,11 @@ class JobRun:
         stats["forward_seconds"] = round(tagger.forward_seconds - self.before["forward_seconds"], 3)
         stats["subword_tokens"] = tagger.tokens_seen - self.before["tokens_seen"]
         stats["padded_tokens"] = tagger.padded_tokens - self.before["padded_tokens"]
+        # seconds per stage; read and prepare run in the background thread, beside the others
+        now = getattr(tagger, "stage_seconds", {})
+        tagged = {k: now.get(k, 0.0) - self.stages_before.get(k, 0.0) for k in ("prepare", "model", "decode")}
+        stages = {"read": self.read_seconds, **tagged, "write": self.write_seconds}
+        stats["stage_seconds"] = {k: round(v, 3) for k, v in stages.items()}
         # what ran: the precision (``auto`` resolved) and the back-end at the file's end (a background
         # compile may have swapped "eager" for "compiled" during it)
         stats["precision"] = getattr(tagger.options, "precision", None)

@@ -80,21 +80,60 @@ class Decoder:
             scores[known] = p[np.arange(len(best)), best]
         return ids.tolist(), scores.tolist()
 
+    def decode_block(self, probs: np.ndarray, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`decode` for consecutive sentences at once: ``probs`` holds their words' rows one
+        sentence after another (``lengths`` words each); returns label ids and probabilities for
+        all words, equal to :meth:`decode` per sentence. The argmax and the scheme check run over
+        the whole block in numpy; Viterbi only on the sentences whose argmax breaks the scheme."""
+        n = probs.shape[0]
+        ids = np.full(n, self.outside if self.outside is not None else 0, dtype=np.int64)
+        scores = np.ones(n, dtype=np.float64)
+        rows = np.flatnonzero(~np.isnan(probs[:, 0])) if n else np.zeros(0, dtype=np.int64)
+        if not len(rows):
+            return ids, scores
+        p = probs[rows]
+        best = p.argmax(-1)
+        if self.method == "viterbi" and self.constrained:
+            sent = np.repeat(np.arange(len(lengths)), lengths)[rows]  # the sentence of each known word
+            first = np.ones(len(rows), dtype=bool)
+            first[1:] = sent[1:] != sent[:-1]
+            last = np.ones(len(rows), dtype=bool)
+            last[:-1] = sent[:-1] != sent[1:]
+            bad = (first & ~self.start[best]) | (last & ~self.end[best])
+            bad[1:] |= ~first[1:] & ~self.allowed[best[:-1], best[1:]]
+            todo = np.unique(sent[bad])
+            starts, ends = np.searchsorted(sent, todo, "left"), np.searchsorted(sent, todo, "right")
+            by_length: dict[int, list[int]] = {}
+            for a, b in zip(starts.tolist(), ends.tolist()):
+                by_length.setdefault(b - a, []).append(a)
+            for n_words, firsts in by_length.items():  # sentences of one length: one Viterbi over all
+                at = np.asarray(firsts)[:, None] + np.arange(n_words)
+                best[at] = self._viterbi(p[at])
+        ids[rows] = best
+        scores[rows] = p[np.arange(len(best)), best]
+        return ids, scores
+
     def _viterbi(self, p: np.ndarray) -> np.ndarray:
+        """The best allowed label path of one sentence (``p``: words x labels), or of several
+        sentences of the same length at once (``p``: sentences x words x labels)."""
+        if p.ndim == 2:
+            return self._viterbi(p[None])[0]
         with np.errstate(divide="ignore"):
             logp = np.log(np.maximum(p.astype(np.float64), 1e-30))  # no -inf from an underflowed 0
-        n, k = logp.shape
-        back = np.zeros((n, k), dtype=np.int64)
-        score = logp[0] + self.log_start
+        m, n, k = logp.shape
+        rows, labels = np.arange(m)[:, None], np.arange(k)
+        back = np.zeros((m, n, k), dtype=np.int64)
+        score = logp[:, 0] + self.log_start
         for t in range(1, n):
-            cand = score[:, None] + self.log_allowed  # prev x next
-            back[t] = cand.argmax(0)
-            score = cand[back[t], np.arange(k)] + logp[t]
+            cand = score[:, :, None] + self.log_allowed  # sentence x prev x next
+            back[:, t] = cand.argmax(1)
+            score = cand[rows, back[:, t], labels] + logp[:, t]
         score = score + self.log_end
-        if not np.isfinite(score.max()):  # no allowed sequence at all (a label set without O or E- tags)
-            return p.argmax(-1)
-        path = np.zeros(n, dtype=np.int64)
-        path[-1] = int(score.argmax())
+        path = np.zeros((m, n), dtype=np.int64)
+        path[:, -1] = score.argmax(-1)
         for t in range(n - 1, 0, -1):
-            path[t - 1] = back[t, path[t]]
+            path[:, t - 1] = back[np.arange(m), t, path[:, t]]
+        stuck = ~np.isfinite(score.max(-1))  # no allowed sequence at all (a label set without O or E- tags)
+        if stuck.any():
+            path[stuck] = p[stuck].argmax(-1)
         return path

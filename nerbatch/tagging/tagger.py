@@ -30,7 +30,7 @@ from ..errors import ModelError
 from ..model import casing
 from ..model.loading import load_model, refuse_custom_code, resolve_model
 from ..model.settings import NERBATCH_CONFIG, ModelSettings, read_folder_settings, read_model_config, settings_for
-from .align import Feature, features_for, from_sentence, in_context, split_blocks, word_probs
+from .align import Feature, features_for, from_sentence, in_context, split_blocks
 from .backends import batch_sizes, compile_wanted, load_backend, upgrade
 from .batching import DEFAULT_BLOCK, background, chunked, plan_batches
 from .decode import DECODERS, Decoder
@@ -91,7 +91,9 @@ class Tagger:
     """Tag sentences with a token-classification model; see the module docstring for the stages.
 
     ``forward_seconds``, ``tokens_seen``, ``padded_tokens`` and ``sentences_tagged`` count the work
-    done so far (for the run's log).
+    done so far (for the run's log); ``stage_seconds`` the seconds of each stage so far: ``prepare``
+    (word pieces, context, windows, batch plans, batch tensors; partly in the background thread, so
+    not wall time), ``model`` (the back-end's forward) and ``decode``.
     """
 
     def __init__(self, model: str, options: TaggerOptions = TaggerOptions()) -> None:
@@ -105,6 +107,7 @@ class Tagger:
         self.tokens_seen = 0
         self.padded_tokens = 0
         self.sentences_tagged = 0
+        self.stage_seconds = {"prepare": 0.0, "model": 0.0, "decode": 0.0}
         self.backend = None
         self._decoder: Decoder | None = None
         self._settings: ModelSettings | None = None
@@ -230,6 +233,7 @@ class Tagger:
         hold a full context budget of subwords (checked).
         """
         self.load()
+        t0 = time.perf_counter()
         backend = self.backend
         budget = self.context_budget()
         if budget:  # a side cut short must still hold a full budget of subwords
@@ -246,6 +250,7 @@ class Tagger:
                 feats.extend(features_for(k, p, backend.specials, self.max_length, self.settings.stride, lc, rc))
             batches = plan_batches([len(f.input_ids) for f in feats], self.batch_tokens, self.max_batch)
             out.append(PreparedBlock([b[0] for b in block], feats, batches))
+        self.stage_seconds["prepare"] += time.perf_counter() - t0
         return out
 
     def pieces_of(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
@@ -255,26 +260,45 @@ class Tagger:
         return casing.mark(pieces, batch) if self.settings.casing == "shape" else pieces
 
     def run(self, prepared: PreparedBlock) -> list[Sentence]:
-        """Predict every batch of a prepared block, then decode each sentence (``pred``, ``scores``)."""
+        """Predict every batch of a prepared block, then decode the block's words at once (each
+        sentence's ``pred``, ``scores``)."""
+        import numpy as np
+
         if getattr(self.backend, "pending", None) is not None:  # a compiled copy building in the background
             compiled_backend = upgrade(self.backend, self.options)
             if compiled_backend is not None:
                 self.backend = compiled_backend
-        parts: list[list[tuple[Feature, object]]] = [[] for _ in prepared.sentences]
+        sents = prepared.sentences
+        lengths = np.fromiter((len(s.tokens) for s in sents), dtype=np.int64, count=len(sents))
+        start = np.zeros(len(sents) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=start[1:])
+        labels = self.labels
+        probs = np.full((int(start[-1]), len(labels)), np.nan, dtype=np.float32)  # every word of the block
+        placed = []
         for batch in prepared.batches:
             fs = [prepared.features[i] for i in batch]
-            for f, probs in zip(fs, self.predict(fs), strict=True):
-                parts[f.sent].append((f, probs))
-        decoder = self.decoder
-        tags = decoder.tags  # the labels as NER tags (a plain label LOC is I-LOC)
-        for k, sent in enumerate(prepared.sentences):
-            ids, scores = decoder.decode(word_probs(len(sent.tokens), parts[k], len(tags)))
-            sent.pred = [tags[i] for i in ids]
-            sent.scores = [round(p, 4) for p in scores]
-            if len(sent.pred) != len(sent.tokens):  # the core invariant
-                raise AssertionError(f"{sent.path}:{sent.line}: {len(sent.tokens)} tokens, {len(sent.pred)} tags")
+            batch_probs = self.predict_rows(fs)
+            t0 = time.perf_counter()
+            rows = np.concatenate([start[f.sent] + np.asarray(f.words, dtype=np.int64) for f in fs])
+            probs[rows] = batch_probs
+            placed.append(rows)
+            self.stage_seconds["decode"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        seen = np.bincount(np.concatenate(placed), minlength=len(probs)) if placed else np.zeros(len(probs), dtype=np.int64)
+        if (seen > 1).any():  # the core invariant: each word predicted at most once
+            w = int(np.argmax(seen > 1))
+            k = int(np.searchsorted(start, w, "right")) - 1
+            raise AssertionError(f"{sents[k].path}:{sents[k].line}: word {w - int(start[k])} predicted twice")
+        ids, scores = self.decoder.decode_block(probs, lengths)
+        names = np.array(self.decoder.tags, dtype=object)[ids].tolist()  # the labels as NER tags (LOC -> I-LOC)
+        rounded = [round(p, 4) for p in scores.tolist()]
+        for k, sent in enumerate(sents):
+            a, b = int(start[k]), int(start[k + 1])
+            sent.pred = names[a:b]
+            sent.scores = rounded[a:b]
         self.sentences_tagged += len(prepared.sentences)
         _trim_heap()
+        self.stage_seconds["decode"] += time.perf_counter() - t0
         return prepared.sentences
 
     @property
@@ -285,8 +309,20 @@ class Tagger:
 
     def predict(self, feats: list[Feature]) -> list:
         """The label probabilities (positions x labels) at the word positions of each feature of one batch."""
+        probs = self.predict_rows(feats)
+        out = []
+        k = 0
+        for f in feats:
+            out.append(probs[k : k + len(f.positions)])
+            k += len(f.positions)
+        return out
+
+    def predict_rows(self, feats: list[Feature]):
+        """The label probabilities at the word positions of one batch's features, one row per
+        position, feature after feature (float32 numpy, positions x labels)."""
         import numpy as np
 
+        t0 = time.perf_counter()
         width = max(len(f.input_ids) for f in feats)
         ids = np.full((len(feats), width), self.backend.pad_id, dtype=np.int64)
         mask = np.zeros((len(feats), width), dtype=np.int64)
@@ -303,15 +339,14 @@ class Tagger:
         types = None
         if self.settings.casing == "shape":
             ids, types = casing.split(ids)
-        t0 = time.perf_counter()
-        probs = self.backend.predict(ids, mask, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), types)
-        self.forward_seconds += time.perf_counter() - t0
-        out = []
-        k = 0
-        for f in feats:
-            out.append(probs[k : k + len(f.positions)])
-            k += len(f.positions)
-        return out
+        rows_a, cols_a = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        t1 = time.perf_counter()
+        probs = self.backend.predict(ids, mask, rows_a, cols_a, types)
+        t2 = time.perf_counter()
+        self.forward_seconds += t2 - t1
+        self.stage_seconds["model"] += t2 - t1
+        self.stage_seconds["prepare"] += t1 - t0
+        return probs
 
     def tag_block(
         self,

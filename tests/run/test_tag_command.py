@@ -260,3 +260,23 @@ def test_jsonl_passthrough_survives_any_tokens(tiny_model, tmp_path_factory, row
     got = [json.loads(x) for x in lines]
     assert [{k: g[k] for k in r} for g, r in zip(got, rows)] == rows
     assert all(len(g["pred_tags"]) == len(g["tokens"]) for g in got)
+
+
+def test_log_json_and_summary_say_where_the_time_went(tiny_model, tmp_path):
+    """Each --log-json record has the seconds of every stage (read, prepare, model, decode, write),
+    none negative, and the stages of the main thread fit in the file's seconds; the summary line ends
+    with the same split and the stage that bounds the run."""
+    out, log = tmp_path / "out.conll", tmp_path / "log.jsonl"
+    res = CliRunner().invoke(cli, ["tag", str(SAMPLE / "test.conll"), "-o", str(out), "--model", tiny_model, "--log-json", str(log)])
+    assert res.exit_code == 0, res.output
+    record = json.loads(log.read_text().splitlines()[-1])
+    stages = record["stage_seconds"]
+    assert list(stages) == ["read", "prepare", "model", "decode", "write"]
+    assert all(v >= 0 for v in stages.values())
+    assert stages["model"] > 0 and stages["model"] == pytest.approx(record["forward_seconds"], abs=0.002)
+    # model, decode and write run in this thread one after another; read and prepare beside them
+    assert stages["model"] + stages["decode"] + stages["write"] <= record["seconds"] + 0.01
+    assert stages["read"] + stages["prepare"] <= record["seconds"] + 0.01
+    line = res.output.strip().splitlines()[-1]
+    assert "time: read " in line and ", write " in line and "; bound by " in line
+    assert line.rsplit("bound by ", 1)[1] == max(stages, key=stages.get)

