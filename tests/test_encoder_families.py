@@ -217,14 +217,12 @@ def test_family_trains_tags_every_word_and_agrees_with_a_pipeline(name, family, 
     assert compared >= 50
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A cache folder of the module's own, with building compiled models on."""
-    folder = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NERBATCH_CACHE_DIR", str(folder))
-        mp.delenv("NERBATCH_COMPILE", raising=False)
-        yield folder
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    """A cache folder of the test's own, with building compiled models on."""
+    monkeypatch.setenv("NERBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("NERBATCH_COMPILE", raising=False)
+    return tmp_path / "cache"
 
 
 @pytest.mark.parametrize("name", ["modernbert", "deberta-v2"])
@@ -267,7 +265,7 @@ def test_casing_shape_on_a_cased_encoder_says_what_is_true(family, tmp_path):
     out = tmp_path / "m"
     res = CliRunner().invoke(
         cli,
-        ["train", "--train", str(SAMPLE / "dev.conll"), "-o", str(out), "--base-model", base, "--epochs", "1",
+        ["train", "--train", str(SAMPLE / "dev.conll"), "-o", str(out), "--base-model", base, "--epochs", "1", "--every", "4",
          "--max-length", str(WIDTH), "--casing", "shape", "--no-bf16", "--threads", "2"],
         catch_exceptions=False,
     )
