@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["CASINGS", "SHAPES", "SHIFT", "word_shape", "mark", "split", "lowercases", "resolve", "widen_token_types"]
+__all__ = ["CASINGS", "SHAPES", "SHIFT", "word_shape", "mark", "split", "lowercases", "resolve", "note", "widen_token_types"]
 
 CASINGS = ("auto", "shape", "none")
 SHAPES = 4
@@ -102,6 +102,21 @@ def resolve(casing: str, tokenizer, model, name: str) -> str:
                              hint="use --casing none")
         return "shape"
     return "shape" if has_types and lowercases(tokenizer) else "none"
+
+
+def note(casing: str, chosen: str, tokenizer, model) -> str | None:
+    """The training log's line on what ``casing`` (as asked) resolved to (``chosen``, from
+    :func:`resolve`) means for this encoder; None when there is nothing to say (a cased encoder
+    trained without shape ids, or ``--casing none`` asked for)."""
+    lower = lowercases(tokenizer)
+    if chosen == "shape":
+        if lower:
+            return "the encoder's tokenizer lowercases: word-shape ids (Capitalised/UPPER/mixed) go in as token types (--casing)"
+        return "word-shape ids (Capitalised/UPPER/mixed) go in as token types (--casing shape), on top of the case the encoder's tokenizer keeps"
+    if casing == "auto" and lower:
+        return ("the encoder's tokenizer lowercases and the encoder has no token type embeddings to carry word case: "
+                "the model is trained without capitalisation (a cased encoder would see it)")
+    return None
 
 
 def _token_type_embeddings(model):

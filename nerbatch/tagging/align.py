@@ -14,6 +14,7 @@ Conventions:
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
@@ -60,13 +61,33 @@ class Specials:
 
 
 
+def byte_level(tokenizer) -> bool:
+    """Whether a fast tokenizer (transformers', or a ``tokenizers.Tokenizer`` behind ``backend_tokenizer``)
+    is byte-level BPE (RoBERTa, ModernBERT, GPT-2 style), whose pieces carry the space before a word
+    (``Ġlives``): such a tokenizer only sees that space if the word is given with it."""
+    pre = getattr(getattr(tokenizer, "backend_tokenizer", None), "pre_tokenizer", None)
+    return pre is not None and _has_byte_level(json.loads(pre.__getstate__()))
+
+
+def _has_byte_level(node) -> bool:
+    if isinstance(node, dict):
+        return node.get("type") == "ByteLevel" or any(_has_byte_level(v) for v in node.values())
+    return isinstance(node, list) and any(_has_byte_level(v) for v in node)
+
+
 def word_pieces(tokenizer, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
-    """Subword ids of each word of each sentence (``[]`` for a word with no subwords)."""
+    """Subword ids of each word of each sentence (``[]`` for a word with no subwords): the pieces the
+    word gets in the sentence's running text (its words joined by spaces). A byte-level BPE tokenizer
+    (:func:`byte_level`) gets every word after the first with its leading space; other tokenizers
+    mark word starts themselves (WordPiece ``##``, SentencePiece ``▁``)."""
     out: list[list[list[int]]] = [[[] for _ in toks] for toks in batch]
     todo = [i for i, toks in enumerate(batch) if toks]
     if not todo:
         return out
-    enc = tokenizer([list(batch[i]) for i in todo], is_split_into_words=True, add_special_tokens=False)
+    words = [list(batch[i]) for i in todo]
+    if byte_level(tokenizer):
+        words = [[w if j == 0 or not w or w[0].isspace() else " " + w for j, w in enumerate(ws)] for ws in words]
+    enc = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
     for row, i in enumerate(todo):
         pieces = out[i]
         for tid, w in zip(enc["input_ids"][row], enc.word_ids(row)):

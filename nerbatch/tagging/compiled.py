@@ -139,6 +139,11 @@ class RawTokenizer:
         self._tok.no_padding()
         self.pad_token_id = pad_token_id
 
+    @property
+    def backend_tokenizer(self):
+        """The ``tokenizers.Tokenizer`` (as transformers' fast tokenizers name it)."""
+        return self._tok
+
     def __call__(self, batch: Sequence[Sequence[str]], is_split_into_words: bool = True, add_special_tokens: bool = True) -> _Batch:
         if not is_split_into_words or not batch or isinstance(batch[0], str):
             raise TypeError("RawTokenizer takes a batch of pre-split sentences")

@@ -673,7 +673,9 @@ def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
     tokenizer, model = _load_base(base, local, labels)
     stats: dict = {}
     dev_stats: dict = {}
-    shapes = casing.resolve(opts.casing, tokenizer, model, base) == "shape"
+    chosen = casing.resolve(opts.casing, tokenizer, model, base)
+    casing_note = casing.note(opts.casing, chosen, tokenizer, model)
+    shapes = chosen == "shape"
     if shapes:
         casing.widen_token_types(model)
     train_ds = _dataset(opts.train, opts.every, "train", opts, tokenizer, label2id, work, stats, shapes)
@@ -685,8 +687,8 @@ def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
         checkpoint, state = resume_from
         run.restore(state)
     report.say(_startup_line(opts, stats, dev_stats, len(train_ds), bf16, work))
-    if shapes:
-        report.say("the encoder's tokenizer lowercases: word-shape ids (Capitalised/UPPER/mixed) go in as token types (--casing)")
+    if casing_note:
+        report.say(casing_note)
     for note in notes:
         report.say(note)
     try:
@@ -694,6 +696,8 @@ def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
             trainer.train(resume_from_checkpoint=checkpoint)
         report.close()
         result = _result(opts, base, bf16, select, fp, labels, run, stats, len(train_ds), shapes)
+        if casing_note:
+            result["casing_note"] = casing_note
         if seen.get("text"):  # trained on raw text: how it was cut, for `tag` to cut text the same way
             result["text"] = contract(opts.read_options.layout, opts.read_options.tokenizer)
         latest = work_folder.latest_checkpoint(work)
@@ -730,6 +734,8 @@ def model_card(result: dict) -> str:
         f"schedule {s['scheduler']}, max length {s['max_length']}, document context {s['context']}, seed {s['seed']}",
         f"- training time: {result['train_seconds']} s",
     ]
+    if result.get("casing_note"):
+        lines.append(f"- casing ({s['casing']}): {result['casing_note']}")
     if sel:
         lines.append(f"- kept: the weights after epoch {sel['epoch']:g}, {sel['reason']} (--select {sel['select']})")
     if result.get("stopped_early"):
