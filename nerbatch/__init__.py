@@ -10,7 +10,7 @@ The Python API (importing the package is cheap: torch and transformers load only
 The package is organised by stage of the data flow: see docs/architecture.md.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["Tagger", "TaggerOptions", "ReadOptions", "TrainOptions", "tag_files", "train", "evaluate", "__version__"]
 

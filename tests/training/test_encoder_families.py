@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from nerbatch.align import Specials, word_pieces
 from nerbatch.cli import cli
 from nerbatch.io import read
-from nerbatch.tagger import Tagger, TaggerOptions
+from nerbatch.tagging.align import Specials, word_pieces
+from nerbatch.tagging.tagger import Tagger, TaggerOptions
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 FAMILIES = ["roberta", "xlm-roberta", "deberta-v2", "distilbert", "electra", "modernbert"]
 BYTE_LEVEL = ["roberta", "modernbert"]
@@ -162,7 +162,7 @@ def test_byte_level_words_get_their_leading_space(name, tmp_path):
     get its leading-space piece (`Ġlives`), the pieces it has in running text, not `l iv es`."""
     from transformers import AutoTokenizer
 
-    from nerbatch.compiled import RawTokenizer
+    from nerbatch.tagging.compiled import RawTokenizer
 
     base = build_encoder(name, tmp_path / name)
     tok = AutoTokenizer.from_pretrained(base)
@@ -227,7 +227,7 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["modernbert", "deberta-v2"])
 def test_compiled_and_int8_keep_every_word_and_the_tags(name, family, cache):
-    from nerbatch.compiled import compiler_available
+    from nerbatch.tagging.compiled import compiler_available
 
     pytest.importorskip("onnxruntime", reason="int8 needs the 'int8' extra (onnxruntime)")
     model = family(name).model
