@@ -39,7 +39,7 @@ from .align import IGNORE, Specials, check_fast, features_for, in_context, label
 from .errors import InputError, ModelError, NerbatchError
 from .io import ReadOptions, read
 from .record import Sentence, iob1_to_iob2, is_tag
-from .settings import NERBATCH_CONFIG
+from .settings import NERBATCH_CONFIG, window_limit
 from .tokenize import contract
 
 
@@ -702,6 +702,10 @@ def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
     labels = collect_labels(opts.train, opts.input_format, opts.read_options, seen)
     label2id = {lab: i for i, lab in enumerate(labels)}
     tokenizer, model = _load_base(base, local, labels)
+    limit = window_limit(getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length)
+    if opts.max_length > limit:
+        raise ModelError(f"{base}: --max-length {opts.max_length} exceeds the encoder's limit of {limit} subwords",
+                         hint=f"pass --max-length {limit} or less")
     stats: dict = {}
     dev_stats: dict = {}
     shapes = casing.resolve(opts.casing, tokenizer, model, base) == "shape"
