@@ -294,6 +294,8 @@ def _check_options(opts: TrainOptions) -> str:
         raise InputError("--patience needs a dev set and 1 or more epochs", hint="pass --dev, or drop --patience")
     if opts.epochs <= 0 or opts.batch_size < 1 or opts.every < 1 or opts.checkpoint_steps < 0:
         raise InputError("--epochs, --batch-size and --every must be positive, --checkpoint-steps 0 or more")
+    if not all(math.isfinite(v) for v in (opts.epochs, opts.lr, opts.warmup)) or opts.lr <= 0 or not 0 <= opts.warmup < 1:
+        raise InputError("--epochs, --lr and --warmup must be finite numbers, --lr above 0, --warmup from 0 to below 1")
     if not opts.train:
         raise InputError("no training files")
     return opts.select or ("best" if opts.dev else "last")

@@ -406,3 +406,14 @@ _bad_number = st.one_of(
 def test_fuzz_numeric_options_refuse_non_finite_and_negative_values(case, value):
     command, option = case
     _refused(command, option, value)
+
+
+@pytest.mark.parametrize("field,value", [("epochs", float("nan")), ("lr", float("inf")), ("lr", -1.0), ("warmup", float("nan")), ("warmup", 1.0)])
+def test_library_training_options_are_checked_too(tmp_path, field, value):
+    from nerbatch.errors import InputError
+    from nerbatch.train import TrainOptions, train
+
+    opts = TrainOptions(train=[str(SAMPLE / "train.conll")], output_dir=str(tmp_path / "model"), **{field: value})
+    with pytest.raises(InputError, match="must be finite numbers, --lr above 0, --warmup from 0 to below 1"):
+        train(opts)
+    assert os.listdir(tmp_path) == []
