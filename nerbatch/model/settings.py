@@ -69,6 +69,13 @@ class ModelSettings:
         return min(self.max_length, MAX_WINDOW) if self.context else 0
 
 
+def window_limit(positions: int | None, tokenizer_max: int | None) -> int:
+    """The longest window (subwords) a model takes: its positions, its tokenizer's limit (a huge
+    ``model_max_length`` means none) and :data:`MAX_WINDOW`, whichever is least."""
+    tokenizer_max = tokenizer_max or MAX_WINDOW
+    return min(positions or MAX_WINDOW, tokenizer_max if tokenizer_max < 100_000 else MAX_WINDOW, MAX_WINDOW)
+
+
 def settings_for(
     model: str,
     labels: list[str],
@@ -86,7 +93,7 @@ def settings_for(
             f"{model}: the model config has no NER labels (id2label is missing or LABEL_0, LABEL_1, ...)",
             hint="train one with `nerbatch train`, or set id2label in config.json",
         )
-    limit = min(positions or MAX_WINDOW, tokenizer_max if tokenizer_max < 100_000 else MAX_WINDOW, MAX_WINDOW)
+    limit = window_limit(positions, tokenizer_max)
     window = max_length or trained.get("max_length") or limit
     if window > limit:
         raise ModelError(f"{model}: max_length {window} exceeds the model's limit of {limit}")

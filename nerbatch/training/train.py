@@ -41,7 +41,7 @@ from ..errors import InputError, ModelError, NerbatchError, TrainingDiverged
 from ..io import ReadOptions, read
 from ..model import casing
 from ..model.loading import check_fast, first_line
-from ..model.settings import NERBATCH_CONFIG, read_json
+from ..model.settings import NERBATCH_CONFIG, read_json, window_limit
 from ..tagging.align import IGNORE, Specials, features_for, in_context, label_ids, word_pieces
 from . import output as work_folder
 from .progress import format_epochs
@@ -244,6 +244,8 @@ def _check_options(opts: TrainOptions) -> str:
         raise InputError("--patience needs a dev set and 1 or more epochs", hint="pass --dev, or drop --patience")
     if opts.epochs <= 0 or opts.batch_size < 1 or opts.every < 1 or opts.checkpoint_steps < 0:
         raise InputError("--epochs, --batch-size and --every must be positive, --checkpoint-steps 0 or more")
+    if not all(math.isfinite(v) for v in (opts.epochs, opts.lr, opts.warmup)) or opts.lr <= 0 or not 0 <= opts.warmup < 1:
+        raise InputError("--epochs, --lr and --warmup must be finite numbers, --lr above 0, --warmup from 0 to below 1")
     if not opts.train:
         raise InputError("no training files")
     return opts.select or ("best" if opts.dev else "last")
@@ -671,6 +673,10 @@ def _fit(opts, select, base, local, bf16, fp, work, resume_from, notes) -> dict:
     labels = collect_labels(opts.train, opts.input_format, opts.read_options, seen)
     label2id = {lab: i for i, lab in enumerate(labels)}
     tokenizer, model = _load_base(base, local, labels)
+    limit = window_limit(getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length)
+    if opts.max_length > limit:
+        raise ModelError(f"{base}: --max-length {opts.max_length} exceeds the encoder's limit of {limit} subwords",
+                         hint=f"pass --max-length {limit} or less")
     stats: dict = {}
     dev_stats: dict = {}
     chosen = casing.resolve(opts.casing, tokenizer, model, base)

@@ -303,3 +303,120 @@ def test_trained_weights_that_are_not_finite_are_never_published(tiny_encoder, t
     assert res.exit_code == 2, res.output
     assert "training diverged: " in res.stderr and "weight tensors hold NaN or infinite values" in res.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_train_max_length_beyond_the_encoder_is_refused(tiny_encoder, tmp_path):
+    res = _train(tiny_encoder, tmp_path / "model", "--max-length", "512", "--every", "50")
+    assert res.exit_code == 2, res.output
+    assert "--max-length 512 exceeds the encoder's limit of 128 subwords (pass --max-length 128 or less)" in res.stderr
+    assert os.listdir(tmp_path) == []
+
+
+# -- item 17: numeric options refuse NaN, infinities, negatives and absurd sizes (click, exit 2) ----
+
+# every numeric option: (command, option, values that are wrong for it)
+NONFINITE = ["nan", "NaN", "inf", "-inf", "Infinity", "1e999", " nan"]
+NUMERIC_OPTIONS = [
+    ("train", "--epochs", ["0", "-1", "10001"]),
+    ("train", "--lr", ["0", "-1", "-1e-9"]),
+    ("train", "--warmup", ["-1", "-0.1", "1", "1.5"]),
+    ("train", "--batch-size", ["0", "-1", "65537"]),
+    ("train", "--seed", ["-1", str(2**32)]),
+    ("train", "--max-length", ["7", "-1", "513"]),
+    ("train", "--every", ["0", "-1"]),
+    ("train", "--patience", ["0", "-1"]),
+    ("train", "--checkpoint-steps", ["-1"]),
+    ("train", "--threads", ["0", "-1", "1025", "1000000"]),
+    ("tag", "--batch-tokens", ["63", "-1"]),
+    ("tag", "--max-batch", ["0", "-1"]),
+    ("tag", "--max-length", ["7", "513", "-1"]),
+    ("tag", "--stride", ["0", "-1"]),
+    ("tag", "--threads", ["0", "-1", "1025", "1000000"]),
+    ("tag", "--checkpoint-every", ["-1"]),
+    ("tag", "--workers", ["0", "-1"]),
+    ("evaluate", "--bootstrap", ["-1", "1000001"]),
+    ("evaluate", "--seed", ["-1", str(2**32)]),
+    ("evaluate", "--examples", ["-1"]),
+]
+REQUIRED = {"train": ["--train", "x.conll", "-o", "never-written"], "tag": ["x.conll", "--model", "no-model"], "evaluate": ["x.conll"]}
+
+
+def _refused(command: str, option: str, value: str) -> None:
+    """The command refuses ``option value`` before doing anything: exit 2, click's usage error (one
+    ``Error:`` line naming the option), no traceback."""
+    res = run(command, *REQUIRED[command], f"{option}={value}")
+    assert res.exit_code == 2, (command, option, value, res.output, res.exception)
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"Error: Invalid value for '{option}': "), res.stderr
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(
+    "command,option,value",
+    [(c, o, v) for c, o, values in NUMERIC_OPTIONS for v in values + ["nan", "-inf"]],
+)
+def test_numeric_options_refuse_wrong_values(command, option, value):
+    _refused(command, option, value)
+
+
+def test_the_issue_examples_are_usage_errors():
+    res = run("train", *REQUIRED["train"], "--epochs", "nan")
+    assert res.exit_code == 2 and "Error: Invalid value for '--epochs': 'nan' is not a finite number." in res.stderr
+    res = run("train", *REQUIRED["train"], "--lr", "-1")
+    assert res.exit_code == 2 and "Error: Invalid value for '--lr': -1.0 is not in the range x>0." in res.stderr
+    res = run("evaluate", "x.conll", "--seed", "-1")
+    assert res.exit_code == 2 and "Error: Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295." in res.stderr
+
+
+def test_every_numeric_option_is_covered():
+    """A numeric option added later must join NUMERIC_OPTIONS (or be one that takes any integer)."""
+    import click
+
+    takes_any = {(c, "--token-column") for c in ("train", "tag")}  # negative counts from the end
+    covered = {(c, o) for c, o, _ in NUMERIC_OPTIONS}
+    for name in ("train", "tag", "evaluate"):
+        for param in cli.commands[name].params:
+            if isinstance(param, click.Option) and isinstance(param.type, (click.types.IntParamType, click.types.FloatParamType)):
+                key = (name, max(param.opts, key=len))
+                assert key in covered or key in takes_any, key
+                if key not in takes_any:
+                    assert isinstance(param.type, (click.IntRange, click.FloatRange)), key
+
+
+def test_cli_window_bound_is_the_settings_one():
+    from nerbatch.model.settings import MAX_WINDOW
+
+    from nerbatch import cli as cli_module
+
+    assert cli_module.MAX_WINDOW == MAX_WINDOW
+
+
+_bad_number = st.one_of(
+    st.sampled_from(NONFINITE + ["+inf", "-Infinity", "INF", "nan ", "-nan", "1e309", "-1e309"]),
+    st.integers(max_value=-1).map(str),
+    st.floats(max_value=-1e-300, allow_nan=False, allow_infinity=False).map(repr),
+    st.tuples(  # any spelling float() takes: sign, case, surrounding whitespace
+        st.sampled_from(["", "+", "-"]),
+        st.sampled_from(["nan", "inf", "infinity"]).flatmap(lambda w: st.tuples(*[st.sampled_from([c, c.upper()]) for c in w]).map("".join)),
+        st.sampled_from(["", " ", "\t", "\n"]),
+    ).map(lambda t: t[2] + t[0] + t[1] + t[2]),
+)
+
+
+@FUZZ
+@given(case=st.sampled_from([(c, o) for c, o, _ in NUMERIC_OPTIONS]), value=_bad_number)
+def test_fuzz_numeric_options_refuse_non_finite_and_negative_values(case, value):
+    command, option = case
+    _refused(command, option, value)
+
+
+@pytest.mark.parametrize("field,value", [("epochs", float("nan")), ("lr", float("inf")), ("lr", -1.0), ("warmup", float("nan")), ("warmup", 1.0)])
+def test_library_training_options_are_checked_too(tmp_path, field, value):
+    from nerbatch.training.train import TrainOptions, train
+
+    from nerbatch.errors import InputError
+
+    opts = TrainOptions(train=[str(SAMPLE / "train.conll")], output_dir=str(tmp_path / "model"), **{field: value})
+    with pytest.raises(InputError, match="must be finite numbers, --lr above 0, --warmup from 0 to below 1"):
+        train(opts)
+    assert os.listdir(tmp_path) == []
