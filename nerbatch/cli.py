@@ -201,7 +201,7 @@ def tagger_options_decorator(fn):
     opts = [
         click.option("--model", "-m", envvar="NERBATCH_MODEL", required=True, help="Model folder (from `nerbatch train`) or hub id; env NERBATCH_MODEL."),
         click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto (CUDA when present), cpu, cuda or cuda:N."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="auto", show_default=True, help="Model precision. auto: the fastest on this machine of fp32, bf16 and int8 (each within 0.1 F1 of fp32), by a 2-s matmul measurement cached per CPU; bf16 (else fp16) on a GPU. fp32: byte-identical output whatever the batching; fp16 needs a GPU; int8 (CPU) runs an ONNX Runtime int8 copy of the model (pip install 'nerbatch[int8]'; quantized on first use, then cached)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="auto", show_default=True, help="Model precision. auto: the fastest on this machine of fp32, bf16 and int8 (each within 0.1 F1 of fp32 on the model's dev set as `train` recorded it, else on a reference model), by a short interleaved matmul measurement cached per CPU; bf16 (else fp16) on a GPU. fp32: byte-identical output whatever the batching; fp16 needs a GPU; int8 (CPU) runs an ONNX Runtime int8 copy of the model (pip install 'nerbatch[int8]'; quantized on first use, then cached)."),
         click.option("--batch-tokens", type=click.IntRange(min=64), default=None, help="Padded subword tokens per batch (default 4096 on CPU, 32768 on GPU)."),
         click.option("--max-batch", type=click.IntRange(min=1), default=None, help="Sentences per batch at most (default 128 on CPU, 1024 on GPU)."),
         click.option("--max-length", type=click.IntRange(MIN_WINDOW, MAX_WINDOW), default=None, help="Subwords per model window (default: as trained, else the model's limit)."),
@@ -327,10 +327,11 @@ def _train_default(name: str):
 @click.option("--force", is_flag=True, help="Replace an existing nerbatch model at -o (the old one is swapped out only when the new one is complete); also discards an interrupted training's checkpoint.")
 @click.option("--log-json", default=_train_default("log_json"), help="Append one JSON record per epoch (dev scores, loss, seconds) and one at the end to this file, for monitoring.")
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=_train_default("threads"), help="CPU threads for torch.")
+@click.option("--precision-check/--no-precision-check", default=_train_default("precision_check"), help="After training, tag --dev in fp32 and in each precision `tag --precision auto` may pick that this machine runs (bf16; int8 with onnxruntime and VNNI), on the CPU, and record each F1 in nerbatch.json: auto then bounds that model's F1 cost by its own numbers. Default: on ($NERBATCH_PRECISION_CHECK=0 turns it off).")
 @read_options_decorator
 @click.option("-q", "--quiet", is_flag=True, help="Only the final table (stdout): no start-up line, progress bar or epoch rows.")
 @user_errors
-def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, seed, max_length, context, casing, every, bf16, group_by_length, select, patience, checkpoint_steps, resume, force, log_json, threads, quiet, **kw):
+def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, seed, max_length, context, casing, every, bf16, group_by_length, select, patience, checkpoint_steps, resume, force, log_json, threads, quiet, precision_check, **kw):
     """Fine-tune an encoder for NER and write a model folder.
 
     The folder loads with plain transformers (`pipeline("token-classification", model=DIR)`) and
@@ -389,6 +390,7 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
         input_format=kw.pop("input_format"),
         read_options=read_options,
         quiet=quiet,
+        precision_check=precision_check,
     )
     try:
         result = run_train(opts)

@@ -14,6 +14,8 @@ import pytest
 # suite and tests/tagging/test_compiled.py turns it on. Quantized/compiled caches go to a throw-away folder.
 os.environ.setdefault("NERBATCH_COMPILE", "0")
 os.environ.setdefault("NERBATCH_PRECISION_RATES", '{"fp32": 1}')  # auto precision = fp32, whatever this CPU measures
+# `train`'s dev F1 per precision builds an int8 copy of every trained model (about 10 s); tests/test_precision.py turns it on
+os.environ.setdefault("NERBATCH_PRECISION_CHECK", "0")
 os.environ.setdefault("NERBATCH_CACHE_DIR", tempfile.mkdtemp(prefix="nerbatch-test-cache-"))
 
 ROOT = Path(__file__).resolve().parent.parent

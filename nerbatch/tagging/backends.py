@@ -163,21 +163,29 @@ def _notice(verbose: bool, text: str) -> None:
         print(f"nerbatch: {text}", file=sys.stderr, flush=True)
 
 
-def _cached(model: str, precision: str, cache: str, threads: int | None, verbose: bool, token_types: bool):
-    """The back-end of a cached entry, or None (none there, or a damaged one: removed, rebuilt later)."""
+def _cached(model: str, precision: str, cache: str, threads: int | None, verbose: bool, token_types: bool,
+            max_length: int | None = None):
+    """The back-end of a cached entry, or None (none there, a damaged one, or one built for rows
+    narrower than ``max_length`` subwords: removed, rebuilt by the caller)."""
     from ..model.cache import entry_key, find_entry
 
     entry = find_entry(cache, entry_key(model, precision), precision)
     if entry is None:
         return None
     try:
-        if bool(entry.meta.get("token_types")) != token_types:
+        meta = entry.meta
+        if bool(meta.get("token_types")) != token_types:
             raise ModelError("built for other model inputs (token type ids)")
+        if max_length and meta["max_width"] < max_length:
+            raise ModelError(f"built for rows of at most {meta['max_width']} subwords, {max_length} asked")
         return _from_entry(entry, threads)
-    except Exception as exc:  # noqa: BLE001 - a damaged entry: rebuilt by the caller
-        _notice(verbose, f"the cached model {entry.folder} does not load ({exc}); rebuilding it")
+    except Exception as exc:  # noqa: BLE001 - a damaged or too narrow entry: rebuilt by the caller
+        _notice(verbose, f"the cached {_KIND[precision]} model {entry.folder} cannot be used ({exc}); rebuilding it")
         shutil.rmtree(entry.folder, ignore_errors=True)
         return None
+
+
+_KIND = {"int8": "int8", "fp32": "compiled", "bf16": "compiled"}  # what a cache entry of a precision holds
 
 
 def _from_entry(entry, threads: int | None):
@@ -212,9 +220,9 @@ def load_backend(model: str, options, max_length: int | None = None, token_types
 
     precision = options.precision
     local = os.path.isdir(model)
-    cache = default_cache_dir()
+    cache = options.cache_dir or default_cache_dir()
     if precision == "int8" and options.device in ("auto", "cpu") and local:
-        found = _cached(model, "int8", cache, options.threads, options.verbose, token_types)
+        found = _cached(model, "int8", cache, options.threads, options.verbose, token_types, max_length)
         if found is not None:
             return found
     import torch
@@ -234,7 +242,7 @@ def load_backend(model: str, options, max_length: int | None = None, token_types
     compile_it = compile_wanted(model, precision, options.compile, cuda=gpu)
     pending = None
     if compile_it:
-        found = _cached(model, precision, cache, options.threads, options.verbose, token_types)
+        found = _cached(model, precision, cache, options.threads, options.verbose, token_types, max_length)
         if found is not None:
             return found
         if options.compile is None and os.environ.get("NERBATCH_COMPILE_WAIT", "") not in ("1", "yes", "true"):
@@ -272,7 +280,8 @@ def load_backend(model: str, options, max_length: int | None = None, token_types
     if precision == "int8":
         from .int8 import open_session, quantize_int8
 
-        path = quantize_int8(net.eval(), model if local else None, tokenizer, specials, cache, max_length or width, token_types)
+        # the ONNX graph has a dynamic sequence axis: the entry takes any row the model does
+        path = quantize_int8(net.eval(), model if local else None, tokenizer, specials, cache, width, token_types)
         return OnnxBackend(
             session=open_session(path, options.threads), tokenizer=tokenizer, labels=labels, specials=specials,
             pad_id=pad_id, max_width=width, positions=positions, tokenizer_max=tokenizer.model_max_length,

@@ -8,12 +8,15 @@ int8 (ONNX Runtime) gains more where there is VNNI. So :func:`measure` times the
 shapes in each candidate precision, once per machine, and :func:`choose` takes the fastest whose
 F1 cost is negligible.
 
-**The F1 bound.** A precision is a candidate for ``auto`` only when its measured F1 cost against
-fp32 is at most :data:`F1_BOUND` = 0.1 F1 (CoNLL-2003, conlleval rules). Evidence (BENCHMARKS.md,
-one ``make bench`` run, CoNLL-2003 test, the same MiniLM NER model): fp32 82.04; bf16 81.97
-compiled / 81.95 eager (-0.07 / -0.09); int8 (ONNX Runtime, per-channel dynamic) 82.09 whole
-process / 81.99 in-process (+0.05 / -0.05). Both are within the bound (:data:`F1_COST`, the worst
-of each). fp16 has no CPU kernels and is not measured here.
+**The F1 bound.** A precision is a candidate for ``auto`` only when its F1 cost against fp32 is
+at most :data:`F1_BOUND` = 0.1 F1 (conlleval rules). The cost is the model's own where training
+recorded it: ``nerbatch train`` tags its dev set in fp32 and in each candidate precision this
+machine can run, through the back-ends ``tag`` runs (:func:`nerbatch.training.precision_check.dev_f1_by_precision`), and writes the
+F1 of each into the model folder's ``nerbatch.json`` (``precision_f1``); the cost is then
+``|F1(p) - F1(fp32)|`` on that dev set. A model without that record (trained before, elsewhere, or
+a hub id) falls back to :data:`F1_COST`, measured on one MiniLM CoNLL-2003 model (BENCHMARKS.md:
+fp32 82.04; bf16 81.97 compiled / 81.95 eager; int8 82.09 whole process / 81.99 in-process), and
+the reason shown says so. fp16 has no CPU kernels and is not measured here.
 
 **The measurement** (:func:`measure`): the three matrix products of a transformer layer at the
 model's own width (``hidden x hidden``, ``hidden x intermediate``, ``intermediate x hidden``, with
@@ -31,22 +34,25 @@ rows, in each precision:
   against ``quantize_dynamic``'s), which saves importing onnx (2 s here). torch's dynamic quantized
   Linear would time other kernels (FBGEMM/oneDNN), not the ones the int8 back-end runs.
 
-It is strictly time-bounded: each precision gets :data:`DEADLINE` seconds; its block of rows starts
-at 16 and doubles only while one call takes under a sixteenth of that, up to about 1 GFLOP a call
-(at most 2,048 rows); a precision that runs at under half of fp32's rate at 64 rows or more is
-stopped there (it cannot win), and one not started within :data:`TOTAL_DEADLINE` (2 s) is skipped.
-Rates are compared at equal shapes. The whole measurement takes about 1-1.5 s on a quiet machine
-(plus importing torch, which any fp32/bf16 run does anyway, and onnxruntime), once: the
-result is cached as a small JSON file under the cache folder (``precision/``), keyed by the CPU
-(model name and a digest of its flags), the torch and onnxruntime versions, the threads and the
-model's width, and read back by every later run; a damaged or foreign file is measured again. One
-taken while other work held every CPU (1-minute load average above the CPU count) says more about
-that work than about the precisions (torch's spinning thread pool suffers far more from it than
-ONNX Runtime's): the run takes fp32, and the first run that finds the machine quiet measures again.
-Reading it back imports nothing heavy (so a cached int8 run still starts without torch).
+The products are timed in **short interleaved trials**: a block of rows is sized on fp32 (from 16
+rows, doubling while one call takes under a sixteenth of :data:`DEADLINE`, up to about 1 GFLOP a
+call, at most 2,048 rows), each precision is warmed up at that size, and then the precisions take
+turns (fp32 bf16 int8, bf16 int8 fp32, ...), :data:`TRIAL_CALLS` calls each, for at least
+:data:`MIN_TRIALS` turns and :data:`DEADLINE` seconds per precision; each precision's time is the
+shortest call it made. Other work on the machine slows whichever precision runs while it runs, so
+taking turns spreads it over all of them, and the shortest call is the one least disturbed: the
+ratios hold on a busy machine, and no load average is consulted (it counts any other process, even
+one at the lowest priority). A precision at under half of fp32's speed after its first turns stops
+taking turns (it cannot win); the whole measurement stops at :data:`TOTAL_DEADLINE` however busy
+the machine. It takes about 1-1.5 s (plus importing torch, which any fp32/bf16 run does anyway,
+and onnxruntime), once: the result is cached as a small JSON file under the cache folder
+(``precision/``), keyed by the CPU (model name and a digest of its flags), the torch and
+onnxruntime versions, the threads and the model's width, and read back by every later run; a
+damaged or foreign file is measured again. Reading it back imports nothing heavy (so a cached int8
+run still starts without torch).
 
-**The choice** (:func:`choose`): the fastest candidate that beats fp32 by :data:`MARGIN` (1.15x)
-at equal shapes, else fp32. int8 is a candidate only when onnxruntime (with onnx and onnxscript,
+**The choice** (:func:`choose`): the fastest candidate within the F1 bound that beats fp32 by
+:data:`MARGIN` (1.15x) at equal shapes, else fp32. int8 is a candidate only when onnxruntime (with onnx and onnxscript,
 which the int8 export needs) is installed, ``--compile`` was not asked for (int8 is never
 compiled), and the CPU has int8 dot-product instructions (VNNI or AMX-INT8, as the machine where
 its F1 was measured had): without them ONNX Runtime's uint8 x int8 kernels saturate
@@ -73,23 +79,27 @@ from typing import Callable
 from ..model.settings import read_json
 
 __all__ = [
-    "AUTO", "F1_BOUND", "F1_COST", "MARGIN", "DEADLINE", "RATES_ENV", "Measurement", "PrecisionChoice",
-    "machine_key", "model_shape", "measure", "measured", "choose", "resolve_precision", "bf16_speedup",
+    "AUTO", "F1_BOUND", "F1_COST", "F1_RECORD", "MARGIN", "DEADLINE", "RATES_ENV", "Measurement", "PrecisionChoice",
+    "machine_key", "model_shape", "measure", "measured", "interleaved", "choose", "resolve_precision", "bf16_speedup",
+    "recorded_f1",
     "int8_available", "int8_exact", "int8_gemm_graph", "ort_session", "INT8_DOT_FLAGS",
 ]
 
 AUTO = "auto"
-F1_BOUND = 0.1  # F1 points on CoNLL-2003 a precision may cost against fp32 to be chosen automatically
-F1_COST = {"fp32": 0.0, "bf16": 0.09, "int8": 0.05}  # worst measured |F1 - fp32 F1| (module docstring)
+F1_BOUND = 0.1  # F1 points a precision may cost against fp32 to be chosen automatically
+# worst |F1 - fp32 F1| measured on the reference model (module docstring): for models without their own record
+F1_COST = {"fp32": 0.0, "bf16": 0.09, "int8": 0.05}
+F1_RECORD = "precision_f1"  # nerbatch.json's key for the dev F1 per precision (dev_f1_by_precision)
 MARGIN = 1.15  # a precision must beat fp32 by this factor to be chosen
-DEADLINE = 0.3  # seconds of timing per precision
-TOTAL_DEADLINE = 2.0  # seconds for the whole measurement (torch's import aside): a precision not started by then is skipped
-FORMAT = 1  # bump when the measurement changes: older cached files are measured again
+DEADLINE = 0.3  # seconds of trials per precision
+MIN_TRIALS = 5  # turns each precision takes at least
+TRIAL_CALLS = 2  # calls per turn (the first may find the caches holding another precision's weights)
+TOTAL_DEADLINE = 3.0  # seconds for the whole measurement (torch's import aside), however busy the machine
+FORMAT = 2  # bump when the measurement changes: older cached files are measured again
 RATES_ENV = "NERBATCH_PRECISION_RATES"
 MIN_ROWS = 16
 MAX_ROWS = 2048
 CALL_FLOPS = 1e9  # the largest block of rows: about this many FLOPs per call
-STARVED_GFLOPS = 2.0  # fp32 slower than this: the process hardly got a CPU (one AVX2 core does 30+)
 
 
 @dataclass(frozen=True)
@@ -106,15 +116,7 @@ class Measurement:
     seconds: float  # how long the timing took (0 for the test hook)
     source: str = "measured"  # "measured" or the test hook's name
     skipped: dict[str, str] = field(default_factory=dict)  # precision -> why it was not timed
-    load: float = 0.0  # the 1-minute load average when it was taken
-    cpus: int = 0  # the CPUs this process could run on then
-
-    @property
-    def busy(self) -> bool:
-        """Taken while other work held every CPU (the load average said so, or fp32 ran implausibly
-        slowly): kept, but not trusted, and measured again once the machine is quiet."""
-        starved = self.source == "measured" and self.rates.get("fp32", 0.0) < STARVED_GFLOPS
-        return starved or _busy(self.load, self.cpus)
+    trials: dict[str, int] = field(default_factory=dict)  # precision -> turns it took
 
 
 @dataclass(frozen=True)
@@ -204,17 +206,6 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _load() -> float:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return 0.0
-
-
-def _busy(load: float, cpus: int) -> bool:
-    return cpus > 0 and load > cpus
-
-
 def int8_available() -> bool:
     """Whether ``--precision int8`` can run here: onnxruntime, onnx and onnxscript importable."""
     from importlib.util import find_spec
@@ -275,41 +266,48 @@ def _once(run: Callable[[int], object], rows: int) -> float:
     return time.perf_counter() - t0
 
 
-def _best(run: Callable[[int], object], rows: int, budget: float, calls: int = 200) -> float:
-    """The shortest of a few calls of ``run(rows)`` within ``budget`` seconds (at least one)."""
-    t_end = time.perf_counter() + budget
-    best = _once(run, rows)
-    for _ in range(calls - 1):
-        if time.perf_counter() + best > t_end:
-            break
-        best = min(best, _once(run, rows))
-    return best
-
-
-def _timed_rate(run: Callable[[int], object], flops_per_row: float, max_rows: int, deadline: float,
-                reference: dict[int, float] | None = None) -> tuple[float, int, dict[int, float]]:
-    """GFLOP/s of ``run(rows)`` at the largest block of rows reached within ``deadline`` seconds
-    (best of the calls at that size), the rows, and the rate of the first call at each size tried.
-
-    The block starts at :data:`MIN_ROWS` rows and doubles while one call takes under a sixteenth of
-    the deadline. ``reference``: fp32's first-call rates per size; a precision under half of it at
-    64 rows or more stops there (clearly slower: three calls, not the whole deadline)."""
+def _block_rows(run: Callable[[int], object], max_rows: int, deadline: float) -> int:
+    """The block of rows the trials use: from :data:`MIN_ROWS`, doubled while one call of ``run``
+    (fp32) takes under a sixteenth of ``deadline``, at most ``max_rows``."""
     rows = min(MIN_ROWS, max_rows)
     run(rows)  # warm-up, untimed: thread pools, kernel selection, first-touch of the buffers
-    t_end = time.perf_counter() + deadline
     dt = _once(run, rows)
-    seen = {rows: flops_per_row * rows / dt / 1e9}
-    slower = False
-    while rows < max_rows and dt < deadline / 16 and time.perf_counter() + 2 * dt < t_end:
-        if reference and rows >= 64 and rows in reference and seen[rows] < 0.5 * reference[rows]:
-            slower = True
-            break
+    while rows < max_rows and dt < deadline / 16:
         rows = min(max_rows, rows * 2)
         dt = _once(run, rows)
-        seen[rows] = flops_per_row * rows / dt / 1e9
-    left = t_end - time.perf_counter()
-    best = min(dt, _best(run, rows, left, calls=3 if slower else 200)) if left > dt else dt
-    return flops_per_row * rows / best / 1e9, rows, seen
+    return rows
+
+
+def interleaved(runners: dict[str, Callable[[int], object]], rows: int, deadline: float = DEADLINE,
+                stop: float | None = None) -> tuple[dict[str, float], dict[str, int]]:
+    """(shortest call in seconds, turns taken) of each runner, ``run(rows)``, timed in turns.
+
+    Turn after turn every runner still in makes :data:`TRIAL_CALLS` calls, in an order that rotates
+    (A B C, B C A, C A B, ...), until each has taken :data:`MIN_TRIALS` turns and ``deadline``
+    seconds per runner have passed, or until ``stop`` (a ``perf_counter`` time) whatever they have.
+    A runner under half the speed of the first one (the reference, fp32) after :data:`MIN_TRIALS`
+    turns takes no more turns. A slowdown by other work hits whichever runner is running, so the
+    turns spread it over all of them; the shortest call is the least disturbed one."""
+    names = list(runners)
+    best = dict.fromkeys(names, float("inf"))
+    turns = dict.fromkeys(names, 0)
+    active = list(names)
+    t_end = time.perf_counter() + deadline * len(names)
+    k = 0
+    while True:
+        shift = k % len(active)
+        for name in active[shift:] + active[:shift]:
+            for _ in range(TRIAL_CALLS):
+                best[name] = min(best[name], _once(runners[name], rows))
+            turns[name] += 1
+        k += 1
+        ref = best[names[0]]
+        active = [n for n in active if n == names[0] or turns[n] < MIN_TRIALS or best[n] < 2 * ref]
+        now = time.perf_counter()
+        if (stop is not None and now >= stop) or (now >= t_end and min(turns[n] for n in active) >= MIN_TRIALS):
+            return best, turns
+        if len(active) == 1 and turns[active[0]] >= MIN_TRIALS:
+            return best, turns
 
 
 def _torch_runner(dtype_name: str, hidden: int, inter: int, max_rows: int):
@@ -459,7 +457,6 @@ def measure(hidden: int, intermediate: int, *, threads: int | None = None, bf16:
     hooked = _hooked(hidden, intermediate, threads or 0)
     if hooked is not None:
         return hooked
-    load, cpus = _load(), _cpus()
     import torch  # not part of the measurement's time: every fp32/bf16 run imports it anyway
 
     t0 = time.perf_counter()
@@ -471,37 +468,30 @@ def measure(hidden: int, intermediate: int, *, threads: int | None = None, bf16:
     if threads:
         torch.set_num_threads(threads)  # as the run will; else torch's default, as the run will have
     used = torch.get_num_threads()
-    rates: dict[str, float] = {}
-    ratios: dict[str, float] = {}
-    rows: dict[str, int] = {}
     skipped: dict[str, str] = {}
     try:
-        fp32_run = _torch_runner("fp32", hidden, intermediate, max_rows)
-        fp32, rows["fp32"], ref = _timed_rate(fp32_run, flops_per_row, max_rows, deadline)
-        rates["fp32"], ratios["fp32"] = fp32, 1.0
-        at = {rows["fp32"]: fp32}  # fp32's best rate per block size
+        runners = {"fp32": _torch_runner("fp32", hidden, intermediate, max_rows)}
+        rows = _block_rows(runners["fp32"], max_rows, deadline)
         others: list[tuple[str, Callable[[], Callable[[int], object]]]] = []
         if bf16:
             others.append(("bf16", lambda: _torch_runner("bf16", hidden, intermediate, max_rows)))
         if int8:
             others.append(("int8", lambda: _int8_runner(hidden, intermediate, max_rows, threads)))
         for name, make in others:
-            if time.perf_counter() - t0 > TOTAL_DEADLINE - deadline:
-                skipped[name] = "out of time (a busy machine?)"
-                continue
             try:
-                rate, n, _ = _timed_rate(make(), flops_per_row, max_rows, deadline, reference=ref)
+                run = make()
+                run(rows)  # warm-up, untimed
             except Exception as exc:  # noqa: BLE001 - a precision this build cannot run is no candidate
                 skipped[name] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
                 continue
-            if n not in at:  # compare at equal shapes: fp32 again at this block size (a short best-of)
-                at[n] = flops_per_row * n / _best(fp32_run, n, deadline / 3, calls=1 if n in ref else 200) / 1e9
-                at[n] = max(at[n], ref.get(n, 0.0))
-            rates[name], rows[name], ratios[name] = rate, n, rate / at[n]
+            runners[name] = run
+        best, turns = interleaved(runners, rows, deadline, stop=t0 + TOTAL_DEADLINE)
     finally:
         torch.set_num_threads(saved)
-    return Measurement(rates, ratios, rows, hidden, intermediate, used, time.perf_counter() - t0, skipped=skipped,
-                       load=load, cpus=cpus)
+    rates = {p: flops_per_row * rows / t / 1e9 for p, t in best.items()}
+    ratios = {p: best["fp32"] / t for p, t in best.items()}
+    return Measurement(rates, ratios, dict.fromkeys(best, rows), hidden, intermediate, used, time.perf_counter() - t0,
+                       skipped=skipped, trials=turns)
 
 
 # -- the cache -----------------------------------------------------------------------------------------
@@ -532,7 +522,7 @@ def _read_cached(path: str, key: dict) -> Measurement | None:
             hidden=int(m["hidden"]), intermediate=int(m["intermediate"]), threads=int(m["threads"]),
             seconds=float(m["seconds"]), source=str(m.get("source", "measured")),
             skipped={str(p): str(v) for p, v in (m.get("skipped") or {}).items()},
-            load=float(m.get("load", 0.0)), cpus=int(m.get("cpus", 0)),
+            trials={str(p): int(v) for p, v in (m.get("trials") or {}).items()},
         )
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
@@ -552,8 +542,8 @@ def measured(model: str, threads: int | None = None, *, int8: bool | None = None
     key = machine_key(hidden, inter, threads, int8)
     path = _cache_path(key, cache_dir)
     found = _read_cached(path, key)
-    if found is not None and (not found.busy or _busy(_load(), _cpus())):
-        return found, True  # (one taken on a busy machine is taken again once it is quiet)
+    if found is not None:
+        return found, True
     result = (measure_fn or measure)(hidden, inter, threads=threads, int8=int8)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -570,16 +560,49 @@ def _x(ratio: float) -> str:
     return f"{ratio:.1f}x" if ratio >= 2 else f"{ratio:.2f}x"
 
 
+def recorded_f1(model: str) -> dict[str, float]:
+    """F1 - fp32's F1 (points) of each precision on ``model``'s dev set, as training recorded it in
+    nerbatch.json (:func:`nerbatch.training.precision_check.dev_f1_by_precision`); empty for a model without that record."""
+    import math
+
+    record = read_json(os.path.join(model, "nerbatch.json")).get(F1_RECORD) if os.path.isdir(model) else None
+    f1 = record.get("f1") if isinstance(record, dict) else None
+    if not isinstance(f1, dict):
+        return {}
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not number(f1.get("fp32")):
+        return {}
+    return {str(p): float(v) - float(f1["fp32"]) for p, v in f1.items() if p != "fp32" and number(v)}
+
+
+def _evidence(p: str, diffs: dict[str, float]) -> str:
+    if p in diffs:
+        return f"F1 {diffs[p]:+.2f} against fp32 on this model's dev set"
+    return f"no F1 record for this model: {F1_COST.get(p, float('nan')):.2f} F1 on the reference model"
+
+
 def choose(m: Measurement, candidates: tuple[str, ...] = ("bf16", "int8"),
-           excluded: dict[str, str] | None = None) -> tuple[str, str]:
+           excluded: dict[str, str] | None = None, diffs: dict[str, float] | None = None) -> tuple[str, str]:
     """(precision, reason) from a measurement: the fastest candidate within the F1 bound that beats
-    fp32 by :data:`MARGIN`, else fp32. ``excluded``: measured precisions that are no candidate here,
-    and why (named in the reason when fp32 is kept)."""
-    ok = [p for p in candidates if p in m.ratios and F1_COST.get(p, 1e9) <= F1_BOUND]
+    fp32 by :data:`MARGIN`, else fp32. ``diffs``: the model's own F1 differences against fp32
+    (:func:`recorded_f1`), its F1 cost being their size; a candidate without one is judged by
+    :data:`F1_COST`, and the reason says which. ``excluded``: measured precisions that are no
+    candidate here, and why (named in the reason when fp32 is kept)."""
+    diffs = diffs or {}
+
+    def cost(p: str) -> float:
+        return abs(diffs[p]) if p in diffs else F1_COST.get(p, float("inf"))
+
+    timed = [p for p in candidates if p in m.ratios]
+    ok = [p for p in timed if cost(p) <= F1_BOUND]
     best = max(ok, key=lambda p: m.ratios[p], default=None)
     if best is not None and m.ratios[best] >= MARGIN:
-        return best, f"{best} (auto: {_x(m.ratios[best])} fp32 here)"
+        return best, f"{best} (auto: {_x(m.ratios[best])} fp32 here; {_evidence(best, diffs)})"
     others = [f"{p} {_x(m.ratios[p])}" for p in ok]
+    others += [f"{p} {_x(m.ratios[p])} but {_evidence(p, diffs)}, over the {F1_BOUND} bound" for p in timed if p not in ok]
     others += [f"{p} {_x(m.ratios[p])} but {why}" for p, why in (excluded or {}).items() if p in m.ratios]
     return "fp32", f"fp32 (auto: nothing beats it by {MARGIN:.2f}x here: {', '.join(others) or 'nothing else measured'})"
 
@@ -620,16 +643,14 @@ def resolve_precision(model: str, options, *, cache_dir: str | None = None,
     m, cached = measured(model, options.threads, int8=int8, cache_dir=cache_dir, measure_fn=measure_fn)
     exact = int8 and int8_exact()
     excluded = {"int8": "no VNNI (int8 products saturate)"} if int8 and not exact else {}
-    p, why = choose(m, ("bf16", "int8") if exact else ("bf16",), excluded)
-    if m.busy:  # other work held every CPU: the rates say more about it than about the precisions
-        p, why = "fp32", (f"fp32 (auto: measured while the machine was busy, load {m.load:.1f} on {m.cpus} CPUs, "
-                          f"fp32 at {m.rates.get('fp32', 0):.1f} GFLOP/s; measured again once quiet)")
+    p, why = choose(m, ("bf16", "int8") if exact else ("bf16",), excluded, recorded_f1(model))
     return replace(options, precision=p), PrecisionChoice(p, AUTO, why, m, cached)
 
 
 def bf16_speedup(model: str, threads: int | None = None, *, cache_dir: str | None = None,
                  measure_fn: Callable[..., Measurement] | None = None) -> float:
-    """bf16's measured matmul rate over fp32's on ``model``'s widths (CPU; cached as for ``tag``);
-    0 when the measurement was taken on a busy machine (not trusted: fp32, as ``auto`` does)."""
+    """bf16's measured matmul rate over fp32's on ``model``'s widths (CPU; cached as for ``tag``)."""
     m, _ = measured(model, threads, cache_dir=cache_dir, measure_fn=measure_fn)
-    return 0.0 if m.busy else m.ratios.get("bf16", 0.0)
+    return m.ratios.get("bf16", 0.0)
+
+

@@ -58,6 +58,7 @@ class TaggerOptions:
     compile: bool | None = None  # compiled CPU model (nerbatch.tagging.compiled); None: $NERBATCH_COMPILE, else auto
     verbose: bool = False  # one-line notices on stderr (compiling, falling back)
     decode: str = "viterbi"  # "viterbi": the best tag sequence the label set's scheme allows; "argmax": each word on its own
+    cache_dir: str | None = None  # where compiled and int8 copies are kept; None: nerbatch.model.cache.default_cache_dir()
 
 
 @dataclass
@@ -182,7 +183,8 @@ class Tagger:
             )
         if self._settings.max_length > backend.max_width:
             raise ModelError(
-                f"{self.model_name}: max_length {self._settings.max_length} exceeds the compiled model's {backend.max_width}"
+                f"{self.model_name}: max_length {self._settings.max_length} exceeds the widest row the "
+                f"{backend.kind} model takes ({backend.max_width} subwords)"
             )
         self.batch_tokens, self.max_batch = batch_sizes(self.options, backend.device)
         self.backend = backend

@@ -43,6 +43,7 @@ from ..model import casing
 from ..model.loading import check_fast, first_line
 from ..model.settings import NERBATCH_CONFIG, read_json, window_limit
 from ..tagging.align import IGNORE, Specials, features_for, in_context, label_ids, word_pieces
+from ..tagging.precision import F1_RECORD
 from . import output as work_folder
 from .progress import format_epochs
 
@@ -91,10 +92,13 @@ class TrainOptions:
     force: bool = False  # replace an existing model at output_dir; discard an interrupted training's checkpoint
     log_json: str | None = None  # append one JSON record per epoch (and one at the end) to this file
     quiet: bool = False
+    # tag the dev set in fp32 and each precision `tag --precision auto` may pick, and record the F1 of
+    # each in nerbatch.json (nerbatch.precision.dev_f1_by_precision); None: $NERBATCH_PRECISION_CHECK (0/1), else on
+    precision_check: bool | None = None
 
 
-# Options that do not change the model: a resumed run may differ in these.
-_RUN_ONLY = ("output_dir", "threads", "checkpoint_steps", "resume", "force", "log_json", "quiet")
+# Options that do not change the model's weights: a resumed run may differ in these.
+_RUN_ONLY = ("output_dir", "threads", "checkpoint_steps", "resume", "force", "log_json", "quiet", "precision_check")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -581,10 +585,36 @@ def _write_model(work: str, source: str, tokenizer, result: dict, opts: TrainOpt
     if result.get("text"):
         saved["text"] = result["text"]
     atomic_write(os.path.join(new, NERBATCH_CONFIG), json.dumps(saved, indent=2) + "\n")
+    evidence = _precision_check(new, opts)
+    if evidence is not None:
+        saved[F1_RECORD] = result[F1_RECORD] = evidence
+        atomic_write(os.path.join(new, NERBATCH_CONFIG), json.dumps(saved, indent=2) + "\n")
+        atomic_write(os.path.join(new, "metrics.json"), json.dumps(result, indent=2) + "\n")
     atomic_write(os.path.join(new, "README.md"), model_card(result))
     work_folder.settle(new)
     stop_for_tests("final-save")
     work_folder.install(new, opts.output_dir, work, opts.force)
+
+
+def _precision_check(folder: str, opts: TrainOptions) -> dict | None:
+    """The dev F1 per precision of the model assembled in ``folder`` (see TrainOptions.precision_check),
+    or None (no dev set, or the check is off)."""
+    import sys
+
+    from .precision_check import dev_f1_by_precision
+
+    want = opts.precision_check
+    if want is None:
+        want = os.environ.get("NERBATCH_PRECISION_CHECK", "").strip().lower() not in ("0", "no", "false", "off")
+    if not want or not opts.dev:
+        return None
+    evidence = dev_f1_by_precision(folder, opts.dev, opts.input_format, opts.read_options, opts.threads)
+    if evidence is not None and not opts.quiet:
+        f1 = evidence["f1"]
+        shown = [f"{p} {v:.2f}" + ("" if p == "fp32" else f" ({v - f1['fp32']:+.2f})") for p, v in f1.items()]
+        shown += [f"{p} not measured ({why})" for p, why in evidence["left_out"].items()]
+        print(f"dev F1 by precision (recorded for --precision auto): {', '.join(shown)}", file=sys.stderr, flush=True)
+    return evidence
 
 
 def train(opts: TrainOptions) -> dict:

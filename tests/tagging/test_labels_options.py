@@ -384,9 +384,8 @@ def test_every_numeric_option_is_covered():
 
 
 def test_cli_window_bound_is_the_settings_one():
-    from nerbatch.model.settings import MAX_WINDOW
-
     from nerbatch import cli as cli_module
+    from nerbatch.model.settings import MAX_WINDOW
 
     assert cli_module.MAX_WINDOW == MAX_WINDOW
 
@@ -412,9 +411,8 @@ def test_fuzz_numeric_options_refuse_non_finite_and_negative_values(case, value)
 
 @pytest.mark.parametrize("field,value", [("epochs", float("nan")), ("lr", float("inf")), ("lr", -1.0), ("warmup", float("nan")), ("warmup", 1.0)])
 def test_library_training_options_are_checked_too(tmp_path, field, value):
-    from nerbatch.training.train import TrainOptions, train
-
     from nerbatch.errors import InputError
+    from nerbatch.training.train import TrainOptions, train
 
     opts = TrainOptions(train=[str(SAMPLE / "train.conll")], output_dir=str(tmp_path / "model"), **{field: value})
     with pytest.raises(InputError, match="must be finite numbers, --lr above 0, --warmup from 0 to below 1"):
