@@ -83,3 +83,11 @@ def test_readme_python_examples_run(tiny_model, tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - the README's own examples
     assert Path("test.tagged.conll").exists()
+
+
+def test_tagger_tag_refuses_what_is_not_text(tiny_model):
+    from nerbatch.core.record import Sentence
+
+    tagger = nerbatch.Tagger.from_pretrained(tiny_model, precision="fp32", compile=False)
+    with pytest.raises(TypeError, match="tag_sentences"):
+        tagger.tag([Sentence(tokens=["a"])])

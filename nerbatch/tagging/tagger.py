@@ -134,6 +134,11 @@ class Tagger:
 
         if isinstance(texts, str):
             texts = [texts]
+        texts = list(texts)
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"Tagger.tag takes strings, not {type(text).__name__}: "
+                                "use tag_tokens for word lists, tag_sentences for Sentence streams")
         layout, words = self.text_cutting()
         docs = [sentences_of_text(text, i, layout, words) for i, text in enumerate(texts)]
         tagged = iter(self.tag_sentences([s for doc in docs for s in doc]))
