@@ -430,4 +430,4 @@ def test_int8_entry_takes_any_window_the_model_does(tiny_model, cache, capsys):
     again = int8(64)
     assert "int8 model" in capsys.readouterr().err and again.backend.max_width == 64
     assert json.loads(next(cache.glob("int8-*/meta.json")).read_text())["max_width"] == 64
-    assert [s.pred for s in again.tag(read(str(SAMPLE / "test.conll")))] == [s.pred for s in sents]
+    assert [s.pred for s in again.tag_sentences(read(str(SAMPLE / "test.conll")))] == [s.pred for s in sents]

@@ -149,7 +149,7 @@ def sentences():
 
 def tag(model: str, **options) -> tuple[Tagger, list]:
     t = Tagger(model, TaggerOptions(device="cpu", **options))
-    out = list(t.tag(sentences()))
+    out = list(t.tag_sentences(sentences()))
     assert [s.tokens for s in out] == [s.tokens for s in sentences()]  # every word kept, in order
     assert all(len(s.pred) == len(s.tokens) == len(s.scores) for s in out)
     assert all(p in t.labels for s in out for p in s.pred)
