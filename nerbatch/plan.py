@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .errors import InputError
 from .files import is_stream
-from .io import EXTENSION_FOR, OUTPUT_FORMATS, guess_format, input_format
+from .io import EXTENSION_FOR, OUTPUT_FORMATS, format_of_name, guess_format, input_format
 from .io.base import STDIO
 
 __all__ = ["FileJob", "PlannedJob", "expand_inputs", "plan_jobs", "plan_run", "output_fingerprint", "check_write_paths", "rejects_path",
@@ -137,7 +137,7 @@ def _output_format(path: str, explicit: str | None, in_fmt: str) -> str:
 
 def _known_input(path: str) -> bool:
     """A file a folder walk picks by default: one whose name says a readable input format."""
-    return guess_format(path) in ("conll", "jsonl", "parquet", "text")
+    return format_of_name(path) in ("conll", "jsonl", "parquet", "text")
 
 
 def expand_inputs(inputs: list[str], glob: str | None = None, input_fmt: str | None = None) -> list[tuple[str, str]]:
@@ -157,11 +157,12 @@ def expand_inputs(inputs: list[str], glob: str | None = None, input_fmt: str | N
         found = []
         for folder, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            under = os.path.relpath(folder, path).replace(os.sep, "/")
             for name in sorted(files):
                 if name.startswith("."):
                     continue
                 full = os.path.join(folder, name)
-                rel = os.path.relpath(full, path).replace(os.sep, "/")
+                rel = name if under == "." else f"{under}/{name}"
                 if glob is not None:
                     if not fnmatch.fnmatchcase(rel if "/" in glob else name, glob):
                         continue
@@ -185,7 +186,7 @@ def _output_name(rel: str, in_path: str, out_fmt: str) -> str:
     from .io.hf import is_dataset
 
     base, comp = split_compression(rel)
-    if in_path == STDIO or is_dataset(in_path) and not os.path.isfile(in_path):
+    if in_path == STDIO or not os.path.isfile(in_path) and is_dataset(in_path):
         stem = base.replace(":", "_").replace("/", "_") if in_path.startswith("hf:") else base
     else:
         stem = os.path.splitext(base)[0]
@@ -249,8 +250,9 @@ def plan_jobs(
         seen[key] = path
         jobs.append(FileJob(path, target, in_fmt, out_fmt))
     for job in jobs:
-        if folder and job.output_format != "hf":  # names nerbatch chose: plain files only, not links or devices
-            _check_own_output(job.output, f"the output of {job.input}")
+        mode = keys.info(job.output)[2] if folder else None
+        if mode is not None and not stat.S_ISREG(mode) and job.output_format != "hf":
+            _check_own_output(job.output, f"the output of {job.input}")  # names nerbatch chose: plain files only
         if job.output_format == "hf" and os.path.islink(job.output):
             raise InputError(
                 "is a symbolic link: a dataset output is a folder renamed into place, which would replace the link",
@@ -263,7 +265,7 @@ def plan_jobs(
                 path=job.output,
                 hint="choose a new folder for -o",
             )
-    check_write_paths(jobs)
+    _check_paths(jobs, keys=keys)
     if folder:
         assert output is not None
         for made in sorted({os.path.dirname(job.output) for job in jobs} | {output}):
@@ -288,22 +290,31 @@ class _PathKeys:
 
     def __init__(self) -> None:
         self.folders: dict[str, str] = {}
+        self.seen: dict[str, tuple] = {}  # path -> info(path), for one plan
 
     def real_folder(self, folder: str) -> str:
         real = self.folders.get(folder)
         if real is None:
-            real = self.folders[folder] = os.path.realpath(folder)
+            real = self.folders[folder] = os.path.realpath(folder or os.curdir)
         return real
 
     def __call__(self, path: str) -> tuple[str, tuple | None]:
         """``(real path, (st_dev, st_ino) or None)`` of ``path``, links followed as
         :func:`os.path.realpath` and :func:`os.path.samefile` follow them."""
-        folder, name = os.path.split(os.path.abspath(path))
+        return self.info(path)[:2]
+
+    def info(self, path: str) -> tuple[str, tuple | None, int | None]:
+        """:meth:`__call__` and the ``st_mode`` of ``path`` itself (``lstat``; None: nothing there)."""
+        known = self.seen.get(path)
+        if known is not None:
+            return known
+        folder, name = os.path.split(path)
         try:
             st = os.lstat(path)
         except OSError:
             st = None
-        if not name or ".." in path.split(os.sep) or st is not None and stat.S_ISLNK(st.st_mode):
+        mode = st.st_mode if st is not None else None
+        if name in ("", os.curdir, os.pardir) or os.pardir in path.split(os.sep) or mode is not None and stat.S_ISLNK(mode):
             real = os.path.realpath(path)
             try:
                 st = os.stat(path)
@@ -311,7 +322,8 @@ class _PathKeys:
                 st = None
         else:
             real = os.path.join(self.real_folder(folder), name)
-        return real, (st.st_dev, st.st_ino) if st is not None else None
+        info = self.seen[path] = (real, (st.st_dev, st.st_ino) if st is not None else None, mode)
+        return info
 
 
 # names nerbatch gives its own files beside an output (manifest, partial output and its Parquet
@@ -359,9 +371,12 @@ def check_write_paths(
     write replace an input). A device or FIFO written as a stream (``/dev/null``, ``/dev/stdout``)
     replaces nothing and may be named more than once.
     """
+    _check_paths(jobs, extra, rejects=rejects, models=models, keys=_PathKeys())
+
+
+def _check_paths(jobs, extra=None, *, rejects=False, models=(), keys: _PathKeys) -> None:
     from .files import is_stream, replace_target
 
-    keys = _PathKeys()
     reads: dict = {}  # real path or (dev, ino) -> what the file is (the input X)
     for job in jobs:
         if job.input != STDIO:
@@ -373,27 +388,32 @@ def check_write_paths(
         folder, found = model_files(model)
         if folder is None:
             continue
-        model_dirs.add(keys.real_folder(os.path.abspath(folder)))
+        model_dirs.add(os.path.realpath(folder))
         for path in found:
             for k in keys(path):
                 if k is not None:
                     reads.setdefault(k, f"{path}, a file of the model {model}")
-    writes: list[tuple[str, str, bool]] = []  # (path, what, named by nerbatch)
+    writes: list[tuple[str, str, str | None]] = []  # (path, what, the output it is named after)
     for job in jobs:
         if job.output != STDIO:
-            writes.append((job.output, f"the output of {job.input}", False))
-            if rejects and not is_stream(job.output):
-                writes.append((rejects_path(job.output), f"the rejects file of {job.input}", True))
+            writes.append((job.output, f"the output of {job.input}", None))
+            if rejects:
+                writes.append((rejects_path(job.output), f"the rejects file of {job.input}", job.output))
     for option, path in (extra or {}).items():
         if path and path != STDIO:
-            writes.append((path, option, False))
+            writes.append((path, option, None))
     seen: dict = {}
-    for path, what, own in writes:
-        if is_stream(path):
+    streams: set[str] = set()
+    for path, what, beside in writes:
+        if beside in streams:  # a stream output has nothing beside it (its rejects go to stderr)
             continue
-        if not own:
-            replace_target(path)  # a link to nothing, a block device: refused
-        real, inode = keys(path)
+        real, inode, mode = keys.info(path)
+        if mode is not None and not stat.S_ISREG(mode):  # a link, a device, a FIFO: one lstat told
+            if is_stream(path):
+                streams.add(path)
+                continue
+            if beside is None:
+                replace_target(path)  # a link to nothing, a block device: refused
         for k in (real, inode):
             if k in reads:
                 hint = "nerbatch never writes over its inputs" if reads[k].startswith("the input") else "nerbatch never writes into its model"
@@ -416,7 +436,7 @@ def check_write_paths(
         for k in (real, inode):
             if k is not None:
                 seen[k] = (path, what)
-        if own:
+        if beside is not None and mode is not None and not stat.S_ISREG(mode):
             _check_own_output(path, what)
 
 
