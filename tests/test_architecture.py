@@ -211,6 +211,7 @@ def test_every_import_of_a_nerbatch_module_resolves():
                 continue
             module = importlib.import_module(target)
             for alias in node.names:
-                if not hasattr(module, alias.name) and importlib.util.find_spec(f"{target}.{alias.name}") is None:
+                is_package = hasattr(module, "__path__")
+                if not hasattr(module, alias.name) and not (is_package and importlib.util.find_spec(f"{target}.{alias.name}")):
                     missing.append(f"{name}:{node.lineno}: {target} has no {alias.name}")
     assert not missing, "\n".join(missing)

@@ -60,11 +60,15 @@ def guess_format(path: str, default: str | None = None) -> str | None:
     """The format named by the file extension (``eng.testb``-style CoNLL names included); a
     compression suffix is looked under (``a.conll.gz`` is CoNLL); a Hugging Face dataset
     (``hf:ID``, a ``save_to_disk`` folder) is ``hf``."""
-    from .compress import split_compression
     from .hf import is_dataset
 
     if is_dataset(path):
         return "hf"
+    return format_of_name(path, default)
+
+
+def format_of_name(path: str, default: str | None = None) -> str | None:
+    """The format the file name says (:func:`guess_format` for a path known to be a file)."""
     name = os.path.basename(split_compression(path)[0]).lower()
     ext = os.path.splitext(name)[1]
     if ext in _EXTENSIONS:
@@ -185,6 +189,7 @@ __all__ = [
     "ReadOptions",
     "Writer",
     "compression_of",
+    "format_of_name",
     "guess_format",
     "input_format",
     "open_writer",

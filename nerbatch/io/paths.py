@@ -12,7 +12,7 @@ import stat
 from typing import NamedTuple
 
 from ..errors import InputError
-from . import WALKED_FORMATS, guess_format
+from . import WALKED_FORMATS, format_of_name
 from .base import STDIO
 
 # the files of a model folder: what transformers and nerbatch read there (a write there would change the model)
@@ -25,7 +25,7 @@ MODEL_FILES = (
     ".nerbatch*",
 )
 
-__all__ = ["Access", "MODEL_FILES", "PathKeys", "OWN_NAME", "model_files", "model_file_name", "check_own_output", "check_file_targets", "expand_inputs", "check_write_paths", "rejects_path", "skipped_note"]
+__all__ = ["Access", "MODEL_FILES", "PathKeys", "OWN_NAME", "model_files", "model_file_name", "check_own_output", "check_file_targets", "check_paths", "expand_inputs", "check_write_paths", "rejects_path", "skipped_note"]
 
 
 class Access(NamedTuple):
@@ -42,7 +42,7 @@ def rejects_path(output: str) -> str:
 
 def _known_input(path: str) -> bool:
     """A file a folder walk picks by default: one whose name says a readable input format."""
-    return guess_format(path) in WALKED_FORMATS
+    return format_of_name(path) in WALKED_FORMATS
 
 
 def expand_inputs(
@@ -69,11 +69,12 @@ def expand_inputs(
         found = []
         for folder, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            under = os.path.relpath(folder, path).replace(os.sep, "/")
             for name in sorted(files):
                 if name.startswith("."):
                     continue
                 full = os.path.join(folder, name)
-                rel = os.path.relpath(full, path).replace(os.sep, "/")
+                rel = name if under == "." else f"{under}/{name}"
                 if glob is not None:
                     if not fnmatch.fnmatchcase(rel if "/" in glob else name, glob):
                         continue
@@ -116,22 +117,31 @@ class PathKeys:
 
     def __init__(self) -> None:
         self.folders: dict[str, str] = {}
+        self.seen: dict[str, tuple] = {}  # path -> info(path), for one plan
 
     def real_folder(self, folder: str) -> str:
         real = self.folders.get(folder)
         if real is None:
-            real = self.folders[folder] = os.path.realpath(folder)
+            real = self.folders[folder] = os.path.realpath(folder or os.curdir)
         return real
 
     def __call__(self, path: str) -> tuple[str, tuple | None]:
         """``(real path, (st_dev, st_ino) or None)`` of ``path``, links followed as
         :func:`os.path.realpath` and :func:`os.path.samefile` follow them."""
-        folder, name = os.path.split(os.path.abspath(path))
+        return self.info(path)[:2]
+
+    def info(self, path: str) -> tuple[str, tuple | None, int | None]:
+        """:meth:`__call__` and the ``st_mode`` of ``path`` itself (``lstat``; None: nothing there)."""
+        known = self.seen.get(path)
+        if known is not None:
+            return known
+        folder, name = os.path.split(path)
         try:
             st = os.lstat(path)
         except OSError:
             st = None
-        if not name or ".." in path.split(os.sep) or st is not None and stat.S_ISLNK(st.st_mode):
+        mode = st.st_mode if st is not None else None
+        if name in ("", os.curdir, os.pardir) or os.pardir in path.split(os.sep) or mode is not None and stat.S_ISLNK(mode):
             real = os.path.realpath(path)
             try:
                 st = os.stat(path)
@@ -139,7 +149,8 @@ class PathKeys:
                 st = None
         else:
             real = os.path.join(self.real_folder(folder), name)
-        return real, (st.st_dev, st.st_ino) if st is not None else None
+        info = self.seen[path] = (real, (st.st_dev, st.st_ino) if st is not None else None, mode)
+        return info
 
 
 # names nerbatch gives its own files beside an output (manifest, partial output and its Parquet
@@ -185,65 +196,7 @@ def check_write_paths(
     write replace an input). A device or FIFO written as a stream (``/dev/null``, ``/dev/stdout``)
     replaces nothing and may be named more than once.
     """
-    from .atomic import is_stream, replace_target
-
-    keys = PathKeys()
-    reads: dict = {}  # real path or (dev, ino) -> what the file is (the input X)
-    for job in jobs:
-        if job.input != STDIO:
-            for k in keys(job.input):
-                if k is not None:
-                    reads.setdefault(k, f"the input {job.input}")
-    model_dirs = set()
-    for model in models:
-        folder, found = model_files(model)
-        if folder is None:
-            continue
-        model_dirs.add(keys.real_folder(os.path.abspath(folder)))
-        for path in found:
-            for k in keys(path):
-                if k is not None:
-                    reads.setdefault(k, f"{path}, a file of the model {model}")
-    writes: list[tuple[str, str, bool]] = []  # (path, what, named by nerbatch)
-    for job in jobs:
-        if job.output != STDIO:
-            writes.append((job.output, f"the output of {job.input}", False))
-            if rejects and not is_stream(job.output):
-                writes.append((rejects_path(job.output), f"the rejects file of {job.input}", True))
-    for option, path in (extra or {}).items():
-        if path and path != STDIO:
-            writes.append((path, option, False))
-    seen: dict = {}
-    for path, what, own in writes:
-        if is_stream(path):
-            continue
-        if not own:
-            replace_target(path)  # a link to nothing, a block device: refused
-        real, inode = keys(path)
-        for k in (real, inode):
-            if k in reads:
-                hint = "nerbatch never writes over its inputs" if reads[k].startswith("the input") else "nerbatch never writes into its model"
-                raise InputError(f"{what} ({path}) would overwrite {reads[k]}", hint=f"choose another path: {hint}")
-        folder, name = os.path.split(real)
-        if OWN_NAME.fullmatch(name):
-            raise InputError(
-                f"{what} ({path}) has the name of a file nerbatch keeps beside an output or a model "
-                "(.NAME.nerbatch.json/.part/.lock)",
-                hint="choose another name",
-            )
-        if folder in model_dirs and model_file_name(name):
-            raise InputError(
-                f"{what} ({path}) would add {name} to the model folder {folder}, which changes the model",
-                hint="choose another path: nerbatch never writes into its model",
-            )
-        for k in (real, inode):
-            if k in seen:
-                raise InputError(f"{what} and {seen[k][1]} are the same file ({path})", hint="give each its own path")
-        for k in (real, inode):
-            if k is not None:
-                seen[k] = (path, what)
-        if own:
-            check_own_output(path, what)
+    check_paths(jobs, extra, rejects=rejects, models=models, keys=PathKeys())
 
 
 def check_own_output(path: str, what: str) -> None:
@@ -269,3 +222,69 @@ def check_file_targets(targets: dict[str, str | None]) -> None:
     for option, path in targets.items():
         if path and path != "-" and os.path.isdir(path):
             raise OutputError(f"{option} {path}: is a folder, not a file", hint="name a file in it, or another path")
+
+
+def check_paths(jobs, extra=None, *, rejects=False, models=(), keys: PathKeys) -> None:
+    from .atomic import is_stream, replace_target
+
+    reads: dict = {}  # real path or (dev, ino) -> what the file is (the input X)
+    for job in jobs:
+        if job.input != STDIO:
+            for k in keys(job.input):
+                if k is not None:
+                    reads.setdefault(k, f"the input {job.input}")
+    model_dirs = set()
+    for model in models:
+        folder, found = model_files(model)
+        if folder is None:
+            continue
+        model_dirs.add(os.path.realpath(folder))
+        for path in found:
+            for k in keys(path):
+                if k is not None:
+                    reads.setdefault(k, f"{path}, a file of the model {model}")
+    writes: list[tuple[str, str, str | None]] = []  # (path, what, the output it is named after)
+    for job in jobs:
+        if job.output != STDIO:
+            writes.append((job.output, f"the output of {job.input}", None))
+            if rejects:
+                writes.append((rejects_path(job.output), f"the rejects file of {job.input}", job.output))
+    for option, path in (extra or {}).items():
+        if path and path != STDIO:
+            writes.append((path, option, None))
+    seen: dict = {}
+    streams: set[str] = set()
+    for path, what, beside in writes:
+        if beside in streams:  # a stream output has nothing beside it (its rejects go to stderr)
+            continue
+        real, inode, mode = keys.info(path)
+        if mode is not None and not stat.S_ISREG(mode):  # a link, a device, a FIFO: one lstat told
+            if is_stream(path):
+                streams.add(path)
+                continue
+            if beside is None:
+                replace_target(path)  # a link to nothing, a block device: refused
+        for k in (real, inode):
+            if k in reads:
+                hint = "nerbatch never writes over its inputs" if reads[k].startswith("the input") else "nerbatch never writes into its model"
+                raise InputError(f"{what} ({path}) would overwrite {reads[k]}", hint=f"choose another path: {hint}")
+        folder, name = os.path.split(real)
+        if OWN_NAME.fullmatch(name):
+            raise InputError(
+                f"{what} ({path}) has the name of a file nerbatch keeps beside an output or a model "
+                "(.NAME.nerbatch.json/.part/.lock)",
+                hint="choose another name",
+            )
+        if folder in model_dirs and model_file_name(name):
+            raise InputError(
+                f"{what} ({path}) would add {name} to the model folder {folder}, which changes the model",
+                hint="choose another path: nerbatch never writes into its model",
+            )
+        for k in (real, inode):
+            if k in seen:
+                raise InputError(f"{what} and {seen[k][1]} are the same file ({path})", hint="give each its own path")
+        for k in (real, inode):
+            if k is not None:
+                seen[k] = (path, what)
+        if beside is not None and mode is not None and not stat.S_ISREG(mode):
+            check_own_output(path, what)

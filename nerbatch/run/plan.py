@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..io import EXTENSION_FOR, OUTPUT_FORMATS, guess_format, input_format
 from ..io.atomic import is_stream
 from ..io.base import STDIO
-from ..io.paths import PathKeys, check_own_output, check_write_paths, expand_inputs
+from ..io.paths import PathKeys, check_own_output, check_paths, expand_inputs
 
 __all__ = ["FileJob", "PlannedJob", "plan_jobs", "plan_run", "output_fingerprint"]
 
@@ -154,7 +154,7 @@ def _output_name(rel: str, in_path: str, out_fmt: str) -> str:
     from ..io.hf import is_dataset
 
     base, comp = split_compression(rel)
-    if in_path == STDIO or is_dataset(in_path) and not os.path.isfile(in_path):
+    if in_path == STDIO or not os.path.isfile(in_path) and is_dataset(in_path):
         stem = base.replace(":", "_").replace("/", "_") if in_path.startswith("hf:") else base
     else:
         stem = os.path.splitext(base)[0]
@@ -220,8 +220,9 @@ def plan_jobs(
         seen[key] = path
         jobs.append(FileJob(path, target, in_fmt, out_fmt))
     for job in jobs:
-        if folder and job.output_format != "hf":  # names nerbatch chose: plain files only, not links or devices
-            check_own_output(job.output, f"the output of {job.input}")
+        mode = keys.info(job.output)[2] if folder else None
+        if mode is not None and not stat.S_ISREG(mode) and job.output_format != "hf":
+            check_own_output(job.output, f"the output of {job.input}")  # names nerbatch chose: plain files only
         if job.output_format == "hf" and os.path.islink(job.output):
             raise InputError(
                 "is a symbolic link: a dataset output is a folder renamed into place, which would replace the link",
@@ -234,7 +235,7 @@ def plan_jobs(
                 path=job.output,
                 hint="choose a new folder for -o",
             )
-    check_write_paths(jobs)
+    check_paths(jobs, keys=keys)
     if folder:
         assert output is not None
         for made in sorted({os.path.dirname(job.output) for job in jobs} | {output}):

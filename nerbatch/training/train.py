@@ -266,13 +266,14 @@ def check_log_path(opts: TrainOptions) -> None:
     inputs = [*opts.train, *([opts.dev] if opts.dev else [])]
     base = opts.base_model if opts.base_model is not None else default_base_model()
     check_write_paths([Access(p) for p in inputs], {"--log-json": opts.log_json}, models=[base, opts.output_dir])
-    real, folder = os.path.realpath(opts.log_json), os.path.realpath(opts.output_dir)
-    if real.startswith(folder + os.sep):
-        raise InputError(
-            f"--log-json ({opts.log_json}) is inside the model folder -o {opts.output_dir}, which training "
-            "builds elsewhere and swaps in whole",
-            hint="write the log outside the model folder",
-        )
+    real = os.path.realpath(opts.log_json)
+    for folder in (opts.output_dir, work_folder.work_dir(opts.output_dir)):
+        if real.startswith(os.path.realpath(folder) + os.sep):
+            raise InputError(
+                f"--log-json ({opts.log_json}) is inside the model folder -o {opts.output_dir} or its work "
+                "folder, which training builds, swaps in and removes whole",
+                hint="write the log outside the model folder",
+            )
 
 
 def _file_id(path: str) -> dict:

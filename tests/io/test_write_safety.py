@@ -250,13 +250,23 @@ def test_a_link_to_a_file_is_written_through_and_stays_a_link(tiny_model, small,
     assert (tmp_path / "j.json").is_symlink() and json.loads(target.read_text())["overall"]["f1"] == 1.0
 
 
-def test_dev_stdout_appends_where_the_shell_appends(tiny_model, small, tmp_path):
+def test_dev_stdout_names_the_descriptor():
+    from nerbatch.io.atomic import fd_alias
+
+    assert fd_alias("/dev/fd/1") == 1 and fd_alias(f"/proc/{os.getpid()}/fd/2") == 2 and fd_alias("/dev/null") is None
+    if os.path.islink("/dev/stdout"):
+        assert fd_alias("/dev/stdout") == 1
+
+
+def test_dev_fd_1_appends_where_the_shell_appends(tiny_model, small, tmp_path):
+    """``-o /dev/stdout >> FILE`` (here /dev/fd/1, which a broken build cannot replace: the
+    unfixed code replaced /dev/stdout itself with a regular file)."""
     log = tmp_path / "all.conll"
     log.write_text("first\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(log, "ab") as fh:
         proc = subprocess.run(
-            [sys.executable, "-m", "nerbatch", "tag", str(small), "-o", "/dev/stdout", "--model", tiny_model, *TAG],
+            [sys.executable, "-m", "nerbatch", "tag", str(small), "-o", "/dev/fd/1", "--model", tiny_model, *TAG],
             stdout=fh, stderr=subprocess.PIPE, text=True, env=env, timeout=300,
         )
     assert proc.returncode == 0, proc.stderr
@@ -336,11 +346,12 @@ def test_train_log_json_never_appends_to_its_inputs(tiny_encoder, tmp_path, whic
     assert "--log-json" in res.stderr and log.read_bytes() == before
 
 
-def test_train_log_json_inside_the_model_folder_is_refused(tiny_encoder, tmp_path):
+@pytest.mark.parametrize("log", ["m/log.jsonl", ".m.nerbatch-train/log.jsonl"])
+def test_train_log_json_inside_the_model_or_work_folder_is_refused(tiny_encoder, tmp_path, log):
     res = CliRunner().invoke(
         cli,
         ["train", "--train", str(SAMPLE / "dev.conll"), "-o", str(tmp_path / "m"), "--base-model", tiny_encoder,
-         "--log-json", str(tmp_path / "m" / "log.jsonl"), "-q"],
+         "--log-json", str(tmp_path / log), "-q"],
     )
     assert res.exit_code == 2 and "inside the model folder" in res.stderr
 
@@ -427,7 +438,8 @@ def test_check_write_paths_is_linear(tmp_path):
     """20,000 outputs checked in well under the seconds the pairwise check took for 500."""
     import time
 
-    from nerbatch.run.plan import FileJob, check_write_paths
+    from nerbatch.io.paths import check_write_paths
+    from nerbatch.run.plan import FileJob
 
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
@@ -443,7 +455,8 @@ def test_check_write_paths_is_linear(tmp_path):
 
 def test_check_write_paths_still_finds_links_and_hard_links(tmp_path):
     from nerbatch.errors import InputError
-    from nerbatch.run.plan import FileJob, check_write_paths
+    from nerbatch.io.paths import check_write_paths
+    from nerbatch.run.plan import FileJob
 
     d = tmp_path / "d"
     d.mkdir()
