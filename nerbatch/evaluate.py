@@ -474,21 +474,25 @@ def output_read_options(input_fmt: str, output_fmt: str, options: ReadOptions = 
 
     A CoNLL output is the input's lines plus a predicted column (so negative columns move one to
     the left), or ``word [gold] pred`` for other inputs; JSONL/Parquet outputs keep the input's
-    fields when they copy its records, else they use the standard ``tokens``/``tags`` names.
+    fields when they copy its records, else they use the standard ``tokens``/``tags`` names. The
+    sentences are bounded as the input's were; lines are not (an output line is longer than its
+    input line, and both are bounded by what the input allowed).
     """
+    limits = {"max_line_bytes": None, "max_sentence_tokens": options.max_sentence_tokens}
     if output_fmt == "conll":
         if input_fmt != "conll":
-            return ReadOptions(tag_column=-2, pred_column=-1)
+            return ReadOptions(tag_column=-2, pred_column=-1, **limits)
         tag, tok = options.tag_column, options.token_column
         return ReadOptions(
             token_column=tok if tok >= 0 else tok - 1,
             tag_column=None if tag is None else (tag if tag >= 0 else tag - 1),
             pred_column=-1,
+            **limits,
         )
     keeps_records = (output_fmt == "jsonl" and input_fmt in ("jsonl", "parquet")) or output_fmt == input_fmt == "parquet"
     if keeps_records:
-        return ReadOptions(tokens_key=options.tokens_key, text_key=options.text_key, tags_key=options.tags_key, pred_column=-1)
-    return ReadOptions(pred_column=-1)
+        return ReadOptions(tokens_key=options.tokens_key, text_key=options.text_key, tags_key=options.tags_key, pred_column=-1, **limits)
+    return ReadOptions(pred_column=-1, **limits)
 
 
 READABLE_OUTPUTS = ("conll", "jsonl", "parquet")
