@@ -90,6 +90,31 @@ def _silence_stdout() -> None:
         pass
 
 
+class ByteSize(click.ParamType):
+    """A number of bytes, with an optional binary suffix: ``65536``, ``64K``, ``16M``, ``1G``."""
+
+    name = "bytes"
+    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*", str(value), re.IGNORECASE)
+        if not m or int(m.group(1)) < 1:
+            self.fail(f"{value!r} is not a size in bytes (e.g. 65536, 64K, 16M, 1G)", param, ctx)
+        return int(m.group(1)) * self._UNITS[m.group(2).upper()]
+
+
+def limit_options() -> list:
+    """Bounds on what one line and one sentence of an input may hold (every command that reads)."""
+    from .io.base import MAX_LINE_BYTES, MAX_SENTENCE_TOKENS
+
+    return [
+        click.option("--max-line-bytes", type=ByteSize(), default=f"{MAX_LINE_BYTES >> 20}M", show_default=True, help="A longer input line is an error at file:line (a reject under --on-error skip), found without holding the line: a missing line break or a decompression bomb cannot fill the memory. Takes K, M, G suffixes."),
+        click.option("--max-sentence-tokens", type=click.IntRange(min=1), default=MAX_SENTENCE_TOKENS, show_default=True, help="A sentence with more tokens (CoNLL: token lines) is an error at file:line (a reject under --on-error skip): a file without sentence breaks would otherwise be tagged as one sentence, held whole."),
+    ]
+
+
 def read_options_decorator(fn):
     """Options shared by every command that reads corpora."""
     opts = [
@@ -123,7 +148,7 @@ def read_options_decorator(fn):
         click.option("--doc-key", default=None, help="JSONL key / Parquet column with a document id (default: 'doc_id', then 'doc'); sentences of one document share context."),
         click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the inputs (a UTF-8 BOM is always accepted)."),
         click.option("--errors", "decode_errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True, help="On undecodable bytes: fail with file, line and byte offset, or replace them and go on."),
-    ] + input_source_options()
+    ] + input_source_options() + limit_options()
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
@@ -170,6 +195,8 @@ def build_read_options(kw: dict):
         tokenizer=kw.pop("word_tokenizer") or "treebank",
         split=kw.pop("split"),
         config=kw.pop("dataset_config"),
+        max_line_bytes=kw.pop("max_line_bytes"),
+        max_sentence_tokens=kw.pop("max_sentence_tokens"),
     )
 
 
@@ -424,9 +451,9 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
 @click.option("--compare", is_flag=True, help="FILES are two predictions (A B) of the same gold: score both and give a paired bootstrap p-value for the F1 difference B - A.")
 @click.option("--input-format", type=click.Choice(INPUT_FORMATS), help="Input format (default: from the extension).")
 @click.option("--device", default="auto", show_default=True, callback=_check_device, help="With --model: auto, cpu, cuda.")
-@_options(input_source_options())
+@_options(input_source_options() + limit_options())
 @user_errors
-def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, seed, examples, compare, input_format, device, glob, split, dataset_config):
+def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, seed, examples, compare, input_format, device, glob, split, dataset_config, max_line_bytes, max_sentence_tokens):
     """Score FILES that hold gold and predicted tags (CoNLL `... gold pred`, JSONL/Parquet `tags` + `pred_tags`).
 
     Default numbers equal conlleval's (IOB1 chunk rules: an I-X after O or another type starts a
@@ -450,6 +477,7 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
         list(files), model=model, strict=strict, compare=compare, input_format=input_format, glob=glob, split=split,
         config=dataset_config, text_path=text_path, json_path=json_path, html_path=html_path, bootstrap=bootstrap,
         seed=seed, examples=examples, tagger_options=TaggerOptions(device=device),
+        max_line_bytes=max_line_bytes, max_sentence_tokens=max_sentence_tokens,
         notify=lambda text: click.echo(f"nerbatch: {text}", err=True),
     )
     click.echo(format_comparison(result) if compare else format_report(result))

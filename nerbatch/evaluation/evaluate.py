@@ -476,21 +476,25 @@ def output_read_options(input_fmt: str, output_fmt: str, options: ReadOptions = 
 
     A CoNLL output is the input's lines plus a predicted column (so negative columns move one to
     the left), or ``word [gold] pred`` for other inputs; JSONL/Parquet outputs keep the input's
-    fields when they copy its records, else they use the standard ``tokens``/``tags`` names.
+    fields when they copy its records, else they use the standard ``tokens``/``tags`` names. The
+    sentences are bounded as the input's were; lines are not (an output line is longer than its
+    input line, and both are bounded by what the input allowed).
     """
+    limits = {"max_line_bytes": None, "max_sentence_tokens": options.max_sentence_tokens}
     if output_fmt == "conll":
         if input_fmt != "conll":
-            return ReadOptions(tag_column=-2, pred_column=-1)
+            return ReadOptions(tag_column=-2, pred_column=-1, **limits)
         tag, tok = options.tag_column, options.token_column
         return ReadOptions(
             token_column=tok if tok >= 0 else tok - 1,
             tag_column=None if tag is None else (tag if tag >= 0 else tag - 1),
             pred_column=-1,
+            **limits,
         )
     keeps_records = (output_fmt == "jsonl" and input_fmt in ("jsonl", "parquet")) or output_fmt == input_fmt == "parquet"
     if keeps_records:
-        return ReadOptions(tokens_key=options.tokens_key, text_key=options.text_key, tags_key=options.tags_key, pred_column=-1)
-    return ReadOptions(pred_column=-1)
+        return ReadOptions(tokens_key=options.tokens_key, text_key=options.text_key, tags_key=options.tags_key, pred_column=-1, **limits)
+    return ReadOptions(pred_column=-1, **limits)
 
 
 
@@ -651,13 +655,16 @@ def evaluate(
     seed: int = 0,
     examples: int = 50,
     tagger_options=None,
+    max_line_bytes: int | None = None,
+    max_sentence_tokens: int | None = None,
     notify=None,
 ) -> dict:
     """``nerbatch evaluate`` as one call: score ``files`` (gold and predicted tags; with ``model``, gold
     files tagged first, nothing written) and write the reports asked for; returns the result dict
     (what ``--json`` writes). ``compare``: ``files`` are two predictions of the same gold, scored with
     a paired bootstrap (the result of :func:`compare_files`). Folders are walked (``glob``);
-    ``split``/``config`` pick a Hugging Face dataset's split and configuration. Every report path is
+    ``split``/``config`` pick a Hugging Face dataset's split and configuration; ``max_line_bytes``/
+    ``max_sentence_tokens`` bound what one input line and one sentence may hold (default: ReadOptions'). Every report path is
     checked before anything is read (never an input, never twice). ``notify``: called with
     one-line notices (input folders' non-regular files left out)."""
     from ..io.paths import Access, check_file_targets, check_write_paths, expand_inputs, skipped_note
@@ -666,7 +673,8 @@ def evaluate(
     paths = [p for p, _ in expand_inputs(list(files), glob, input_format, skipped)]
     if skipped and notify is not None:
         notify(skipped_note(skipped))
-    options = ReadOptions(split=split, config=config)
+    limits = {k: v for k, v in (("max_line_bytes", max_line_bytes), ("max_sentence_tokens", max_sentence_tokens)) if v is not None}
+    options = ReadOptions(split=split, config=config, **limits)
     check_write_paths([Access(f) for f in paths], {"--output": text_path, "--json": json_path, "--html": html_path},
                       models=[model])
     check_file_targets({"--output": text_path, "--json": json_path, "--html": html_path})

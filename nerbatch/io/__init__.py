@@ -81,14 +81,16 @@ def format_of_name(path: str, default: str | None = None) -> str | None:
 def looks_like_conll(path: str, lines: int = 50) -> bool:
     """Sniff a ``.txt`` file: ``-DOCSTART-`` or token lines whose last column is a tag mean CoNLL."""
     from ..core.schemes import is_tag
-    from .base import open_binary, raw_lines
+    from .base import Overlong, open_binary, raw_lines
     from .compress import decompress_errors
     from .conll import split_columns
 
     seen = 0
     try:
         with open_binary(path) as fh:
-            for raw in raw_lines(fh):
+            for raw in raw_lines(fh, 1 << 16):
+                if isinstance(raw, Overlong):  # no CoNLL token line is that long
+                    return False
                 text = raw.decode("utf-8", "replace").strip(" \t\r\n").lstrip("\ufeff")
                 if not text:
                     continue

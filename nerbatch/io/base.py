@@ -17,6 +17,15 @@ from ..core.record import Sentence
 from ..errors import InputError, OutputError
 
 STDIO = "-"
+# What one input line and one sentence may hold (``--max-line-bytes``, ``--max-sentence-tokens``).
+# Real lines stay far below 16 MiB (a JSONL record of a 3,000-page book); a longer one is a missing
+# line break or a decompression bomb. Holding a line costs some 30 times its size once decoded,
+# parsed and tokenised (a 16 MiB line of text: about 3 million words, about 0.5 GB), so the bound
+# keeps one line under a gigabyte. A sentence of 100,000 tokens (a file without sentence breaks)
+# costs about 0.1 GB to tag, as much as a block of ordinary sentences; the tagger holds a sentence's
+# word pieces and windows whole, so a longer one would grow the run's memory with it.
+MAX_LINE_BYTES = 16 << 20
+MAX_SENTENCE_TOKENS = 100_000
 
 
 @dataclass(frozen=True)
@@ -42,12 +51,36 @@ class ReadOptions:
     tokenizer: str = "treebank"  # raw-text words: "treebank" (CoNLL-style) or "whitespace" (split on whitespace only)
     split: str | None = None  # Hugging Face dataset inputs: the split (None: the only one, else an error)
     config: str | None = None  # Hugging Face dataset inputs: the configuration (``load_dataset(path, config)``)
+    # a longer line, a sentence with more tokens: an error at file:line (a reject under on_error="skip"); None: no bound
+    max_line_bytes: int | None = MAX_LINE_BYTES
+    max_sentence_tokens: int | None = MAX_SENTENCE_TOKENS
 
     def layout_for(self, fmt: str) -> str:
         """The layout raw text of input format ``fmt`` ("text", "jsonl", "parquet") is cut by."""
         if self.layout is not None:
             return self.layout
         return "line" if fmt == "text" else "document"
+
+
+def sentence_too_long(options: ReadOptions, path: str, line: int, what: str = "tokens") -> InputError:
+    """The error for a sentence of more than ``options.max_sentence_tokens`` tokens (CoNLL: token
+    ``lines``) at ``path:line``."""
+    return InputError(
+        f"a sentence of more than {options.max_sentence_tokens:,} {what} (--max-sentence-tokens)",
+        path=path,
+        line=line,
+        hint="no sentence breaks, such as blank lines between CoNLL sentences? add them, or pass a larger --max-sentence-tokens",
+    )
+
+
+def check_sentences(sentences: Iterable[Sentence], options: ReadOptions) -> None:
+    """Raise :func:`sentence_too_long` for the first sentence over the bound (None: no bound)."""
+    limit = options.max_sentence_tokens
+    if limit is None:
+        return
+    for sent in sentences:
+        if len(sent.tokens) > limit:
+            raise sentence_too_long(options, sent.path, sent.line)
 
 
 def open_binary(path: str, decompress: bool = True) -> BinaryIO:
@@ -149,39 +182,77 @@ _SNIFF = 1 << 16  # bytes read to find the first line end
 _EOL = re.compile(rb"\r\n|\r|\n")
 
 
-def _split_any_eol(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Lines (with their ends) of a byte stream whose lines end in CR, LF or CRLF."""
+class Overlong:
+    """Stands for a line longer than the bound (see :func:`raw_lines`), whose bytes are not kept.
+
+    ``length``: its bytes, line end included; complete once the next line has been asked for.
+    """
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+
+def _split_any_eol(chunks: Iterable[bytes], max_bytes: int | None = None) -> Iterator[bytes | Overlong]:
+    """Lines (with their ends) of a byte stream whose lines end in CR, LF or CRLF; a line of more
+    than ``max_bytes`` bytes (line end not counted) is an :class:`Overlong`, its bytes dropped."""
     pending: list[bytes] = []  # pieces of the line not yet ended
+    size = 0  # their bytes
+    long: Overlong | None = None  # the overlong line being read past
     cr = False  # the last chunk ended in CR: an LF may follow in the next one
+
+    def add(piece: bytes, end: int = 0) -> Iterator[Overlong]:
+        """Add ``piece`` (``end``: bytes of line end it finishes with) to the line being read."""
+        nonlocal size, long
+        if long is not None:
+            long.length += len(piece)
+            return
+        pending.append(piece)
+        size += len(piece)
+        if max_bytes is not None and size - end > max_bytes:
+            long = Overlong(size)
+            pending.clear()
+            yield long
+
+    def finish() -> Iterator[bytes]:
+        nonlocal size, long
+        if long is None:
+            yield b"".join(pending)
+        pending.clear()
+        size = 0
+        long = None
+
     for chunk in chunks:
         pos = 0
         if cr:
             cr = False
             if chunk.startswith(b"\n"):
-                pending.append(b"\n")
+                yield from add(b"\n", 2)  # the end of a CRLF
                 pos = 1
-            yield b"".join(pending)
-            pending = []
+            yield from finish()
         for m in _EOL.finditer(chunk, pos):
             end = m.end()
-            pending.append(chunk[pos:end])
+            yield from add(chunk[pos:end], end - m.start())
             pos = end
             if end == len(chunk) and m.group() == b"\r":
                 cr = True
                 break
-            yield b"".join(pending)
-            pending = []
+            yield from finish()
         if pos < len(chunk):
-            pending.append(chunk[pos:])
-    if pending:
-        yield b"".join(pending)
+            yield from add(chunk[pos:])
+    if pending or long is not None:
+        yield from finish()
 
 
-def raw_lines(stream: BinaryIO) -> Iterator[bytes]:
+def raw_lines(stream: BinaryIO, max_bytes: int | None = None) -> Iterator[bytes | Overlong]:
     """The lines of ``stream`` with their line ends, read lazily.
 
     Lines end in LF (a CR before it belongs to the line end). A file whose first line holds a CR
     that is not part of a CRLF (old Mac files end lines in CR only) is split on CR, LF and CRLF.
+    A line of more than ``max_bytes`` bytes (its end not counted; None: no bound) comes as an
+    :class:`Overlong`: at most ``max_bytes`` + 1 of its bytes are ever held, and the rest is read
+    past when the next line is asked for.
     """
     first = stream.readline(_SNIFF)
     if not first:
@@ -189,12 +260,22 @@ def raw_lines(stream: BinaryIO) -> Iterator[bytes]:
     body = first[:-1] if first.endswith(b"\n") else first
     if b"\r" in body.removesuffix(b"\r") or (body.endswith(b"\r") and not first.endswith(b"\n")):
         read = getattr(stream, "read1", stream.read)
-        yield from _split_any_eol(itertools.chain([first], iter(lambda: read(_SNIFF), b"")))
+        yield from _split_any_eol(itertools.chain([first], iter(lambda: read(_SNIFF), b"")), max_bytes)
         return
-    if not first.endswith(b"\n"):
-        first += stream.readline()  # the rest of a long first line
-    yield first
-    yield from stream
+    limit = -1 if max_bytes is None else max_bytes + 2  # room for a CRLF, or a byte too many
+    if not first.endswith(b"\n") and (limit < 0 or len(first) < limit):
+        first += stream.readline(limit - len(first) if limit > 0 else -1)  # the rest of a long first line
+    for line in itertools.chain([first], iter(lambda: stream.readline(limit), b"")):
+        if max_bytes is None or len(line) - (2 if line.endswith(b"\r\n") else line.endswith(b"\n")) <= max_bytes:
+            yield line
+            continue
+        long = Overlong(len(line))
+        yield long
+        while not line.endswith(b"\n"):  # read past the rest of it, a buffer at a time
+            line = stream.readline(_SNIFF)
+            if not line:
+                break
+            long.length += len(line)
 
 
 def decoded_lines(path: str, options: ReadOptions) -> Iterator[tuple[int, str, str | None]]:
@@ -204,7 +285,8 @@ def decoded_lines(path: str, options: ReadOptions) -> Iterator[tuple[int, str, s
     ``on_error="skip"`` the line comes with the error message instead (text decoded with
     replacement characters), and with ``errors="replace"`` they are replaced silently.
     A byte-order mark at the start of a later line (files joined with ``cat``) is an error too.
-    Reads the file lazily, line by line.
+    A line longer than ``options.max_line_bytes`` is an error the same way (under skip its text is
+    empty: it is never held). Reads the file lazily, line by line.
     """
     from .compress import compression_of, decompress_errors
 
@@ -212,8 +294,24 @@ def decoded_lines(path: str, options: ReadOptions) -> Iterator[tuple[int, str, s
     kind = compression_of(path) if path != STDIO else None
     offset = 0
     lineno = 0
+    long: Overlong | None = None
     try:
-        for lineno, raw in enumerate(raw_lines(stream), 1):
+        for lineno, raw in enumerate(raw_lines(stream, options.max_line_bytes), 1):
+            if long is not None:  # read past by now
+                offset += long.length
+                long = None
+            if isinstance(raw, Overlong):
+                err = InputError(
+                    f"a line longer than {options.max_line_bytes:,} bytes (--max-line-bytes)",
+                    path=path,
+                    line=lineno,
+                    hint="a missing line break or a damaged file? pass a larger --max-line-bytes to read it",
+                )
+                if options.on_error != "skip":
+                    raise err
+                long = raw
+                yield lineno, "", str(err)
+                continue
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
                 offset += 3

@@ -21,10 +21,11 @@ from typing import Iterable, Iterator
 
 from ..core.record import RECORD_DOC, Sentence
 from ..errors import InputError
-from .base import ReadOptions, Writer, decoded_lines
+from .base import ReadOptions, Writer, decoded_lines, sentence_too_long
 
 DOCSTART = "-DOCSTART-"
 _BLANKS = " \t"  # the only column separators (and what is stripped from line ends)
+PASSTHROUGH_RUN = 1024  # lines between two sentences held at most (a block holds 2,048 such runs)
 
 
 def split_columns(line: str) -> list[str]:
@@ -73,6 +74,7 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
     start = 0
     has_tags = tag_column is not None
     has_pred = options.pred_column is not None
+    limit = options.max_sentence_tokens
 
     def flush() -> Sentence:
         nonlocal prefix, tokens, tags, preds, raw, index, error
@@ -102,18 +104,41 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
         if error is None:
             error = str(err)
 
+    def full(lineno: int) -> bool:
+        """The sentence holds ``limit`` lines already, so it is too long: raises, or under skip marks
+        it rejected (it keeps its first ``limit`` lines, for the rejects file) and returns True."""
+        nonlocal error
+        if limit is None or len(raw) < limit:
+            return False
+        err = sentence_too_long(options, path, lineno, "lines")
+        if not skip:
+            raise err
+        error = error or str(err)
+        return True
+
+    def passthrough() -> Iterator[Sentence]:
+        """A run of lines between sentences (blank, ``-DOCSTART-``, comments) goes out in empty
+        sentences of ``PASSTHROUGH_RUN`` lines (the output is the same), so such a run is never held whole."""
+        nonlocal prefix
+        if len(prefix) >= PASSTHROUGH_RUN:
+            yield Sentence(tokens=[], doc_id=f"{doc}", index=index, path=path, source=[], prefix=prefix)
+            prefix = []
+
     for lineno, line, decode_error in decoded_lines(path, options):
         stripped = line.rstrip(_BLANKS)
-        if not stripped:
+        if not stripped and decode_error is None:
             if raw:
                 yield flush()
             prefix.append("")
+            yield from passthrough()
             continue
         if conllu and stripped.startswith("#"):
             if raw:
-                raw.append(Untagged(stripped))
+                if not full(lineno):
+                    raw.append(Untagged(stripped))
             else:
                 prefix.append(stripped)
+                yield from passthrough()
             continue
         if _is_docstart(stripped):
             if raw:
@@ -121,9 +146,12 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
             doc += 1
             index = 0
             prefix.append(stripped)
+            yield from passthrough()
             continue
         if not raw:
             start = lineno
+        if full(lineno):
+            continue
         raw.append(stripped)
         if decode_error is not None:
             if not skip:  # pragma: no cover - decoded_lines raises already

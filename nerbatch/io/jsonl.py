@@ -32,7 +32,7 @@ from ..core.record import RECORD_DOC, RecordParts, Sentence, token_offsets
 from ..core.schemes import conll_chunks
 from ..core.spans import SPAN_KEYS, Gold, SpanError, gold_spans
 from ..errors import InputError
-from .base import ReadOptions, Writer, decoded_lines
+from .base import ReadOptions, Writer, check_sentences, decoded_lines
 
 _WORD = re.compile(r"\S+")
 # U+0085, U+2028 and U+2029 stay escaped (many line readers split on them); a CR can only be
@@ -280,11 +280,12 @@ def record_to_sentences(
             for sent in sentences:
                 sent.doc_id = f"{RECORD_DOC}{path}:{line}"
         if sentences:
+            check_sentences(sentences, options)
             return sentences
         tokens, spans = [], []  # no tokens at all: one empty sentence keeps the record
         if gold is not None:
             tags = []
-    return [
+    sentences = [
         Sentence(
             tokens=tokens,
             tags=tags,
@@ -298,6 +299,8 @@ def record_to_sentences(
             pred=pred,
         )
     ]
+    check_sentences(sentences, options)
+    return sentences
 
 
 def read_jsonl(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:

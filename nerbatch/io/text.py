@@ -17,7 +17,8 @@ from typing import Iterable, Iterator
 from ..core.record import Sentence
 from ..core.spans import Span, align
 from ..core.tokenize import TextSettings, layout_records
-from .base import ReadOptions, decoded_lines
+from ..errors import InputError
+from .base import ReadOptions, check_sentences, decoded_lines
 
 
 def unit_sentences(
@@ -70,12 +71,22 @@ def read_text(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sente
     lines: list[str] = []
     first_line = 0
 
+    def checked(out: list[Sentence], line: int) -> list[Sentence]:
+        """The sentences of a unit, or (under skip) one rejected unit when one of them is too long."""
+        try:
+            check_sentences(out, options)
+        except InputError as exc:
+            if options.on_error != "skip":
+                raise
+            return [Sentence(tokens=[], doc_id="0", path=path, line=line, source=out[0].text if out else "", error=str(exc))]
+        return out
+
     def unit() -> list[Sentence]:
         nonlocal index, lines
         text = "\n".join(lines)
         lines = []
-        out = unit_sentences(text, "document", words, doc_id="0", index=index, path=path, line=first_line)
-        index += len(out)
+        out = checked(unit_sentences(text, "document", words, doc_id="0", index=index, path=path, line=first_line), first_line)
+        index += sum(1 for s in out if s.error is None)
         return out
 
     for lineno, line, error in decoded_lines(path, options):
@@ -87,9 +98,9 @@ def read_text(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sente
         if layout == "line":
             if not line.strip():
                 continue
-            for sent in unit_sentences(line, "line", words, doc_id="0", index=index, path=path, line=lineno):
+            for sent in checked(unit_sentences(line, "line", words, doc_id="0", index=index, path=path, line=lineno), lineno):
                 yield sent
-                index += 1
+                index += sent.error is None
             continue
         if not line.strip():
             if layout == "paragraph":

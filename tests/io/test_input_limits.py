@@ -3,6 +3,7 @@ folders, wide Parquet rows, lone surrogates, and the errors that must say what i
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -10,12 +11,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from nerbatch.cli import cli
 from nerbatch.errors import InputError
 from nerbatch.io import read
+from nerbatch.io.base import Overlong, ReadOptions, raw_lines
+from nerbatch.io.conll import PASSTHROUGH_RUN
 
 from ..conftest import SAMPLE
 
@@ -241,3 +246,114 @@ def test_evaluate_report_path_that_is_a_folder_is_refused(tmp_path):
     code, output = run("evaluate", str(tagged), "--json", str(tmp_path))
     assert code == 2 and f"--json {tmp_path}: is a folder, not a file" in output, output
     assert "processed" not in output  # refused before scoring
+
+
+# -- item 13: what one line and one sentence may hold -----------------------------------------------
+
+def test_an_overlong_line_is_refused_without_reading_it_whole():
+    """The reader stops a bound's worth into the line: a decompression bomb of one line never fills
+    the memory (the line here is 8 MB; the bound 1 KiB)."""
+    stream = io.BufferedReader(io.BytesIO(b"short\n" + b"x" * (8 << 20) + b"\nafter\n"))
+    lines = raw_lines(stream, 1024)
+    assert next(lines) == b"short\n"
+    long = next(lines)
+    assert isinstance(long, Overlong)
+    assert stream.tell() < 100_000  # refused after reading about 1 KiB of the 8 MB line
+    assert next(lines) == b"after\n" and long.length == (8 << 20) + 1  # then read past, not held
+
+
+@pytest.mark.parametrize("fmt, line", [("txt", "word " * 400), ("jsonl", '{"text": "%s"}' % ("word " * 400)), ("conll", "w" * 2000 + " O")])
+def test_overlong_line_fails_tag_at_its_line(fmt, line, tiny_model, tmp_path):
+    src = tmp_path / f"in.{fmt}"
+    good = {"txt": "Turku is", "jsonl": '{"tokens": ["Turku"]}', "conll": "Turku O\n"}[fmt]
+    src.write_text(f"{good}\n{line}\n{good}\n", encoding="utf-8")
+    out = tmp_path / f"out.{fmt}"
+    code, output = run("tag", str(src), "-o", str(out), "--model", tiny_model, "-q", "--max-line-bytes", "1K")
+    assert code == 2, output
+    assert f"{src}:{3 if fmt == 'conll' else 2}: a line longer than 1,024 bytes (--max-line-bytes)" in output
+    assert not out.exists()
+    code, output = run("tag", str(src), "-o", str(out), "--model", tiny_model, "-q", "--max-line-bytes", "4K")
+    assert code == 0, output  # under the bound it reads
+
+
+@pytest.mark.parametrize("fmt", ["txt", "jsonl", "conll"])
+def test_overlong_line_is_a_reject_under_skip(fmt, tiny_model, tmp_path):
+    src = tmp_path / f"in.{fmt}"
+    if fmt == "conll":
+        src.write_text("Turku O\n\n" + "w" * 5000 + " O\nx O\n\nis O\n", encoding="utf-8")
+    elif fmt == "jsonl":
+        src.write_text('{"tokens": ["Turku"]}\n{"tokens": ["%s"]}\n{"tokens": ["is"]}\n' % ("w" * 5000), encoding="utf-8")
+    else:
+        src.write_text("Turku\n" + "w " * 2500 + "\nis\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code, output = run("tag", str(src), "-o", str(out), "--model", tiny_model, "-q", "--max-line-bytes", "1K", "--on-error", "skip")
+    assert code == 3, output
+    assert [json.loads(x)["tokens"] for x in out.read_text(encoding="utf-8").splitlines()] == [["Turku"], ["is"]]
+    (reject,) = [json.loads(x) for x in Path(f"{out}.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert reject["line"] == (3 if fmt == "conll" else 2) and "(--max-line-bytes)" in reject["error"]
+
+
+def test_max_line_bytes_takes_sizes(tiny_model, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Turku is\n", encoding="utf-8")
+    code, output = run("tag", str(src), "--model", tiny_model, "-q", "--max-line-bytes", "lots")
+    assert code == 2 and "'lots' is not a size in bytes" in output, output
+    assert run("tag", str(src), "--model", tiny_model, "-q", "--max-line-bytes", "2M")[0] == 0
+
+
+def test_sentence_without_breaks_fails_while_it_is_read(tmp_path):
+    """A CoNLL file without blank lines is refused at the line that passes the bound, before the rest
+    of the file is read (a bomb of token lines never fills the memory)."""
+    src = tmp_path / "flat.conll"
+    src.write_bytes(b"".join(b"w%d O\n" % i for i in range(5000)))
+    sentences = read(str(src), options=ReadOptions(max_sentence_tokens=1000))
+    with pytest.raises(InputError, match=r"flat\.conll:1001: a sentence of more than 1,000 lines \(--max-sentence-tokens\)"):
+        next(sentences)
+
+
+@pytest.mark.parametrize("fmt", ["conll", "jsonl", "txt", "parquet"])
+def test_overlong_sentence_fails_tag_or_is_a_reject(fmt, tiny_model, tmp_path):
+    long = [f"w{i}" for i in range(300)]
+    src = tmp_path / f"in.{fmt}"
+    if fmt == "conll":
+        src.write_text("Turku O\n\n" + "".join(f"{w} O\n" for w in long) + "\nis O\n", encoding="utf-8")
+    elif fmt == "jsonl":
+        src.write_text("\n".join(json.dumps({"tokens": t}) for t in (["Turku"], long, ["is"])) + "\n", encoding="utf-8")
+    elif fmt == "txt":
+        src.write_text("Turku\n" + " ".join(long) + "\nis\n", encoding="utf-8")
+    else:
+        pq.write_table(pa.table({"tokens": [["Turku"], long, ["is"]]}), src)
+    where = 3 if fmt == "conll" else 2
+    out = tmp_path / "out.jsonl"
+    code, output = run("tag", str(src), "-o", str(out), "--model", tiny_model, "-q", "--max-sentence-tokens", "200")
+    assert code == 2, output
+    assert f"{src}:{where + 200 if fmt == 'conll' else where}: a sentence of more than 200" in output
+    code, output = run("tag", str(src), "-o", str(out), "--model", tiny_model, "-q", "--max-sentence-tokens", "200", "--on-error", "skip")
+    assert code == 3, output
+    assert [json.loads(x)["tokens"] for x in out.read_text(encoding="utf-8").splitlines()] == [["Turku"], ["is"]]
+    (reject,) = [json.loads(x) for x in Path(f"{out}.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert reject["line"] == where and "(--max-sentence-tokens)" in reject["error"]
+    assert run("tag", str(src), "-o", str(out), "--model", tiny_model, "-q", "--max-sentence-tokens", "300")[0] == 0
+
+
+def test_sentence_bound_applies_to_train_and_evaluate(tiny_model, tmp_path):
+    src = tmp_path / "train.conll"
+    src.write_text("Turku B-LOC B-LOC\n\n" + "".join(f"w{i} O O\n" for i in range(50)), encoding="utf-8")
+    code, output = run("evaluate", str(src), "--max-sentence-tokens", "20", "--bootstrap", "0")
+    assert code == 2 and f"{src}:23: a sentence of more than 20 lines" in output, output
+    code, output = run("train", "--train", str(src), "-o", str(tmp_path / "m"), "--base-model", tiny_model, "-q", "--max-sentence-tokens", "20")
+    assert code == 2 and f"{src}:23: a sentence of more than 20 lines" in output, output
+
+
+def test_a_long_run_of_blank_lines_is_never_held_whole(tiny_model, tmp_path):
+    """20,000 blank lines between two sentences go out as they came, but the reader hands them on
+    in runs of at most PASSTHROUGH_RUN lines (a bomb of blank lines held whole took 4 GB per 200 MB)."""
+    src = tmp_path / "gaps.conll"
+    src.write_text("Turku O\n" + "\n" * 20_000 + "-DOCSTART- O\n" + "\n" * 3000 + "is O\n", encoding="utf-8")
+    assert max(len(s.prefix) for s in read(str(src))) <= PASSTHROUGH_RUN
+    out = tmp_path / "out.conll"
+    code, output = run("tag", str(src), "-o", str(out), "--model", tiny_model, "-q")
+    assert code == 0, output
+    lines = out.read_text(encoding="utf-8").split("\n")
+    assert len(lines) == 23_004 and lines[0].startswith("Turku O ") and lines[20_001] == "-DOCSTART- O O"
+    assert lines[23_002].startswith("is O ") and set(lines[1:20_001]) == {""}
