@@ -105,6 +105,20 @@ def test_parquet_input_is_keyed_by_its_bytes(tiny_model, tmp_path):
     assert json.loads(out.read_text(encoding="utf-8").splitlines()[0])["tokens"][0] == "Xurku"
 
 
+def test_dataset_folder_input_is_keyed_by_its_files(tiny_model, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    folder = tmp_path / "ds"
+    datasets.Dataset.from_dict({"tokens": [["Turku", "is", "old"], ["Pori", "too"]]}).save_to_disk(str(folder))
+    out = tmp_path / "out.jsonl"
+    args = [folder, "-o", out, "--model", tiny_model, "--resume"]
+    tag(*args)
+    assert "already complete" in tag(*args).stderr
+    [arrow] = folder.glob("*.arrow")
+    edit_in_place(arrow, b"Turku", b"Xurku")  # Arrow keeps the strings as they are
+    assert "already complete" not in tag(*args).stderr
+    assert json.loads(out.read_text(encoding="utf-8").splitlines()[0])["tokens"][0] == "Xurku"
+
+
 def test_old_manifest_without_a_digest_is_redone(tiny_model, tmp_path):
     src = tmp_path / "in.conll"
     shutil.copy(SAMPLE / "test.conll", src)
