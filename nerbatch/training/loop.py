@@ -48,7 +48,7 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
         return len(self.lengths)
 
     def __iter__(self):
-        for batch in length_grouped_batches(self.lengths, self.batch_size, self.pool, self.seed + self.epoch):
+        for batch in length_grouped_batches(self.lengths, self.batch_size, pool=self.pool, seed=self.seed + self.epoch):
             yield from batch
 
 
@@ -167,10 +167,7 @@ def build_trainer(job: TrainingJob, data: TrainingData, report: Report) -> tuple
         dataloader_num_workers=0,
         bf16=job.bf16,
     )
-    plugins = Plugins.build(
-        work=job.work, select=job.select, patience=opts.patience, steps_per_epoch=math.ceil(len(data.train) / opts.batch_size),
-        checkpoint_steps=opts.checkpoint_steps, report=report,
-    )
+    plugins = Plugins.build(job, steps_per_epoch=math.ceil(len(data.train) / opts.batch_size), report=report)
     trainer = NerTrainer(
         model=data.model,
         args=args,

@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 
 from ..errors import TrainingDiverged
 from . import output as work_folder
+from .options import TrainingJob
 from .progress import Report
 
 __all__ = ["CHECK_EVERY", "Plugin", "Epochs", "LossGuard", "Selection", "Checkpoints", "Progress", "Plugins"]
@@ -259,11 +260,10 @@ class Plugins:
     progress: Progress
 
     @classmethod
-    def build(cls, *, work: str, select: str, patience: int | None, steps_per_epoch: int, checkpoint_steps: int,
-              report: Report) -> "Plugins":
+    def build(cls, job: TrainingJob, *, steps_per_epoch: int, report: Report) -> "Plugins":
         epochs = Epochs()
-        selection = Selection(epochs, work=work, select=select, patience=patience)
-        checkpoints = Checkpoints(selection, work=work, steps_per_epoch=steps_per_epoch, every=checkpoint_steps)
+        selection = Selection(epochs, work=job.work, select=job.select, patience=job.opts.patience)
+        checkpoints = Checkpoints(selection, work=job.work, steps_per_epoch=steps_per_epoch, every=job.opts.checkpoint_steps)
         plugins = cls(epochs, LossGuard(epochs), selection, checkpoints, Progress(epochs, selection, report))
         checkpoints.saved_state = plugins.state
         return plugins

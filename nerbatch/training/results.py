@@ -107,7 +107,7 @@ def _precision_check(folder: str, opts: TrainOptions) -> dict | None:
         want = os.environ.get("NERBATCH_PRECISION_CHECK", "").strip().lower() not in ("0", "no", "false", "off")
     if not want or not opts.dev:
         return None
-    evidence = dev_f1_by_precision(folder, opts.dev, opts.input_format, opts.read_options, opts.threads)
+    evidence = dev_f1_by_precision(folder, opts.dev, fmt=opts.input_format, options=opts.read_options, threads=opts.threads)
     if evidence is not None and not opts.quiet:
         f1 = evidence["f1"]
         shown = [f"{p} {v:.2f}" + ("" if p == "fp32" else f" ({v - f1['fp32']:+.2f})") for p, v in f1.items()]
