@@ -107,7 +107,7 @@ def recover_swap(work: str, output: str) -> None:
     shutil.rmtree(os.path.join(work, "model.new"), ignore_errors=True)
 
 
-def install(new: str, output: str, work: str, force: bool) -> None:
+def install(new: str, output: str, *, work: str, force: bool) -> None:
     """Rename the complete model folder ``new`` to ``output``; an existing model there (``force``)
     is moved aside first and deleted once the new one is in place. Never writes into ``output``."""
     check_target(output, force)  # again: the folder may have changed during a long training
@@ -189,7 +189,7 @@ def latest_checkpoint(work: str) -> tuple[str, dict] | None:
     return None
 
 
-def prune(work: str, keep: str, best_step: int | None) -> None:
+def prune(work: str, *, keep: str, best_step: int | None) -> None:
     """Delete every checkpoint but ``keep`` (complete or not) and every best-N but ``best_step``'s."""
     root = trainer_dir(work)
     for name in os.listdir(root):
@@ -235,7 +235,7 @@ def nonfinite_weights(folder: str) -> list[str]:
     return bad
 
 
-def save_best(checkpoint: str, work: str, step: int) -> None:
+def save_best(checkpoint: str, *, work: str, step: int) -> None:
     """``best-STEP``: the model files of the checkpoint at ``step``, built under a temporary name."""
     tmp = os.path.join(work, f"best-{step}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -9,7 +9,7 @@ from ..tagging.precision import int8_available, int8_exact
 __all__ = ["dev_f1_by_precision"]
 
 
-def dev_f1_by_precision(model: str, dev: str, fmt: str | None = None, options=None, threads: int | None = None) -> dict | None:
+def dev_f1_by_precision(model: str, dev: str, *, fmt: str | None = None, options=None, threads: int | None = None) -> dict | None:
     """What ``nerbatch train`` records in nerbatch.json (:data:`nerbatch.tagging.precision.F1_RECORD`): the F1 (points) of
     ``model`` on its dev set in fp32 and in each candidate precision of ``auto`` that this machine
     can run, each tagged on the CPU through the back-end ``tag`` runs (eager fp32 and bf16, the ONNX

@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = ["length_grouped_batches"]
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, pool: int, seed: int) -> list[list[int]]:
+def length_grouped_batches(lengths: list[int], batch_size: int, *, pool: int, seed: int) -> list[list[int]]:
     """One epoch of batches of similar length, in random order.
 
     Shuffle all examples, cut them into pools of ``pool`` batches, sort each pool by length, cut it

@@ -118,12 +118,12 @@ def test_training_features_carry_the_same_ids_as_tagging(tmp_path, tiny_encoder)
     """The casing ids of `train`'s features equal those the tagger builds for the same sentences."""
     from transformers import AutoTokenizer
 
-    from nerbatch.training.train import encode
+    from nerbatch.training.data import Features, encode
 
     data = SAMPLE / "dev.conll"
     tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
     label2id = {lab: i for i, lab in enumerate(LABELS)}
-    feats = list(encode([str(data)], None, ReadOptions(), tokenizer, label2id, 64, True, shapes=True))
+    feats = list(encode([str(data)], Features(tokenizer, label2id, max_length=64, context=True, shapes=True), options=ReadOptions()))
     assert any(any(t for t in f["token_type_ids"]) for f in feats)
     model = tmp_path / "model"
     shutil.copytree(build_tiny_model(tmp_path / "tagmodel", max_positions=64), model)

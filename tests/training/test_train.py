@@ -95,14 +95,14 @@ def test_length_grouped_batches_cover_every_example_once_with_little_padding():
 
     rng = random.Random(1)
     lengths = [rng.choice([3, 5, 8, 12, 20, 35, 60, 100]) + rng.randrange(3) for _ in range(1003)]
-    epoch0 = length_grouped_batches(lengths, 32, 8, seed=42)
-    epoch1 = length_grouped_batches(lengths, 32, 8, seed=43)
+    epoch0 = length_grouped_batches(lengths, 32, pool=8, seed=42)
+    epoch1 = length_grouped_batches(lengths, 32, pool=8, seed=43)
     for batches in (epoch0, epoch1):
         flat = [i for b in batches for i in b]
         assert sorted(flat) == list(range(len(lengths)))  # every example once per epoch
         assert all(len(b) == 32 for b in batches[:-1]) and 0 < len(batches[-1]) <= 32  # only the last may be short
     assert epoch0 != epoch1  # a new order every epoch
-    assert epoch0 == length_grouped_batches(lengths, 32, 8, seed=42)  # deterministic for a seed
+    assert epoch0 == length_grouped_batches(lengths, 32, pool=8, seed=42)  # deterministic for a seed
 
     def padded(batches):
         return sum(max(lengths[i] for i in b) * len(b) for b in batches)
