@@ -297,12 +297,20 @@ def build_in_background(model: str, precision: str, cache_dir: str, max_width: i
     return BackgroundBuild(cache_dir, key, precision, token_types, process)
 
 
+BUILD_NICE_ENV = "NERBATCH_BUILD_NICE"  # the background build's nice value, 0-19 (default 19, the lowest priority)
+
+
 def _lowest_priority() -> None:
-    """Nice 19, for the process and (Linux autogroups: nice counts only within a session) its session."""
+    """Nice 19 (or ``$NERBATCH_BUILD_NICE``, for a machine so busy that a nice-19 build would never
+    finish), for the process and (Linux autogroups: nice counts only within a session) its session."""
+    try:
+        nice = min(19, max(0, int(os.environ.get(BUILD_NICE_ENV, "19"))))
+    except ValueError:
+        nice = 19
     with contextlib.suppress(OSError):
-        os.nice(19)
+        os.nice(nice)
     with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as fh:
-        fh.write("19")
+        fh.write(str(nice))
 
 
 def build_main(argv: list[str]) -> int:

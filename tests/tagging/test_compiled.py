@@ -194,7 +194,9 @@ def test_a_first_run_does_not_wait_for_a_slow_build(tiny_model, cache, monkeypat
     assert not pending.running() and pending.ready() is None
 
 
-def test_the_background_build_is_swapped_in_when_ready(tiny_model, cache):
+def test_the_background_build_is_swapped_in_when_ready(tiny_model, cache, monkeypatch):
+    # normal priority: beside other busy test workers a nice-19 build may not get the CPU for minutes
+    monkeypatch.setenv("NERBATCH_BUILD_NICE", "0")
     eager, ref = tag(tiny_model, compile=False)
     t = Tagger(tiny_model, TaggerOptions(device="cpu"))
     t.load()
