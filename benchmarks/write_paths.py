@@ -11,7 +11,8 @@ finished for 100,000). Two measurements:
 * ``check_write_paths`` alone, with the outputs present (a rerun: every path has an inode to
   compare) and ``--on-error skip`` (a rejects file per output), plus a report and a log.
 
-Usage: ``python benchmarks/write_paths.py [N]``; prints the seconds of each and the CPU.
+Usage: ``python benchmarks/write_paths.py [N]``; prints the wall and CPU seconds of each, the CPU and
+the load average (wall seconds on a busy machine say little: compare the CPU seconds there).
 """
 
 from __future__ import annotations
@@ -44,18 +45,19 @@ def main(n: int = 100_000) -> None:
         for i in range(n):
             with open(os.path.join(src, f"doc{i:06d}.conll"), "w", encoding="utf-8") as fh:
                 fh.write("Turku B-LOC\n")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         jobs = plan_jobs([src], out)
-        planned = time.perf_counter() - t0
+        planned, planned_cpu = time.perf_counter() - t0, time.process_time() - c0
         for job in jobs:
             open(job.output, "w").close()
         extra = {"--report": os.path.join(root, "report.txt"), "--log-json": os.path.join(root, "log.jsonl")}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         check_write_paths(jobs, extra, rejects=True)
-        checked = time.perf_counter() - t0
-    print(f"{n:,} inputs: plan_jobs {planned:.2f} s (walk, names, check); "
-          f"check_write_paths {checked:.2f} s ({2 * n + 2:,} writes, outputs present)")
-    print(f"CPU: {cpu()}; Python {platform.python_version()}")
+        checked, checked_cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"{n:,} inputs: plan_jobs {planned:.2f} s ({planned_cpu:.2f} s CPU; walk, names, check); "
+          f"check_write_paths {checked:.2f} s ({checked_cpu:.2f} s CPU; {2 * n + 2:,} writes, outputs present)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"CPU: {cpu()} ({os.cpu_count()} CPUs, load average {load:.1f}); Python {platform.python_version()}")
 
 
 if __name__ == "__main__":
