@@ -271,8 +271,8 @@ class _StopsAfter(Tagger):
 
     stop = 50
 
-    def tag(self, sentences, skip=0):
-        for i, sent in enumerate(super().tag(sentences, skip)):
+    def tag(self, sentences, skip=0, block=None):
+        for i, sent in enumerate(super().tag(sentences, skip, block)):
             if i == self.stop:
                 raise KeyboardInterrupt
             yield sent

@@ -194,7 +194,9 @@ def _run_job(planned: PlannedJob, tagger, options: ReadOptions, scorer, run: Run
                 part=sidecar(rejects_file, "part"),
                 resume_bytes=resume.get("rejects_bytes") if resume else None,
             )
-        for sent in tagger.tag(read(job.input, job.input_format, options), skip=done):
+        # blocks no larger than the checkpoint interval, so each checkpoint comes when its sentences are done
+        every = run.checkpoint_every if fp else 0
+        for sent in tagger.tag(read(job.input, job.input_format, options), skip=done, block=every or None):
             writer.write(sent)
             done += 1
             if sent.error is not None:
