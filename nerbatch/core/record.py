@@ -50,6 +50,26 @@ class Sentence:
         return len(self.tokens)
 
 
+def rough_bytes(value: Any) -> int:
+    """A rough size of a value's data: string and binary lengths, 8 bytes a scalar or reference."""
+    if isinstance(value, str | bytes):
+        return len(value) + 8
+    if isinstance(value, list | tuple):
+        return sum(map(rough_bytes, value)) + 8
+    if isinstance(value, dict):
+        return sum(map(rough_bytes, value.values())) + 8
+    return 8
+
+
+def sentence_bytes(sentence: Sentence) -> int:
+    """A rough size of what a sentence holds: its tokens and, once per record (its first sentence),
+    the record's text and source (the other sentences of a raw-text record share them)."""
+    size = rough_bytes(sentence.tokens)
+    if sentence.part == 0:
+        size += rough_bytes(sentence.source) + rough_bytes(sentence.text)
+    return size
+
+
 
 
 

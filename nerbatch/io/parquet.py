@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from ..core.record import RecordParts, Sentence
+from ..core.record import RecordParts, Sentence, rough_bytes
 from ..errors import InputError
 from .base import ReadOptions, Writer
 from .jsonl import members, record_to_sentences
@@ -18,18 +18,19 @@ from .jsonl import members, record_to_sentences
 EXTRA_JSON = "extra_json"
 PARQUET_OUTPUT_COLUMNS = ("pred_tags", "pred_scores")  # an input column of these names is replaced
 ROWS_PER_GROUP = 4096
+BATCH_BYTES = 32 << 20  # a record batch read holds about this much data (fewer rows when they are wide)
 BYTES_PER_GROUP = 64 << 20  # a row group is written when the buffered rows hold this much data
 
 
-def _nbytes(value) -> int:
-    """A rough size of a buffered value's data (string and binary lengths, 8 bytes a scalar)."""
-    if isinstance(value, str | bytes):
-        return len(value) + 8
-    if isinstance(value, list | tuple):
-        return sum(map(_nbytes, value)) + 8
-    if isinstance(value, dict):
-        return sum(map(_nbytes, value.values())) + 8
-    return 8
+def batch_rows(pf, most: int, budget: int = BATCH_BYTES) -> int:
+    """Rows per record batch: ``most``, or fewer when the file's rows are wide, so that a batch holds
+    about ``budget`` bytes of data (by the widest row group's uncompressed bytes per row)."""
+    md = pf.metadata
+    widest = max(
+        (md.row_group(i).total_byte_size / md.row_group(i).num_rows for i in range(md.num_row_groups) if md.row_group(i).num_rows),
+        default=0.0,
+    )
+    return max(1, min(most, int(budget // widest))) if widest else most
 
 
 def _rows(batch, first_row: int, path: str):
@@ -76,7 +77,7 @@ def read_parquet(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Se
     row = 0
     index = 0
     try:
-        for batch in pf.iter_batches(batch_size=options.batch_rows):
+        for batch in pf.iter_batches(batch_size=batch_rows(pf, options.batch_rows)):
             for obj in _rows(batch, row, path):
                 row += 1
                 try:
@@ -211,7 +212,7 @@ class ParquetWriter(Writer):
         row["pred_tags"] = sentence.pred
         row["pred_scores"] = sentence.scores
         self.rows.append(row)
-        self.buffered += _nbytes(row)
+        self.buffered += rough_bytes(row)
         if len(self.rows) >= self.rows_per_group or self.buffered >= self.bytes_per_group:
             self._flush()
 

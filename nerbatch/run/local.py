@@ -81,7 +81,7 @@ class SentenceTagger(Protocol):
     sentences_tagged: int
     stage_seconds: dict  # seconds of the tagger's stages ("prepare", "model", "decode") so far
 
-    def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]: ...
+    def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0, block: int | None = None) -> Iterator[Sentence]: ...
 
 
 class JobScore(Protocol):
@@ -273,7 +273,8 @@ class JobRun:
         stats, writer, rejects = self.stats, self.writer, self.rejects
         every = self.run_options.checkpoint_every if self.fp else 0
         sentences = self.timed_read(read(self.job.input, self.job.input_format, self.options))
-        tagged = self.tagger.tag_sentences(sentences, skip=self.done)
+        # blocks no larger than the checkpoint interval, so each checkpoint comes when its sentences are done
+        tagged = self.tagger.tag_sentences(sentences, skip=self.done, block=every or None)
         if self.job.output_format == "conll":  # words a CoNLL line cannot hold: an error, or rejects
             tagged = writable_as_conll(tagged, skip=self.options.on_error == "skip")
         clock = time.perf_counter

@@ -257,9 +257,10 @@ class RayTagger:
             self.forward_seconds += data["forward_seconds"]
             yield from zip(data["pred"], data["scores"], data["check"], strict=True)
 
-    def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]:
+    def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0, block: int | None = None) -> Iterator[Sentence]:
         """Yield the sentences in order with ``pred``/``scores`` from Ray; the first ``skip`` (a resumed
-        file's done part, never sent to Ray) are read and dropped."""
+        file's done part, never sent to Ray) are read and dropped. (``block`` is the local tagger's:
+        here the sentences come as the shards' results arrive.)"""
         it = iter(sentences)
         for _ in range(skip):
             if next(it, None) is None:

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-from ..core.record import Sentence
+from ..core.record import Sentence, sentence_bytes
 from ..errors import ModelError
 from .batching import chunked
 
@@ -296,11 +296,12 @@ def neighbour(sent: Sentence) -> Sentence:
 
 
 def split_blocks(
-    sentences: Iterable[Sentence], size: int, need: int
+    sentences: Iterable[Sentence], size: int, need: int, max_bytes: int | None = None
 ) -> Iterator[tuple[list[Sentence], list[Sentence], list[Sentence], bool, bool]]:
     """Cut a sentence stream into ``(left, core, right, left_cut, right_cut)`` blocks.
 
-    ``core`` is ``size`` consecutive sentences (fewer at the end). ``left``/``right`` are the
+    ``core`` is ``size`` consecutive sentences (fewer at the end), or fewer when they hold more
+    than ``max_bytes`` (:func:`~nerbatch.record.sentence_bytes`; at least one). ``left``/``right`` are the
     neighbouring sentences that ``align.with_context`` would draw context from: the run of same-document
     sentences before the core (sentences without tokens or document skipped, as ``with_context`` does)
     and the sentences after it up to the next sentence of another document. Each side stops once it
@@ -315,14 +316,15 @@ def split_blocks(
     left_cut = False
 
     def take(n: int) -> list[Sentence]:
-        out = []
-        while ahead and len(out) < n:
-            out.append(ahead.popleft())
-        while len(out) < n:
-            s = next(it, None)
+        out: list[Sentence] = []
+        held = 0
+        while len(out) < n and (max_bytes is None or held < max_bytes):
+            s = ahead.popleft() if ahead else next(it, None)
             if s is None:
                 break
             out.append(s)
+            if max_bytes is not None:
+                held += sentence_bytes(s)
         return out
 
     core = take(size)

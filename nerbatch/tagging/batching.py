@@ -16,6 +16,7 @@ T = TypeVar("T")
 # (padded subword tokens per batch, rows per batch) by default, on a CPU and on a GPU
 DEFAULT_BATCH = {"cpu": (4096, 128), "gpu": (32768, 1024)}
 DEFAULT_BLOCK = 2048  # sentences sorted and batched together: a bounded window of the stream
+BLOCK_BYTES = 32 << 20  # ... and fewer when they hold more data than this (wide Parquet rows)
 BATCH_COST = 128  # per-batch overhead (Python, kernel start-up) counted as this many padded tokens
 
 

@@ -32,7 +32,7 @@ from ..model.loading import load_model, refuse_custom_code, resolve_model
 from ..model.settings import NERBATCH_CONFIG, ModelSettings, read_folder_settings, read_model_config, settings_for
 from .align import Feature, features_for, from_sentence, in_context, split_blocks
 from .backends import batch_sizes, compile_wanted, load_backend, upgrade
-from .batching import DEFAULT_BLOCK, background, chunked, plan_batches
+from .batching import BLOCK_BYTES, DEFAULT_BLOCK, background, chunked, plan_batches
 from .decode import DECODERS, Decoder
 from .precision import AUTO, resolve_precision
 
@@ -54,6 +54,7 @@ class TaggerOptions:
     batch_tokens: int | None = None  # padded tokens per batch (default: nerbatch.tagging.batching.DEFAULT_BATCH)
     max_batch: int | None = None  # rows per batch (default: nerbatch.tagging.batching.DEFAULT_BATCH)
     block: int = DEFAULT_BLOCK  # sentences sorted and batched together (a bounded window of the stream)
+    block_bytes: int = BLOCK_BYTES  # ... fewer when they hold more data (nerbatch.record.sentence_bytes)
     threads: int | None = None  # torch intra-op threads on CPU
     compile: bool | None = None  # compiled CPU model (nerbatch.tagging.compiled); None: $NERBATCH_COMPILE, else auto
     verbose: bool = False  # one-line notices on stderr (compiling, falling back)
@@ -384,16 +385,22 @@ class Tagger:
             out.extend(self.run(prepared))
         return out
 
-    def blocks(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[tuple[list, list, list, bool, bool]]:
-        """The stream as ``(left, core, right, left_cut, right_cut)`` blocks of ``options.block`` sentences,
-        from sentence ``skip`` on (the sentences before it still lend context)."""
-        return from_sentence(split_blocks(sentences, self.options.block, self.settings.context_need()), skip)
+    def blocks(
+        self, sentences: Iterable[Sentence], skip: int = 0, block: int | None = None
+    ) -> Iterator[tuple[list, list, list, bool, bool]]:
+        """The stream as ``(left, core, right, left_cut, right_cut)`` blocks of ``options.block`` sentences
+        (at most ``block``; fewer when they hold more than ``options.block_bytes``), from sentence
+        ``skip`` on (the sentences before it still lend context)."""
+        size = min(self.options.block, block or self.options.block)
+        return from_sentence(split_blocks(sentences, size, self.settings.context_need(), self.options.block_bytes), skip)
 
-    def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0) -> Iterator[Sentence]:
+    def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0, block: int | None = None) -> Iterator[Sentence]:
         """Yield the input sentences in order, each with ``pred`` and ``scores`` (one per token).
 
         The first ``skip`` sentences are read (they give context to the next ones) but not tagged
-        or yielded: resuming a file that was interrupted after ``skip`` sentences.
+        or yielded: resuming a file that was interrupted after ``skip`` sentences. ``block``: tag at
+        most that many sentences at a time (a run that checkpoints every ``block`` sentences gets
+        its sentences in time to make each checkpoint, not all at the end of a larger block).
         """
         stream = iter(sentences)
         first = next(stream, None)
@@ -403,8 +410,8 @@ class Tagger:
         stream = chain([first], stream)
 
         def prepared() -> Iterator[PreparedBlock]:
-            for left, core, right, left_cut, right_cut in self.blocks(stream, skip):
+            for left, core, right, left_cut, right_cut in self.blocks(stream, skip, block):
                 yield from self.prepare(core, left, right, left_cut=left_cut, right_cut=right_cut)
 
-        for block in background(prepared):
-            yield from self.run(block)
+        for ready in background(prepared):
+            yield from self.run(ready)

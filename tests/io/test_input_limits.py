@@ -357,3 +357,85 @@ def test_a_long_run_of_blank_lines_is_never_held_whole(tiny_model, tmp_path):
     lines = out.read_text(encoding="utf-8").split("\n")
     assert len(lines) == 23_004 and lines[0].startswith("Turku O ") and lines[20_001] == "-DOCSTART- O O"
     assert lines[23_002].startswith("is O ") and set(lines[1:20_001]) == {""}
+
+
+# -- item 16: wide Parquet rows, checkpoints inside a block ------------------------------------------
+
+def _wide_parquet(path: Path, rows: int, width: int, group: int | None = None) -> None:
+    blob = [f"{i:06d}" + "x" * width for i in range(rows)]
+    tokens = [["Turku", "is", "in", "Finland"][: 1 + i % 4] for i in range(rows)]
+    pq.write_table(pa.table({"tokens": tokens, "blob": blob}), path, row_group_size=group)
+
+
+def test_wide_rows_are_read_in_small_batches(tmp_path):
+    """1,200 rows of 1 MB were read 1,024 rows (1 GB of Python objects) at a time."""
+    from nerbatch.io.parquet import BATCH_BYTES, batch_rows
+
+    _wide_parquet(tmp_path / "wide.parquet", 40, 1 << 20, group=20)
+    _wide_parquet(tmp_path / "narrow.parquet", 40, 10)
+    assert 0.9 < batch_rows(pq.ParquetFile(tmp_path / "wide.parquet"), 1024) / (BATCH_BYTES >> 20) <= 1
+    assert batch_rows(pq.ParquetFile(tmp_path / "narrow.parquet"), 1024) == 1024
+    assert [len(s.source["blob"]) for s in read(str(tmp_path / "wide.parquet"))] == [6 + (1 << 20)] * 40
+
+
+def test_blocks_are_bounded_in_bytes_with_the_same_output(tiny_model, tmp_path):
+    """Blocks of 2,048 one-MB rows held 2 GB (and the next block is prepared meanwhile): a block also
+    stops at ``block_bytes``. The output is the same byte for byte."""
+    from nerbatch.tagger import Tagger, TaggerOptions
+
+    src = tmp_path / "wide.parquet"
+    _wide_parquet(src, 60, 100_000, group=16)
+    tagger = Tagger(tiny_model, TaggerOptions(precision="fp32", compile=False, block_bytes=1 << 20))
+    cores = [len(core) for _, core, _, _, _ in tagger.blocks(read(str(src)))]
+    assert sum(cores) == 60 and max(cores) <= 11  # about 1 MB each (was one block of 60)
+    outputs = {}
+    for name, block_bytes in (("small", 1 << 20), ("default", None)):
+        out = tmp_path / f"{name}.parquet"
+        options = TaggerOptions(precision="fp32", compile=False)
+        if block_bytes:
+            options = TaggerOptions(precision="fp32", compile=False, block_bytes=block_bytes)
+        from nerbatch.engines import plan_jobs, tag_files
+
+        tag_files(plan_jobs([str(src)], str(out)), Tagger(tiny_model, options), progress=False)
+        outputs[name] = out.read_bytes()
+    assert outputs["small"] == outputs["default"]
+
+
+def _sentences_file(path: Path, n: int) -> None:
+    words = ["Turku", "is", "the", "oldest", "city", "in", "Finland"]
+    path.write_text("".join(" ".join(words[: 2 + i % 6]).replace(" ", " O\n") + " O\n\n" for i in range(n)), encoding="utf-8")
+
+
+def test_checkpoints_come_inside_a_block_and_resume_byte_identical(tiny_model, tmp_path):
+    """--checkpoint-every 500 on a 1,400-sentence file (one block of 2,048): the checkpoints came
+    only when the whole block was tagged, so a run killed late restarted at 0. Blocks are now no
+    larger than the interval: a run stopped while reading sentence 1,300 resumes from 1,000."""
+    from nerbatch.engines import plan_jobs, tag_files
+    from nerbatch.engines.local import RunOptions
+    from nerbatch.tagger import Tagger, TaggerOptions
+
+    from nerbatch.errors import Interrupted
+
+    class StoppedWhileReading(Tagger):
+        def tag(self, sentences, skip=0, **kw):
+            def until_1300():
+                for i, sent in enumerate(sentences):
+                    if i == 1300:
+                        raise KeyboardInterrupt
+                    yield sent
+
+            return super().tag(until_1300(), skip, **kw)
+
+    src = tmp_path / "in.conll"
+    _sentences_file(src, 1400)
+    options = TaggerOptions(precision="fp32", compile=False)
+    ref = tmp_path / "ref.conll"
+    tag_files(plan_jobs([str(src)], str(ref)), Tagger(tiny_model, options), progress=False)
+    out = tmp_path / "out.conll"
+    run = RunOptions(resume=True, checkpoint_every=500)
+    with pytest.raises(Interrupted) as info:
+        tag_files(plan_jobs([str(src)], str(out)), StoppedWhileReading(tiny_model, options), progress=False, run=run)
+    assert info.value.kept is not None and info.value.kept[1] == 1000
+    summary = tag_files(plan_jobs([str(src)], str(out)), Tagger(tiny_model, options), progress=False, run=run)
+    assert summary.per_file[0]["status"] == "resumed after 1000 records" and summary.tagged < 410
+    assert out.read_bytes() == ref.read_bytes()

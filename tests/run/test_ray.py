@@ -280,8 +280,8 @@ class _StopsAfter(Tagger):
 
     stop = 50
 
-    def tag_sentences(self, sentences, skip=0):
-        for i, sent in enumerate(super().tag_sentences(sentences, skip)):
+    def tag_sentences(self, sentences, skip=0, block=None):
+        for i, sent in enumerate(super().tag_sentences(sentences, skip, block)):
             if i == self.stop:
                 raise KeyboardInterrupt
             yield sent
