@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+import nerbatch
 from nerbatch.cli import cli
 from nerbatch.errors import InputError
 from nerbatch.io import read
@@ -381,7 +382,7 @@ def test_wide_rows_are_read_in_small_batches(tmp_path):
 def test_blocks_are_bounded_in_bytes_with_the_same_output(tiny_model, tmp_path):
     """Blocks of 2,048 one-MB rows held 2 GB (and the next block is prepared meanwhile): a block also
     stops at ``block_bytes``. The output is the same byte for byte."""
-    from nerbatch.tagger import Tagger, TaggerOptions
+    from nerbatch.tagging.tagger import Tagger, TaggerOptions
 
     src = tmp_path / "wide.parquet"
     _wide_parquet(src, 60, 100_000, group=16)
@@ -394,9 +395,7 @@ def test_blocks_are_bounded_in_bytes_with_the_same_output(tiny_model, tmp_path):
         options = TaggerOptions(precision="fp32", compile=False)
         if block_bytes:
             options = TaggerOptions(precision="fp32", compile=False, block_bytes=block_bytes)
-        from nerbatch.engines import plan_jobs, tag_files
-
-        tag_files(plan_jobs([str(src)], str(out)), Tagger(tiny_model, options), progress=False)
+        nerbatch.tag_files([str(src)], str(out), tagger=Tagger(tiny_model, options))
         outputs[name] = out.read_bytes()
     assert outputs["small"] == outputs["default"]
 
@@ -410,32 +409,28 @@ def test_checkpoints_come_inside_a_block_and_resume_byte_identical(tiny_model, t
     """--checkpoint-every 500 on a 1,400-sentence file (one block of 2,048): the checkpoints came
     only when the whole block was tagged, so a run killed late restarted at 0. Blocks are now no
     larger than the interval: a run stopped while reading sentence 1,300 resumes from 1,000."""
-    from nerbatch.engines import plan_jobs, tag_files
-    from nerbatch.engines.local import RunOptions
-    from nerbatch.tagger import Tagger, TaggerOptions
-
     from nerbatch.errors import Interrupted
+    from nerbatch.tagging.tagger import Tagger, TaggerOptions
 
     class StoppedWhileReading(Tagger):
-        def tag(self, sentences, skip=0, **kw):
+        def tag_sentences(self, sentences, skip=0, **kw):
             def until_1300():
                 for i, sent in enumerate(sentences):
                     if i == 1300:
                         raise KeyboardInterrupt
                     yield sent
 
-            return super().tag(until_1300(), skip, **kw)
+            return super().tag_sentences(until_1300(), skip, **kw)
 
     src = tmp_path / "in.conll"
     _sentences_file(src, 1400)
     options = TaggerOptions(precision="fp32", compile=False)
     ref = tmp_path / "ref.conll"
-    tag_files(plan_jobs([str(src)], str(ref)), Tagger(tiny_model, options), progress=False)
+    nerbatch.tag_files([str(src)], str(ref), tagger=Tagger(tiny_model, options))
     out = tmp_path / "out.conll"
-    run = RunOptions(resume=True, checkpoint_every=500)
     with pytest.raises(Interrupted) as info:
-        tag_files(plan_jobs([str(src)], str(out)), StoppedWhileReading(tiny_model, options), progress=False, run=run)
+        nerbatch.tag_files([str(src)], str(out), tagger=StoppedWhileReading(tiny_model, options), resume=True, checkpoint_every=500)
     assert info.value.kept is not None and info.value.kept[1] == 1000
-    summary = tag_files(plan_jobs([str(src)], str(out)), Tagger(tiny_model, options), progress=False, run=run)
+    summary = nerbatch.tag_files([str(src)], str(out), tagger=Tagger(tiny_model, options), resume=True, checkpoint_every=500).summary
     assert summary.per_file[0]["status"] == "resumed after 1000 records" and summary.tagged < 410
     assert out.read_bytes() == ref.read_bytes()
