@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from ..core.record import Sentence
