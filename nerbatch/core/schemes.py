@@ -110,6 +110,8 @@ def conll_chunks(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     open_type: str | None = None
     open_start = 0
     for i, raw in enumerate(tags):
+        if raw == OUTSIDE and prev_tag == OUTSIDE:
+            continue  # O after O: no chunk starts or ends, nothing changes
         tag, type_ = split_tag(raw)
         starts = start_of_chunk(prev_tag, tag, prev_type, type_)
         if open_type is not None and (starts or end_of_chunk(prev_tag, tag, prev_type, type_)):

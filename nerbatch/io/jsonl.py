@@ -327,11 +327,13 @@ def read_jsonl(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
 
 def entities(sentence: Sentence) -> list[dict]:
     """Predicted entities with token and character offsets, text and mean score."""
-    pred = sentence.pred or []
+    chunks = conll_chunks(sentence.pred or [])
+    if not chunks:
+        return []
     spans = sentence.spans or token_offsets(sentence.tokens)
     text = sentence.text if sentence.text is not None else " ".join(sentence.tokens)
     out = []
-    for label, start, end in conll_chunks(pred):
+    for label, start, end in chunks:
         cs, ce = spans[start][0], spans[end - 1][1]
         item = {
             "label": label,
@@ -464,10 +466,8 @@ def output_line(sentence: Sentence) -> str:
     """The JSON text of :func:`output_record`, untouched input members in their original text."""
     new = _predictions(sentence)
     if isinstance(sentence.source, dict):
-        parts = members(sentence.source, new)
-    else:
-        parts = members(_fresh_record(sentence), new)
-    return "{" + ", ".join(parts) + "}"
+        return "{" + ", ".join(members(sentence.source, new)) + "}"
+    return dumps(_fresh_record(sentence) | new)  # the same text as its members joined, in one call
 
 
 def _ascii(text: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from ..core.record import Sentence, sentence_bytes
@@ -80,20 +81,49 @@ def word_pieces(tokenizer, batch: Sequence[Sequence[str]]) -> list[list[list[int
     word gets in the sentence's running text (its words joined by spaces). A byte-level BPE tokenizer
     (:func:`byte_level`) gets every word after the first with its leading space; other tokenizers
     mark word starts themselves (WordPiece ``##``, SentencePiece ``▁``)."""
-    out: list[list[list[int]]] = [[[] for _ in toks] for toks in batch]
+    import numpy as np
+
     todo = [i for i, toks in enumerate(batch) if toks]
     if not todo:
-        return out
+        return [[[] for _ in toks] for toks in batch]
     words = [list(batch[i]) for i in todo]
     if byte_level(tokenizer):
         words = [[w if j == 0 or not w or w[0].isspace() else " " + w for j, w in enumerate(ws)] for ws in words]
+    # one call for the whole batch; the pieces are cut out of the flat id list by each piece's word,
+    # numbered across the batch (word_ids are each row's word indexes, None for special tokens)
+    rows, word_ids = _encode(tokenizer, words)
+    counts = np.fromiter((len(toks) for toks in batch), dtype=np.int64, count=len(batch))
+    first_word = np.zeros(len(batch) + 1, dtype=np.int64)
+    np.cumsum(counts, out=first_word[1:])
+    total = sum(len(r) for r in rows)
+    ids = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=total)
+    word = np.array(list(chain.from_iterable(word_ids)), dtype=np.float64)  # None (a special token): NaN
+    row_of = np.repeat(np.asarray(todo, dtype=np.int64), [len(r) for r in rows])
+    keep = ~np.isnan(word)
+    number = first_word[row_of[keep]] + word[keep].astype(np.int64)  # each piece's word, across the batch
+    order = np.argsort(number, kind="stable")
+    ids, number = ids[keep][order].tolist(), number[order]
+    ends = np.cumsum(np.bincount(number, minlength=int(first_word[-1]))).tolist()
+    starts = [0, *ends[:-1]]
+    pieces = [ids[a:b] for a, b in zip(starts, ends)]
+    bounds = first_word.tolist()
+    return [pieces[bounds[i] : bounds[i + 1]] for i in range(len(batch))]
+
+
+def _encode(tokenizer, words: list[list[str]]) -> tuple[list[list[int]], list[list[int | None]]]:
+    """Each sentence's subword ids and their word indexes, without special tokens. The Rust tokenizer
+    behind a fast tokenizer is called directly when it is set as transformers sets it for such a call
+    (no truncation, no padding, the same special-token splitting): the same ids, without building
+    the attention masks and type ids of a ``BatchEncoding``."""
+    rust = getattr(tokenizer, "backend_tokenizer", None)
+    if (
+        rust is not None and rust.truncation is None and rust.padding is None
+        and rust.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))
+    ):
+        encodings = rust.encode_batch(words, is_pretokenized=True, add_special_tokens=False)
+        return [e.ids for e in encodings], [e.word_ids for e in encodings]
     enc = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
-    for row, i in enumerate(todo):
-        pieces = out[i]
-        for tid, w in zip(enc["input_ids"][row], enc.word_ids(row)):
-            if w is not None:
-                pieces[w].append(tid)
-    return out
+    return enc["input_ids"], [enc.word_ids(row) for row in range(len(words))]
 
 
 def with_context(

@@ -287,7 +287,10 @@ class Tagger:
             fs = [prepared.features[i] for i in batch]
             batch_probs = self.predict_rows(fs)
             t0 = time.perf_counter()
-            rows = np.concatenate([start[f.sent] + np.asarray(f.words, dtype=np.int64) for f in fs])
+            nwords = np.fromiter((len(f.words) for f in fs), dtype=np.int64, count=len(fs))
+            sent_of = np.fromiter((f.sent for f in fs), dtype=np.int64, count=len(fs))
+            words = np.fromiter(chain.from_iterable(f.words for f in fs), dtype=np.int64, count=int(nwords.sum()))
+            rows = np.repeat(start[sent_of], nwords) + words  # each position's word in the block
             probs[rows] = batch_probs
             placed.append(rows)
             self.stage_seconds["decode"] += time.perf_counter() - t0
@@ -331,23 +334,19 @@ class Tagger:
         import numpy as np
 
         t0 = time.perf_counter()
-        width = max(len(f.input_ids) for f in feats)
+        lengths = np.fromiter((len(f.input_ids) for f in feats), dtype=np.int64, count=len(feats))
+        npos = np.fromiter((len(f.positions) for f in feats), dtype=np.int64, count=len(feats))
+        width = int(lengths.max())
+        mask = (np.arange(width) < lengths[:, None]).astype(np.int64)  # row-major: each row's ids in order
         ids = np.full((len(feats), width), self.backend.pad_id, dtype=np.int64)
-        mask = np.zeros((len(feats), width), dtype=np.int64)
-        rows: list[int] = []
-        cols: list[int] = []
-        for r, f in enumerate(feats):
-            n = len(f.input_ids)
-            ids[r, :n] = f.input_ids
-            mask[r, :n] = 1
-            rows.extend([r] * len(f.positions))
-            cols.extend(f.positions)
-            self.tokens_seen += n
+        ids[mask.astype(bool)] = np.fromiter(chain.from_iterable(f.input_ids for f in feats), dtype=np.int64, count=int(lengths.sum()))
+        rows_a = np.repeat(np.arange(len(feats), dtype=np.int64), npos)
+        cols_a = np.fromiter(chain.from_iterable(f.positions for f in feats), dtype=np.int64, count=int(npos.sum()))
+        self.tokens_seen += int(lengths.sum())
         self.padded_tokens += ids.size
         types = None
         if self.settings.casing == "shape":
             ids, types = casing.split(ids)
-        rows_a, cols_a = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
         t1 = time.perf_counter()
         probs = self.backend.predict(ids, mask, rows_a, cols_a, types)
         t2 = time.perf_counter()
