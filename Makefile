@@ -29,8 +29,9 @@ demo: install
 	$(BIN)/nerbatch evaluate $(DEMO)/test.tagged.conll --json $(DEMO)/scores.json
 	@echo "demo outputs in $(DEMO)/: model/, test.tagged.conll, report.txt, sentences.html, scores.json"
 
+# two test processes, a test file stays in one (its module fixtures, e.g. a Ray start or a compiled build, are made once)
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 # headless Chromium for the browser test of `evaluate --html` (tests/evaluation/test_html.py skips
 # that test, saying why, when no chromium/chromium-browser/google-chrome is on PATH)
