@@ -337,6 +337,9 @@ NUMERIC_OPTIONS = [
     ("evaluate", "--bootstrap", ["-1", "1000001"]),
     ("evaluate", "--seed", ["-1", str(2**32)]),
     ("evaluate", "--examples", ["-1"]),
+    ("train", "--max-sentence-tokens", ["0", "-1"]),
+    ("tag", "--max-sentence-tokens", ["0", "-1"]),
+    ("evaluate", "--max-sentence-tokens", ["0", "-1"]),
 ]
 REQUIRED = {"train": ["--train", "x.conll", "-o", "never-written"], "tag": ["x.conll", "--model", "no-model"], "evaluate": ["x.conll"]}
 
