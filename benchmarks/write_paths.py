@@ -1,4 +1,4 @@
-"""How long the run plan takes for a large folder run (issue #22, item 15): ``plan_jobs`` and
+"""How long the run plan takes for a large folder run: ``plan_jobs`` and
 ``check_write_paths`` for N one-line inputs in a temporary folder (default 100,000).
 
 ``check_write_paths`` compares every path a run writes (outputs, rejects files, reports, logs) with
