@@ -22,21 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_name  # noqa: E402 - benchmarks/ is on the path of a script run from it
+
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 
 
-def cpu_name() -> str:
-    """lscpu's model name, family and model (or platform's processor name)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        import platform
-
-        return platform.processor() or "unknown CPU"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    get = lambda k: fields.get(k, "?").strip()  # noqa: E731
-    return f"{get('Model name')} (family {get('CPU family')}, model {get('Model')}), {os.cpu_count()} logical CPUs"
 
 
 def minilm_tokenizer_dir() -> Path | None:

@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
 from detokenize import GoldDocument, detokenize, join_sentences, read_conll  # noqa: E402
+from machine import cpu_name  # noqa: E402 - benchmarks/ is on the path of a script run from it
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "conll2003"
 RESULTS = ROOT / "benchmarks" / "results" / "raw_text.json"
@@ -528,15 +529,6 @@ def entity_markdown(ent: dict, speed: dict) -> str:
 # --------------------------------------------------------------------------------------------- #
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def version_of(package: str) -> str:

@@ -73,3 +73,17 @@ def tagger(tiny_model):
     from nerbatch.tagging.tagger import Tagger, TaggerOptions
 
     return Tagger(tiny_model, TaggerOptions(device="cpu"))
+
+
+def stopping_tagger(model: str, options, stop: int):
+    """A :class:`~nerbatch.tagging.tagger.Tagger` interrupted (as by Ctrl-C) after yielding ``stop`` sentences."""
+    from nerbatch.tagging.tagger import Tagger
+
+    class StopsAfter(Tagger):
+        def tag_sentences(self, sentences, skip=0, block=None):
+            for i, sent in enumerate(super().tag_sentences(sentences, skip, block)):
+                if i == stop:
+                    raise KeyboardInterrupt
+                yield sent
+
+    return StopsAfter(model, options)

@@ -27,7 +27,7 @@ from nerbatch.run.ray import run_ray as ray_engine  # noqa: E402
 from nerbatch.tagging.align import split_blocks  # noqa: E402
 from nerbatch.tagging.tagger import Tagger, TaggerOptions  # noqa: E402
 
-from ..conftest import SAMPLE  # noqa: E402
+from ..conftest import SAMPLE, stopping_tagger  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own, on every run
 
@@ -275,18 +275,6 @@ def test_on_error_skip_rejects_and_resume_like_the_local_engine(ray_local, tiny_
     assert Path(jobs["ray"][0].output).stat().st_mtime_ns == before
 
 
-class _StopsAfter(Tagger):
-    """A tagger interrupted (as by Ctrl-C) after yielding ``stop`` sentences."""
-
-    stop = 50
-
-    def tag_sentences(self, sentences, skip=0, block=None):
-        for i, sent in enumerate(super().tag_sentences(sentences, skip, block)):
-            if i == self.stop:
-                raise KeyboardInterrupt
-            yield sent
-
-
 def test_only_the_remaining_work_is_sent_to_ray(ray_local, tiny_model, tmp_path):
     """Half the outputs complete, one interrupted after a checkpoint: Ray tags only what is left."""
     from nerbatch.errors import Interrupted
@@ -306,7 +294,7 @@ def test_only_the_remaining_work_is_sent_to_ray(ray_local, tiny_model, tmp_path)
     jobs = plan_jobs(inputs, str(out) + os.sep)
     tag_files(jobs[:2], Tagger(tiny_model, options), progress=False, run=run)  # a, b complete
     with pytest.raises(Interrupted) as info:  # c: interrupted after 50, checkpointed at 40
-        tag_files(jobs[2:3], _StopsAfter(tiny_model, options), progress=False, run=run)
+        tag_files(jobs[2:3], stopping_tagger(tiny_model, options, 50), progress=False, run=run)
     assert info.value.kept and info.value.kept[1] == 40
     summary = tag_files_ray(jobs, tiny_model, options, progress=False, workers=2, block_sentences=16, run=run)
     assert summary.up_to_date == 2

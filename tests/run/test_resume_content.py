@@ -22,9 +22,9 @@ from nerbatch.io import ReadOptions
 from nerbatch.run.local import RunOptions, plan, run_local
 from nerbatch.run.manifest import load_manifest
 from nerbatch.run.plan import plan_jobs
-from nerbatch.tagging.tagger import Tagger, TaggerOptions
+from nerbatch.tagging.tagger import TaggerOptions
 
-from ..conftest import SAMPLE
+from ..conftest import SAMPLE, stopping_tagger
 
 
 def edit_in_place(path: Path, old: bytes, new: bytes, *, last: bool = False) -> None:
@@ -133,18 +133,6 @@ def test_old_manifest_without_a_digest_is_redone(tiny_model, tmp_path):
     assert "already complete" in tag(*args).stderr
 
 
-class _StopsAfter(Tagger):
-    """A tagger interrupted (as by Ctrl-C) after yielding ``stop`` sentences."""
-
-    stop = 300
-
-    def tag_sentences(self, sentences, skip=0, block=None):
-        for i, sent in enumerate(super().tag_sentences(sentences, skip, block)):
-            if i == self.stop:
-                raise KeyboardInterrupt
-            yield sent
-
-
 @pytest.fixture
 def interrupted(tiny_model, tmp_path):
     """A 1,200-sentence CoNLL input whose output was interrupted after 300 sentences, just
@@ -155,7 +143,7 @@ def interrupted(tiny_model, tmp_path):
     out.parent.mkdir()
     [job] = plan_jobs([str(src)], str(out))
     with pytest.raises(Interrupted):
-        tagger = _StopsAfter(tiny_model, TaggerOptions(device="cpu", block=16))
+        tagger = stopping_tagger(tiny_model, TaggerOptions(device="cpu", block=16), 300)
         run = RunOptions(resume=True, checkpoint_every=50)
         run_local(plan([job], tagger, ReadOptions(), run), tagger, progress=False, run=run)
     ck = load_manifest(str(out))["checkpoint"]
