@@ -246,6 +246,7 @@ _conll_line = st.one_of(
     st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=6), min_size=1, max_size=4).map(lambda c: " ".join(c)),
     st.lists(st.sampled_from(["EU", "B-ORG", "O", "I-PER", "\t", "x"]), min_size=1, max_size=4).map(lambda c: "\t".join(c)),
 )
+_SURROGATE_TEXT = st.text(alphabet=st.characters(categories=("Cs", "L", "Zs")), max_size=6)
 _fuzz_bytes = st.one_of(
     st.binary(max_size=300),
     st.lists(_json_extreme.map(lambda v: '{"tokens": ["a"], "v": %s}' % v[0]), max_size=3).map(lambda ls: "\n".join(ls).encode()),
@@ -254,6 +255,11 @@ _fuzz_bytes = st.one_of(
     ).map(lambda s: s.encode("utf-8")),
     st.lists(_conll_line, max_size=12).map(lambda ls: "\n".join(ls).encode("utf-8")),
     st.lists(st.one_of(st.just('{"tokens": ["a", "b"], "tags": ["O", "O"]}'), st.text(max_size=30), st.just('{"text": 5}'), st.just("[]")), max_size=6).map(lambda ls: "\n".join(ls).encode("utf-8", "surrogatepass")),
+    # JSON records whose tokens or text carry escaped lone surrogates ("\ud800") among letters and spaces
+    st.lists(st.one_of(
+        st.lists(_SURROGATE_TEXT, min_size=1, max_size=3).map(lambda toks: json.dumps({"tokens": toks})),
+        _SURROGATE_TEXT.map(lambda text: json.dumps({"text": text})),
+    ), max_size=4).map(lambda ls: "\n".join(ls).encode("ascii")),
 )
 
 
