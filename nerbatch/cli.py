@@ -375,12 +375,10 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
       nerbatch train --train big.jsonl --every 5 --epochs 1 -o quick/
       nerbatch train --train eng.train --dev eng.testa -o conll-model/ --resume   # after a crash / in cron
     """
-    from .io.paths import check_file_targets
     from .training.progress import format_epochs
     from .training.train import TrainingInterrupted, TrainOptions
     from .training.train import train as run_train
 
-    check_file_targets({"--log-json": log_json})
     read_options = build_read_options(kw)
     from .io.paths import expand_inputs
 

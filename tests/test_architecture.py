@@ -5,7 +5,9 @@ module below the command line imports it."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
+from typing import Iterator
 
 from .conftest import ROOT
 
@@ -35,25 +37,34 @@ def _resolve(module: str, level: int, current: str, is_package: bool) -> str:
     return ".".join(base + ([module] if module else []))
 
 
+@functools.lru_cache(maxsize=None)
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _from_imports(modules: dict[str, Path]) -> Iterator[tuple[str, ast.ImportFrom, str]]:
+    """``(module, node, target)`` for every ``from X import ...`` of a nerbatch module, anywhere in
+    the file (functions included), ``target`` resolved to its dotted name."""
+    for name, path in modules.items():
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.ImportFrom):
+                target = _resolve(node.module or "", node.level, name, path.name == "__init__.py")
+                if target.startswith("nerbatch"):
+                    yield name, node, target
+
+
 def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
     """Module -> the nerbatch modules it imports, anywhere in the file (functions included)."""
-    graph: dict[str, set[str]] = {}
+    found: dict[str, set[str]] = {name: set() for name in modules}
+    for name, node, target in _from_imports(modules):
+        for alias in node.names:
+            sub = f"{target}.{alias.name}"
+            found[name].add(sub if sub in modules else target)
     for name, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        is_package = path.name == "__init__.py"
-        found: set[str] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom):
-                target = _resolve(node.module or "", node.level, name, is_package)
-                if not target.startswith("nerbatch"):
-                    continue
-                for alias in node.names:
-                    sub = f"{target}.{alias.name}"
-                    found.add(sub if sub in modules else target)
-            elif isinstance(node, ast.Import):
-                found.update(a.name for a in node.names if a.name.startswith("nerbatch"))
-        graph[name] = {m for m in found if m in modules and m != name}
-    return graph
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.Import):
+                found[name].update(a.name for a in node.names if a.name.startswith("nerbatch"))
+    return {name: {m for m in deps if m in modules and m != name} for name, deps in found.items()}
 
 
 def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -130,28 +141,24 @@ def test_nothing_below_the_command_line_imports_it():
 def test_no_module_uses_another_modules_underscore_names():
     modules = _modules()
     offences = []
+    aliases: dict[str, dict[str, str]] = {name: {} for name in modules}  # module -> local name -> nerbatch module
+    for name, node, target in _from_imports(modules):
+        for alias in node.names:
+            sub = f"{target}.{alias.name}"
+            if sub in modules:  # `from . import compiled`: a module
+                aliases[name][alias.asname or alias.name] = sub
+            elif alias.name.startswith("_") and not alias.name.startswith("__") and target != name:
+                offences.append(f"{name} imports {target}.{alias.name}")
     for name, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        is_package = path.name == "__init__.py"
-        aliases: dict[str, str] = {}  # local name -> nerbatch module it stands for
+        tree = _tree(path)
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom):
-                target = _resolve(node.module or "", node.level, name, is_package)
-                if not target.startswith("nerbatch"):
-                    continue
-                for alias in node.names:
-                    sub = f"{target}.{alias.name}"
-                    if sub in modules:  # `from . import compiled`: a module
-                        aliases[alias.asname or alias.name] = sub
-                    elif alias.name.startswith("_") and not alias.name.startswith("__") and target != name:
-                        offences.append(f"{name} imports {target}.{alias.name}")
-            elif isinstance(node, ast.Import):
+            if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name.startswith("nerbatch"):
-                        aliases[alias.asname or alias.name] = alias.name
+                        aliases[name][alias.asname or alias.name] = alias.name
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                mod = aliases.get(node.value.id)
+                mod = aliases[name].get(node.value.id)
                 if mod and mod != name and node.attr.startswith("_") and not node.attr.startswith("__"):
                     offences.append(f"{name} uses {mod}.{node.attr}")
     assert not offences, "\n".join(offences)
@@ -198,20 +205,13 @@ def test_every_import_of_a_nerbatch_module_resolves():
 
     modules = _modules()
     missing = []
-    for name, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            target = _resolve(node.module or "", node.level, name, path.name == "__init__.py")
-            if not target.startswith("nerbatch"):
-                continue
-            if target not in modules:
-                missing.append(f"{name}:{node.lineno}: no module {target}")
-                continue
-            module = importlib.import_module(target)
-            for alias in node.names:
-                is_package = hasattr(module, "__path__")
-                if not hasattr(module, alias.name) and not (is_package and importlib.util.find_spec(f"{target}.{alias.name}")):
-                    missing.append(f"{name}:{node.lineno}: {target} has no {alias.name}")
+    for name, node, target in _from_imports(modules):
+        if target not in modules:
+            missing.append(f"{name}:{node.lineno}: no module {target}")
+            continue
+        module = importlib.import_module(target)
+        is_package = hasattr(module, "__path__")
+        for alias in node.names:
+            if not hasattr(module, alias.name) and not (is_package and importlib.util.find_spec(f"{target}.{alias.name}")):
+                missing.append(f"{name}:{node.lineno}: {target} has no {alias.name}")
     assert not missing, "\n".join(missing)

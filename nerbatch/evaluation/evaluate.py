@@ -667,7 +667,7 @@ def evaluate(
     ``max_sentence_tokens`` bound what one input line and one sentence may hold (default: ReadOptions'). Every report path is
     checked before anything is read (never an input, never twice). ``notify``: called with
     one-line notices (input folders' non-regular files left out)."""
-    from ..io.paths import Access, check_file_targets, check_write_paths, expand_inputs, skipped_note
+    from ..io.paths import Access, check_write_paths, expand_inputs, skipped_note
 
     skipped: list[str] = []
     paths = [p for p, _ in expand_inputs(list(files), glob, input_format, skipped)]
@@ -677,7 +677,6 @@ def evaluate(
     options = ReadOptions(split=split, config=config, **limits)
     check_write_paths([Access(f) for f in paths], {"--output": text_path, "--json": json_path, "--html": html_path},
                       models=[model])
-    check_file_targets({"--output": text_path, "--json": json_path, "--html": html_path})
     analysis = {"bootstrap": bootstrap, "seed": seed, "examples": examples}
     if compare:
         if len(paths) != 2:

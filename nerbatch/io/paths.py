@@ -11,7 +11,7 @@ import re
 import stat
 from typing import NamedTuple
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from . import WALKED_FORMATS, format_of_name
 from .base import STDIO
 
@@ -25,7 +25,7 @@ MODEL_FILES = (
     ".nerbatch*",
 )
 
-__all__ = ["Access", "MODEL_FILES", "PathKeys", "OWN_NAME", "model_files", "model_file_name", "check_own_output", "check_file_targets", "check_paths", "expand_inputs", "check_write_paths", "rejects_path", "skipped_note"]
+__all__ = ["Access", "MODEL_FILES", "PathKeys", "OWN_NAME", "model_files", "model_file_name", "check_own_output", "check_paths", "expand_inputs", "check_write_paths", "rejects_path", "skipped_note"]
 
 
 class Access(NamedTuple):
@@ -236,7 +236,7 @@ def check_write_paths(
     ``models``: model folders the run reads (each of their files counts as an input, and no write
     may add a file transformers would read there). Paths are compared by real path and by inode,
     one dictionary look-up each (so a hard link, a symlinked folder or a bind mount cannot make a
-    write replace an input). A device or FIFO written as a stream (``/dev/null``, ``/dev/stdout``)
+    write replace an input). A report or log target that is a folder is refused. A device or FIFO written as a stream (``/dev/null``, ``/dev/stdout``)
     replaces nothing and may be named more than once.
     """
     check_paths(jobs, extra, rejects=rejects, models=models, keys=PathKeys())
@@ -256,15 +256,6 @@ def check_own_output(path: str, what: str) -> None:
         f"{what} ({path}) exists and is {kind}: nerbatch writes the files it names itself only as plain files",
         hint="remove it, or write to another folder",
     )
-
-
-def check_file_targets(targets: dict[str, str | None]) -> None:
-    """Refuse a report or log path that is a folder before anything runs (not after all the tagging)."""
-    from ..errors import OutputError
-
-    for option, path in targets.items():
-        if path and path != "-" and os.path.isdir(path):
-            raise OutputError(f"{option} {path}: is a folder, not a file", hint="name a file in it, or another path")
 
 
 def check_paths(jobs, extra=None, *, rejects=False, models=(), keys: PathKeys) -> None:
@@ -294,6 +285,8 @@ def check_paths(jobs, extra=None, *, rejects=False, models=(), keys: PathKeys) -
                 writes.append((rejects_path(job.output), f"the rejects file of {job.input}", job.output))
     for option, path in (extra or {}).items():
         if path and path != STDIO:
+            if os.path.isdir(path):  # refused before anything runs, not after all the tagging
+                raise OutputError(f"{option} {path}: is a folder, not a file", hint="name a file in it, or another path")
             writes.append((path, option, None))
     seen: dict = {}
     streams: set[str] = set()

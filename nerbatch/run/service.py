@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from ..io import ReadOptions
-from ..io.paths import check_file_targets, check_write_paths, skipped_note
+from ..io.paths import check_write_paths, skipped_note
 from ..tagging.tagger import Tagger, TaggerOptions
 from .local import RunOptions, TagSummary, plan, run_local
 from .plan import plan_jobs
@@ -101,7 +101,6 @@ def tag_files(
         jobs, {"--report": report, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip",
         models=[model if tagger is None else tagger.model_name],
     )
-    check_file_targets({"--report": report, "--report-json": report_json, "--log-json": log_json})
     if tagger is None:
         tagger = Tagger(model, tagger_options)
     read_options = _text_contract(tagger.model_name, read_options, [j.input_format for j in jobs],

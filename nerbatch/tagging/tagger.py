@@ -113,6 +113,7 @@ class Tagger:
         self.backend = None
         self._decoder: Decoder | None = None
         self._settings: ModelSettings | None = None
+        self._text_cutting: tuple[str, str] | None = None
         if resolve_model(model):  # a local folder: the settings come from its JSON files
             self._settings = read_folder_settings(
                 model, max_length=options.max_length, context=options.context, stride=options.stride
@@ -155,13 +156,16 @@ class Tagger:
         return [results(" ".join(doc[0].tokens), [next(tagged)]) for doc in docs]
 
     def text_cutting(self) -> tuple[str, str]:
-        """How raw text is cut for this model: (layout, word splitter), as recorded at training time."""
-        from ..io import ReadOptions
-        from ..io.text import apply_contract
-        from ..model.settings import read_model_config, text_contract
+        """How raw text is cut for this model: (layout, word splitter), as recorded at training time
+        (read from nerbatch.json once)."""
+        if self._text_cutting is None:
+            from ..io import ReadOptions
+            from ..io.text import apply_contract
+            from ..model.settings import read_model_config, text_contract
 
-        options, _ = apply_contract(ReadOptions(), text_contract(read_model_config(self.model_name)), ["jsonl"])
-        return options.layout_for("jsonl"), options.tokenizer
+            options, _ = apply_contract(ReadOptions(), text_contract(read_model_config(self.model_name)), ["jsonl"])
+            self._text_cutting = (options.layout_for("jsonl"), options.tokenizer)
+        return self._text_cutting
 
     # -- settings and back-end -------------------------------------------------------------------
     @property
