@@ -281,9 +281,10 @@ def cli() -> None:
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: this process. ray: Ray Data actors (pip install 'nerbatch[ray]'); same outputs.")
 @click.option("--address", default=None, help="With --engine ray: join this cluster ('auto' or ray://HOST:10001); default starts a local Ray.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="With --engine ray: tagger actors (default: one per GPU, else one per CPU).")
+@click.option("--label-map", "label_map", default=None, help="Rename, merge or drop predicted entity types: a JSON object {\"SOURCE\": \"TARGET\"} or a two-column file (SOURCE<TAB>TARGET a line), TARGET O drops the type; or the name of a shipped map (ontonotes-conll, wnut17-conll). Applied in every output format; adjacent entities merged into one type stay two.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (for cron).")
 @user_errors
-def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, engine, address, workers, quiet, **kw):
+def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, engine, address, workers, quiet, label_map, **kw):
     """Tag INPUTS (files, or - for stdin) and write one output per input.
 
     CoNLL output repeats each input line with one predicted-tag column appended (so a file with gold
@@ -297,7 +298,9 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
       nerbatch tag news.txt -o news.html --model model/
       cat sentences.txt | nerbatch tag - --model model/
       nerbatch tag corpus/*.parquet -o tagged/ --model model/ --engine ray --workers 4
+      nerbatch tag news.txt -o news.jsonl --model ontonotes-model/ --label-map ontonotes-conll
     """
+    from .core.labelmap import load_label_map
     from .run.service import tag_files
     from .tagging.tagger import TaggerOptions
 
@@ -307,7 +310,8 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
     result = tag_files(
         list(inputs), output, model=model, input_format=kw.pop("input_format"), output_format=output_format,
         glob=kw.pop("glob"), read_options=read_options, tokenizer_given=tokenizer_given,
-        tagger_options=TaggerOptions(**tagger_options), report=report_path, report_json=report_json,
+        tagger_options=TaggerOptions(**tagger_options, label_map=load_label_map(label_map) if label_map else None),
+        report=report_path, report_json=report_json,
         resume=resume, checkpoint_every=checkpoint_every, on_error=on_error, log_json=log_json, engine=engine,
         address=address, workers=workers, progress=not quiet,
         notify=None if quiet else (lambda text: click.echo(f"nerbatch: {text}", err=True)),

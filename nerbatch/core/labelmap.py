@@ -116,7 +116,7 @@ def _json_pairs(text: str, path: str) -> list[tuple[str, str, int | None]]:
         seen = {}
         for key, value in items:
             if key in seen:
-                raise InputError(f"{key!r} is mapped twice", path=path, line=_line_of(text, key), hint=_FORMAT_HINT)
+                raise InputError(f"{key!r} is mapped twice", path=path, line=_line_of(text, key, 2), hint=_FORMAT_HINT)
             seen[key] = value
         return seen
 
@@ -136,10 +136,10 @@ def _json_pairs(text: str, path: str) -> list[tuple[str, str, int | None]]:
     return [(key, value, _line_of(text, key)) for key, value in obj.items()]
 
 
-def _line_of(text: str, key: str) -> int | None:
-    """The line where ``"key":`` first stands in a JSON text (None if it is written with escapes)."""
-    found = re.search(re.escape(json.dumps(key, ensure_ascii=False)) + r"\s*:", text)
-    return text.count("\n", 0, found.start()) + 1 if found else None
+def _line_of(text: str, key: str, nth: int = 1) -> int | None:
+    """The line where ``"key":`` stands for the ``nth`` time in a JSON text (None if it is written with escapes)."""
+    found = list(re.finditer(re.escape(json.dumps(key, ensure_ascii=False)) + r"\s*:", text))
+    return text.count("\n", 0, found[nth - 1].start()) + 1 if len(found) >= nth else None
 
 
 def _column_pairs(text: str, path: str) -> list[tuple[str, str, int | None]]:

@@ -101,7 +101,7 @@ class ScoreSink(Protocol):
 def plan(jobs: list[FileJob], tagger: SentenceTagger, options: ReadOptions, run: RunOptions) -> list[PlannedJob]:
     """The run plan of :mod:`nerbatch.run.plan` for these jobs and this tagger's output-changing options."""
     o = tagger.options
-    fp = output_fingerprint(options, tagger.settings, o.precision, o.compile, o.decode)
+    fp = output_fingerprint(options, tagger.settings, o.precision, o.compile, o.decode, o.label_map)
     return plan_run(list(jobs), tagger.model_name, fp, run.resume)
 
 

@@ -10,7 +10,8 @@ Stages, each a named step of :class:`Tagger` built from the stage modules:
    probabilities at each word's first subword;
 4. **decode** (:meth:`Tagger.run`): each word's probabilities (:func:`nerbatch.tagging.align.word_probs`,
    every token exactly once) become a well-formed tag sequence (:mod:`nerbatch.tagging.decode`); a model's
-   plain labels (``LOC``, no ``B-``/``I-``) come out as the IO tags ``I-LOC``.
+   plain labels (``LOC``, no ``B-``/``I-``) come out as the IO tags ``I-LOC``; a label map
+   (``TaggerOptions.label_map``, :mod:`nerbatch.core.labelmap`) then renames, merges or drops types.
 
 :meth:`Tagger.tag_block` is one block through stages 2-4, the unit both engines run: the local engine
 through :meth:`Tagger.tag` (a background thread prepares the next block while the model runs this one),
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Iterable, Iterator, Sequence
 
+from ..core.labelmap import LabelMap, tag_types
 from ..core.record import Sentence
 from ..errors import ModelError
 from ..model import casing
@@ -60,6 +62,7 @@ class TaggerOptions:
     verbose: bool = False  # one-line notices on stderr (compiling, falling back)
     decode: str = "viterbi"  # "viterbi": the best tag sequence the label set's scheme allows; "argmax": each word on its own
     cache_dir: str | None = None  # where compiled and int8 copies are kept; None: nerbatch.model.cache.default_cache_dir()
+    label_map: LabelMap | None = None  # predicted types renamed, merged or dropped (nerbatch.core.labelmap)
 
 
 @dataclass
@@ -120,6 +123,13 @@ class Tagger:
             )
         # "auto" -> the precision measured fastest here, before anything reads options.precision
         self.options, self.precision_choice = resolve_precision(model, options)
+        if self._settings is not None:
+            self.check_label_map()
+
+    def check_label_map(self) -> None:
+        """Refuse a label map that names a type this model does not tag (exit 2, at the map's line)."""
+        if self.options.label_map is not None:
+            self.options.label_map.check_sources(tag_types(self.labels), f"the model {self.model_name}")
 
     @classmethod
     def from_pretrained(cls, model: str, **options) -> "Tagger":
@@ -191,6 +201,7 @@ class Tagger:
                 self.model_name, list(backend.labels), backend.positions, backend.tokenizer_max, {},
                 max_length=self.options.max_length, context=self.options.context, stride=self.options.stride,
             )
+            self.check_label_map()
         if self._settings.max_length > backend.max_width:
             raise ModelError(
                 f"{self.model_name}: max_length {self._settings.max_length} exceeds the widest row the "
@@ -307,9 +318,10 @@ class Tagger:
         ids, scores = self.decoder.decode_block(probs, lengths)
         names = np.array(self.decoder.tags, dtype=object)[ids].tolist()  # the labels as NER tags (LOC -> I-LOC)
         rounded = [round(p, 4) for p in scores.tolist()]
+        label_map = self.options.label_map
         for k, sent in enumerate(sents):
             a, b = int(start[k]), int(start[k + 1])
-            sent.pred = names[a:b]
+            sent.pred = names[a:b] if label_map is None else label_map.apply(names[a:b])
             sent.scores = rounded[a:b]
         self.sentences_tagged += len(prepared.sentences)
         _trim_heap()

@@ -145,6 +145,20 @@ def test_same_outputs_as_local_engine(ray_local, tiny_model, tmp_path):
     assert b.sentences > 100 and b.seconds > 0
 
 
+def test_a_label_map_travels_to_the_actors(ray_local, tiny_model, tmp_path):
+    """Issue #26: the actors apply --label-map as the local engine does (the map goes with TaggerOptions)."""
+    from nerbatch.core.labelmap import load_label_map
+
+    lm = tmp_path / "m.tsv"
+    lm.write_text("PER\tPERSON\nLOC\tORG\nMISC\tO\n", encoding="utf-8")
+    options = TaggerOptions(device="cpu", label_map=load_label_map(str(lm)))
+    a_jobs, _ = run_local(tmp_path / "local", tiny_model, options, names=["test.conll"])
+    b_jobs, _ = run_ray(tmp_path / "ray", tiny_model, options, names=["test.conll"])
+    assert_same_outputs(a_jobs, b_jobs)
+    text = Path(b_jobs[0].output).read_text(encoding="utf-8")
+    assert "-PERSON\n" in text and "-MISC\n" not in text and "-LOC\n" not in text
+
+
 def test_same_outputs_with_document_context_across_many_blocks(ray_local, context_model, tmp_path):
     """Blocks of 8 sentences: most sentences take context from a neighbour in another block."""
     options = TaggerOptions(device="cpu", block=8)
