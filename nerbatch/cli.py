@@ -453,15 +453,22 @@ def train(train_files, dev, output, base_model, epochs, lr, warmup, batch_size, 
 @click.option("--compare", is_flag=True, help="FILES are two predictions (A B) of the same gold: score both and give a paired bootstrap p-value for the F1 difference B - A.")
 @click.option("--input-format", type=click.Choice(INPUT_FORMATS), help="Input format (default: from the extension).")
 @click.option("--device", default="auto", show_default=True, callback=_check_device, help="With --model: auto, cpu, cuda.")
+@click.option("--target-precision", type=FiniteFloat(0, 1), default=None, help="With entity scores: also give the lowest score threshold whose precision reaches this (e.g. 0.95) and the recall it keeps.")
+@click.option("--label-map", "label_map", default=None, help="Map the PREDICTED types before scoring (e.g. a model of another tag set against this gold): a JSON object {\"SOURCE\": \"TARGET\"} or a two-column file (SOURCE<TAB>TARGET a line), TARGET O drops the type; or a shipped map (ontonotes-conll, wnut17-conll).")
+@click.option("--gold-label-map", default=None, help="Map the GOLD types before scoring (same forms as --label-map); give both to meet in a third tag set.")
 @_options(input_source_options() + limit_options())
 @user_errors
-def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, seed, examples, compare, input_format, device, glob, split, dataset_config, max_line_bytes, max_sentence_tokens):
+def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, seed, examples, compare, input_format, device, target_precision, label_map, gold_label_map, glob, split, dataset_config, max_line_bytes, max_sentence_tokens):
     """Score FILES that hold gold and predicted tags (CoNLL `... gold pred`, JSONL/Parquet `tags` + `pred_tags`).
 
     Default numbers equal conlleval's (IOB1 chunk rules: an I-X after O or another type starts a
     chunk); --strict uses seqeval's strict IOB2 mode. The report's first two lines are
     conlleval's; then the per-type table, a bootstrap 95% interval, the error classes (wrong type,
     wrong boundary, both, missed, spurious), the type confusion matrix and the worst documents.
+    Where the predictions carry entity scores (JSONL/Parquet from `nerbatch tag`, or --model), the
+    scores against correctness follow: expected calibration error, reliability table, precision and
+    recall by threshold (--target-precision). --label-map maps the predictions' types, --gold-label-map
+    the gold's; a map naming a type neither side holds is an error.
 
     \b
     Examples:
@@ -469,6 +476,8 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
       nerbatch evaluate --model model/ test.conll --json scores.json
       nerbatch evaluate test.tagged.conll --html report.html
       nerbatch evaluate a.tagged.conll b.tagged.conll --compare
+      nerbatch evaluate test.tagged.jsonl --target-precision 0.95
+      nerbatch evaluate --model ontonotes-model/ test.conll --label-map ontonotes-conll
     """
     from .evaluation.evaluate import evaluate as run_evaluate
     from .evaluation.evaluate import format_comparison
@@ -481,6 +490,7 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
         seed=seed, examples=examples, tagger_options=TaggerOptions(device=device),
         max_line_bytes=max_line_bytes, max_sentence_tokens=max_sentence_tokens,
         notify=lambda text: click.echo(f"nerbatch: {text}", err=True),
+        target_precision=target_precision, label_map=label_map, gold_label_map=gold_label_map,
     )
     click.echo(format_comparison(result) if compare else format_report(result))
 

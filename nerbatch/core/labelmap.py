@@ -79,15 +79,16 @@ class LabelMap:
             prev_type, prev_target = type_, target
         return out
 
-    def check_sources(self, known: Iterable[str], what: str, hint: str | None = None) -> None:
-        """Refuse a map naming a source type not in ``known`` (:class:`InputError` at the map's file and line).
-
-        ``what`` names who lacks the type in the message (``"the model"``); ``hint`` defaults to the known types."""
+    def check_sources(self, known: Iterable[str], missing: str, hint: str | None = None,
+                      option: str = "the label map") -> None:
+        """Refuse a map naming a source type not in ``known`` (:class:`InputError` at the map's file and line):
+        "``option`` maps 'X', a type ``missing``" (``missing``: ``"the model M does not have"``); ``hint``
+        defaults to the known types."""
         known = set(known)
         for (source, _), line in zip(self.pairs, self.lines):
             if source not in known:
                 raise InputError(
-                    f"the label map maps {source!r}, a type {what} does not have",
+                    f"{option} maps {source!r}, a type {missing}",
                     path=self.name, line=line,
                     hint=hint or f"its types: {', '.join(sorted(known)) or 'none'}; fix the map or pick another",
                 )

@@ -8,6 +8,11 @@ Every file is checked while it is scored (:class:`FileScore`): both columns must
 (``O``, ``B-X``, ``I-X``, ``E-X``, ``S-X``), and a chunk column (``B-NP``, ``I-VP``, ...) scored
 against a NER column is refused: that is what an untagged ``word POS chunk NER`` gold file looks
 like to a ``... gold pred`` reader. Numbers are never changed by the checks.
+
+Label maps (:mod:`nerbatch.core.labelmap`) bring two tag sets together before scoring: ``label_map`` maps the
+predictions' types (a model of another tag set, scored against this gold), ``gold_label_map`` the gold types;
+either, both or neither (:class:`TagMaps`). Where the predictions carry entity scores (JSONL/Parquet outputs of
+``tag``, or ``--model``), the result also holds their calibration (:mod:`nerbatch.evaluation.calibration`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 from dataclasses import replace
 from typing import Iterable, Sequence
 
+from ..core.labelmap import LabelMap, load_label_map, tag_types
 from ..core.record import Sentence
 from ..core.schemes import iob1_to_iob2, is_tag
 from ..errors import InputError
@@ -24,6 +30,7 @@ from ..io import READABLE_OUTPUTS, ReadOptions, input_format, read
 from ..io.atomic import is_stream
 from ..io.base import STDIO, AtomicOutput
 from ..io.conll import DOCSTART
+from .calibration import Calibration
 from .scoring import DEFAULT_BOOTSTRAP, Scorer, format_report
 
 # chunk types of the CoNLL-2000 chunking task (the third column of the CoNLL-2003 files)
@@ -57,6 +64,8 @@ def add_sentence(scorer: Scorer, sent: Sentence, docstart: str | None = None) ->
                 scorer.add([cols[-1]], ["O"], sentence=False, doc=sent.doc_id, path=sent.path)
     if sent.tokens and sent.tags is not None:
         scorer.add(sent.tags, sent.pred or [], doc=sent.doc_id, tokens=sent.tokens, path=sent.path, line=sent.line)
+        if scorer.calibration is not None:
+            scorer.calibration.add(sent)
 
 
 def _columns(line: str) -> list[str]:
@@ -225,6 +234,55 @@ class FileScore:
         return None
 
 
+class TagMaps:
+    """``label_map`` applied to the predicted tags and ``gold_label_map`` to the gold tags of each sentence
+    (:meth:`map`), the types of both sides kept as they came, for :meth:`check` once everything is read:
+    a map naming a type found on neither side is refused (a typo, or a map for another tag set)."""
+
+    def __init__(self, label_map: LabelMap | None = None, gold_label_map: LabelMap | None = None) -> None:
+        self.pred, self.gold = label_map, gold_label_map
+        self.seen: dict[str, set[str]] = {"pred": set(), "gold": set()}
+        self.mapped: dict[str, set[str]] = {"pred": set(), "gold": set()}
+
+    def __bool__(self) -> bool:
+        return self.pred is not None or self.gold is not None
+
+    def map(self, sent: Sentence) -> Sentence:
+        """The sentence with its tags mapped (itself when there is no map)."""
+        if not self or not sent.tokens:
+            return sent
+        out = {}
+        for side, lm, values in (("gold", self.gold, sent.tags), ("pred", self.pred, sent.pred)):
+            if values:
+                self.seen[side] |= tag_types(t for t in values if is_tag(t))
+                if lm is not None:
+                    values = lm.apply(values)
+                self.mapped[side] |= tag_types(t for t in values if is_tag(t))
+            out[side] = values
+        return replace(sent, tags=out["gold"], pred=out["pred"])
+
+    def check(self) -> None:
+        """Refuse a map with a source type that neither the predictions nor the gold tags hold."""
+        known = self.seen["pred"] | self.seen["gold"]
+        hint = (f"predicted types: {', '.join(sorted(self.seen['pred'])) or 'none'}; "
+                f"gold types: {', '.join(sorted(self.seen['gold'])) or 'none'}")
+        for lm, option in ((self.pred, "--label-map"), (self.gold, "--gold-label-map")):
+            if lm is not None:
+                lm.check_sources(known, "found in neither the predictions nor the gold tags", hint=hint, option=option)
+
+    def note(self) -> str | None:
+        """A note when, after mapping, predictions hold types the gold tags never have (all spurious)."""
+        extra = self.mapped["pred"] - self.mapped["gold"]
+        if not self or not extra or not self.mapped["gold"]:
+            return None
+        return (f"after the label maps, predicted types the gold tags never have: {', '.join(sorted(extra))} "
+                "(their entities all count as spurious; map them with --label-map, or to O to leave them out)")
+
+
+def _label_map(value: LabelMap | str | None) -> LabelMap | None:
+    return load_label_map(value) if isinstance(value, str) else value
+
+
 def _note(result: dict, note: str | None) -> None:
     if note:
         result.setdefault("notes", []).append(note)
@@ -277,27 +335,36 @@ def evaluate_files(
     bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     examples: int = 50,
+    target_precision: float | None = None,
+    label_map: LabelMap | str | None = None,
+    gold_label_map: LabelMap | str | None = None,
 ) -> dict:
     """Score files that already hold gold and predicted tags; streams, so any size works.
 
     With ``strict`` a file whose gold tags are IOB1 is read twice: once to find that out, then
     scored with gold and predicted tags converted to IOB2 (a note in the result says so).
     ``bootstrap``/``seed``: resamples behind the confidence intervals; ``examples``: error sentences
-    kept per error class (see :mod:`nerbatch.evaluation.analysis`).
+    kept per error class (see :mod:`nerbatch.evaluation.analysis`). ``target_precision``: the
+    calibration also gives the lowest entity-score threshold that reaches it. ``label_map`` /
+    ``gold_label_map``: a map (or its file or shipped name) applied to the predicted / gold tags
+    before anything is scored (:class:`TagMaps`).
     """
-    scorer = Scorer(strict=strict, bootstrap=bootstrap, seed=seed, examples=examples)
-    notes: list[str] = []
+    maps = TagMaps(_label_map(label_map), _label_map(gold_label_map))
+    scorer = Scorer(strict=strict, bootstrap=bootstrap, seed=seed, examples=examples,
+                    calibration=Calibration(target_precision))
+    notes: list[str | None] = []
     for path in paths:
         f = input_format(path, fmt)
         opts = evaluation_options(f, options)
         convert = strict and _read_iob1(path, f, opts)
         fs = FileScore(scorer, path, f, options=opts, docstart="tagged" if f == "conll" else None, convert=convert)
         for sent in read(path, f, opts):
-            fs.add(sent)
+            fs.add(maps.map(sent))
         notes.append(fs.finish())
+    maps.check()
     result = scorer.result()
     result["files"] = list(paths)
-    for note in notes:
+    for note in [*notes, maps.note()]:
         _note(result, note)
     return result
 
@@ -313,10 +380,13 @@ def evaluate_model(
     bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     examples: int = 50,
+    target_precision: float | None = None,
+    label_map: LabelMap | str | None = None,
+    gold_label_map: LabelMap | str | None = None,
 ) -> dict:
     """Tag gold files with ``model`` (nothing is written) and score the predictions. Raw text
     (span-annotated JSONL) is cut as the model's training text was (nerbatch.json), unless
-    ``options`` name a layout or the whitespace tokenizer."""
+    ``options`` name a layout or the whitespace tokenizer. The other arguments: as :func:`evaluate_files`'s."""
     from ..io.text import apply_contract
     from ..model.settings import read_model_config, text_contract
     from ..tagging.tagger import Tagger, TaggerOptions
@@ -326,8 +396,12 @@ def evaluate_model(
         options, text_contract(read_model_config(model)),
         tokenizer_given=options.tokenizer != "treebank", layout_given=options.layout is not None,
     )
-    scorer = Scorer(strict=strict, bootstrap=bootstrap, seed=seed, examples=examples)
-    notes: list[str] = []
+    maps = TagMaps(_label_map(label_map), _label_map(gold_label_map))
+    if maps:
+        maps.seen["pred"] |= tag_types(tagger.labels)  # what the model can predict, predicted here or not
+    scorer = Scorer(strict=strict, bootstrap=bootstrap, seed=seed, examples=examples,
+                    calibration=Calibration(target_precision))
+    notes: list[str | None] = []
     for path in paths:
         f = input_format(path, fmt)
         convert = strict and _read_iob1(path, f, options)
@@ -336,12 +410,13 @@ def evaluate_model(
             pred_from="model", context="model", convert=convert,
         )
         for sent in tagger.tag_sentences(read(path, f, options)):
-            fs.add(sent)
+            fs.add(maps.map(sent))
         notes.append(fs.finish())
+    maps.check()
     result = scorer.result()
     result["files"] = list(paths)
     result["model"] = model
-    for note in notes:
+    for note in [*notes, maps.note()]:
         _note(result, note)
     return result
 
@@ -382,18 +457,22 @@ def compare_files(
     bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     examples: int = 50,
+    label_map: LabelMap | str | None = None,
+    gold_label_map: LabelMap | str | None = None,
 ) -> dict:
     """Score two prediction files of the same gold and test their F1 difference (B - A).
 
     Both are read in step; their tokens, gold tags and documents must agree (else
     :class:`InputError`, naming the first sentence that differs). The paired bootstrap resamples
     the same documents (or sentences) for both; see :func:`nerbatch.evaluation.analysis.paired_bootstrap`.
+    ``label_map``/``gold_label_map``: as :func:`evaluate_files`'s, the same maps for both files.
     """
     from itertools import zip_longest
 
     from .analysis import paired_bootstrap
 
     samples = bootstrap if bootstrap > 0 else DEFAULT_BOOTSTRAP
+    maps = TagMaps(_label_map(label_map), _label_map(gold_label_map))
     scorers, scores, readers = [], [], []
     for path in (path_a, path_b):
         f = input_format(path, fmt)
@@ -415,13 +494,14 @@ def compare_files(
                     line=where.line if b is not None and b.line else None,
                     hint="--compare takes two prediction files of the same gold file",
                 )
-            scores[0].add(a)
-            scores[1].add(b)
+            scores[0].add(maps.map(a))
+            scores[1].add(maps.map(b))
     finally:
         for r in readers:
             close = getattr(r, "close", None)
             if close is not None:
                 close()
+    maps.check()
     results = []
     for path, fs, scorer in zip((path_a, path_b), scores, scorers):
         note = fs.finish()
@@ -658,6 +738,9 @@ def evaluate(
     max_line_bytes: int | None = None,
     max_sentence_tokens: int | None = None,
     notify=None,
+    target_precision: float | None = None,
+    label_map: LabelMap | str | None = None,
+    gold_label_map: LabelMap | str | None = None,
 ) -> dict:
     """``nerbatch evaluate`` as one call: score ``files`` (gold and predicted tags; with ``model``, gold
     files tagged first, nothing written) and write the reports asked for; returns the result dict
@@ -666,7 +749,11 @@ def evaluate(
     ``split``/``config`` pick a Hugging Face dataset's split and configuration; ``max_line_bytes``/
     ``max_sentence_tokens`` bound what one input line and one sentence may hold (default: ReadOptions'). Every report path is
     checked before anything is read (never an input, never twice). ``notify``: called with
-    one-line notices (input folders' non-regular files left out)."""
+    one-line notices (input folders' non-regular files left out). ``target_precision``: the calibration of the
+    entity scores also gives the lowest threshold reaching it. ``label_map`` maps the predictions' types (e.g.
+    a model of another tag set) and ``gold_label_map`` the gold types, before scoring: a JSON or two-column file,
+    or a shipped map's name (:mod:`nerbatch.core.labelmap`); a map naming a type that neither side holds is an
+    error."""
     from ..io.paths import Access, check_write_paths, expand_inputs, skipped_note
 
     skipped: list[str] = []
@@ -677,6 +764,7 @@ def evaluate(
     options = ReadOptions(split=split, config=config, **limits)
     check_write_paths([Access(f) for f in paths], {"--output": text_path, "--json": json_path, "--html": html_path},
                       models=[model])
+    maps = {"label_map": _label_map(label_map), "gold_label_map": _label_map(gold_label_map)}
     analysis = {"bootstrap": bootstrap, "seed": seed, "examples": examples}
     if compare:
         if len(paths) != 2:
@@ -684,15 +772,17 @@ def evaluate(
         if model or html_path:
             raise InputError(f"--compare does not go with {'--model' if model else '--html'}",
                              hint="tag both first, then compare the tagged files; --html takes one file")
-        result = compare_files(paths[0], paths[1], strict=strict, fmt=input_format, options=options, **analysis)
+        result = compare_files(paths[0], paths[1], strict=strict, fmt=input_format, options=options, **analysis, **maps)
         write_report(result, text_path=text_path, json_path=json_path)
         return result
     if model:
         from ..tagging.tagger import TaggerOptions
 
         result = evaluate_model(model, paths, strict=strict, fmt=input_format, options=options,
-                                tagger_options=tagger_options or TaggerOptions(), **analysis)
+                                tagger_options=tagger_options or TaggerOptions(), target_precision=target_precision,
+                                **analysis, **maps)
     else:
-        result = evaluate_files(paths, strict=strict, fmt=input_format, options=options, **analysis)
+        result = evaluate_files(paths, strict=strict, fmt=input_format, options=options,
+                                target_precision=target_precision, **analysis, **maps)
     write_report(result, text_path=text_path, json_path=json_path, html_path=html_path)
     return result

@@ -39,6 +39,7 @@ from typing import Any
 
 from ..core.schemes import OUTSIDE, conll_chunks, end_of_chunk, split_tag, start_of_chunk, strict_entities
 from .analysis import Analysis, format_analysis
+from .calibration import Calibration, format_calibration
 
 __all__ = ["Scorer", "score", "format_report", "DEFAULT_BOOTSTRAP"]
 
@@ -200,8 +201,11 @@ class Scorer:
         bootstrap: int = DEFAULT_BOOTSTRAP,
         seed: int = 0,
         examples: int = 50,
+        calibration: Calibration | None = None,
     ) -> None:
         self.strict = strict
+        # entity scores against correctness (nerbatch.evaluation.calibration), fed by whoever has the scores
+        self.calibration = calibration
         self.bootstrap = bootstrap
         self.seed = seed
         # error classes, confusion, per-document scores, bootstrap (nerbatch.evaluation.analysis)
@@ -299,6 +303,8 @@ class Scorer:
             result["analysis"] = self.analysis.result(
                 bootstrap=self.bootstrap, seed=self.seed, strict=self.strict, overall=result["overall"]
             )
+        if self.calibration is not None:
+            result["calibration"] = self.calibration.result()
         return result
 
 
@@ -343,7 +349,8 @@ def format_report(result: dict) -> str:
     or ``PER`` in conlleval mode) is shown as ``(no type)``. The ``notes`` of a result (e.g. that
     IOB1 tags were converted for strict scoring) follow the table, one ``note:`` line each. A result
 with an ``analysis`` also gets the confidence interval, the error-class tables, the confusion
-matrix and the worst documents between the two.
+matrix and the worst documents between the two; one with a ``calibration``, the entity scores against
+    correctness (:func:`nerbatch.evaluation.calibration.format_calibration`).
     """
     o = result["overall"]
     tokens = int(result["tokens"])
@@ -372,6 +379,8 @@ matrix and the worst documents between the two.
             )
     if result.get("analysis"):
         lines.extend(format_analysis(result["analysis"]))
+    if result.get("calibration"):
+        lines.extend(format_calibration(result["calibration"]))
     notes = result.get("notes") or []
     if notes:
         lines.append("")

@@ -129,7 +129,7 @@ class Tagger:
     def check_label_map(self) -> None:
         """Refuse a label map that names a type this model does not tag (exit 2, at the map's line)."""
         if self.options.label_map is not None:
-            self.options.label_map.check_sources(tag_types(self.labels), f"the model {self.model_name}")
+            self.options.label_map.check_sources(tag_types(self.labels), f"the model {self.model_name} does not have")
 
     @classmethod
     def from_pretrained(cls, model: str, **options) -> "Tagger":
