@@ -46,11 +46,13 @@ def tag_types(tags: Iterable[str]) -> set[str]:
 @dataclass(frozen=True)
 class LabelMap:
     """A checked map: ``pairs`` of (source type, target type or ``O``) in file order, ``lines`` the line
-    of each pair in its file (None where unknown), ``name`` the file or the shipped map's name."""
+    of each pair in its file (None where unknown), ``name`` the file or the shipped map's name, ``shipped``
+    whether it is one of nerbatch's maps (a whole documented tag set)."""
 
     name: str
     pairs: tuple[tuple[str, str], ...]
     lines: tuple[int | None, ...]
+    shipped: bool = False
 
     @property
     def mapping(self) -> dict[str, str]:
@@ -177,7 +179,7 @@ def load_label_map(spec: str) -> LabelMap:
     else:
         raise InputError(f"no label map {spec!r}: not a file, nor a map shipped with nerbatch",
                          hint=f"give a JSON or two-column file, or one of: {', '.join(shipped_maps())}")
-    name = spec
+    name, shipped = spec, not os.path.exists(spec)
     raw = _json_pairs(text, name) if is_json else _column_pairs(text, name)
     if not raw:
         raise InputError("the label map maps nothing", path=name, hint=_FORMAT_HINT)
@@ -185,4 +187,4 @@ def load_label_map(spec: str) -> LabelMap:
     for source, target, line in raw:
         pairs.append((_check_type(source, "source", name, line), _check_type(target, "target", name, line)))
         lines.append(line)
-    return LabelMap(name, tuple(pairs), tuple(lines))
+    return LabelMap(name, tuple(pairs), tuple(lines), shipped)

@@ -112,7 +112,7 @@ class Calibration:
             if not (math.isfinite(score) and 0 <= score <= 1):
                 self.problem = f"{where}: entity score {score!r} is not a probability (0 to 1)"
                 return
-            step = round(score * STEPS)
+            step = round(round(score, 4) * STEPS)  # the score JSONL writes, whether read back or not
             self.found[step] += 1
             self.correct[step] += ent in gold
 

@@ -237,7 +237,9 @@ class FileScore:
 class TagMaps:
     """``label_map`` applied to the predicted tags and ``gold_label_map`` to the gold tags of each sentence
     (:meth:`map`), the types of both sides kept as they came, for :meth:`check` once everything is read:
-    a map naming a type found on neither side is refused (a typo, or a map for another tag set)."""
+    a map of yours naming a type found on neither side is refused (a typo, or a map for another tag set);
+    a shipped map, which names a whole tag set whose rarer types a file may never show, only when none of
+    its types is found."""
 
     def __init__(self, label_map: LabelMap | None = None, gold_label_map: LabelMap | None = None) -> None:
         self.pred, self.gold = label_map, gold_label_map
@@ -267,8 +269,13 @@ class TagMaps:
         hint = (f"predicted types: {', '.join(sorted(self.seen['pred'])) or 'none'}; "
                 f"gold types: {', '.join(sorted(self.seen['gold'])) or 'none'}")
         for lm, option in ((self.pred, "--label-map"), (self.gold, "--gold-label-map")):
-            if lm is not None:
+            if lm is None:
+                continue
+            if not lm.shipped:
                 lm.check_sources(known, "found in neither the predictions nor the gold tags", hint=hint, option=option)
+            elif not known & set(lm.mapping):
+                raise InputError(f"{option} {lm.name}: none of its types ({', '.join(lm.mapping)}) is found in the "
+                                 "predictions or the gold tags", hint=hint + "; pick the map of their tag set")
 
     def note(self) -> str | None:
         """A note when, after mapping, predictions hold types the gold tags never have (all spurious)."""

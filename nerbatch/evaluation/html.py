@@ -1,7 +1,9 @@
 """``nerbatch evaluate --html``: one self-contained page explaining a result.
 
 The page holds the summary (conlleval's lines, the bootstrap interval), the per-type table, the
-error classes and the type confusion matrix as inline SVG figures, the worst documents, and the
+error classes and the type confusion matrix as inline SVG figures, the entity scores against correctness
+(a reliability diagram and the precision/recall curve over score thresholds, where the predictions carry
+scores), the worst documents, and the
 error sentences kept by the analysis (gold entities above the words, predicted ones below, the
 errors coloured by class), filterable by error class and type with a little inline JavaScript
 (the filter can also be set from the address: ``report.html#class=missed&type=PER``).
@@ -236,6 +238,103 @@ def _confusion(analysis: dict) -> str:
     return "".join(out)
 
 
+def _axes(out: list[str], x0: int, y0: int, size: int, xlabel: str, ylabel: str) -> None:
+    """A unit square's axes at (x0, y0) (top left), ``size`` pixels a side, ticks every 0.2."""
+    out.append(f'<rect x="{x0}" y="{y0}" width="{size}" height="{size}" fill="none" stroke="#adb5bd"/>')
+    for k in range(6):
+        v = k / 5
+        x, y = x0 + size * v, y0 + size * (1 - v)
+        out.append(f'<line x1="{x:.1f}" y1="{y0 + size}" x2="{x:.1f}" y2="{y0 + size + 4}" stroke="#adb5bd"/>'
+                   f'<text x="{x:.1f}" y="{y0 + size + 16}" text-anchor="middle">{v:.1f}</text>'
+                   f'<line x1="{x0 - 4}" y1="{y:.1f}" x2="{x0}" y2="{y:.1f}" stroke="#adb5bd"/>'
+                   f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.1f}</text>')
+    out.append(f'<text x="{x0 + size / 2:.0f}" y="{y0 + size + 32}" text-anchor="middle">{_e(xlabel)}</text>'
+               f'<text x="12" y="{y0 + size / 2:.0f}" text-anchor="middle" transform="rotate(-90 12 {y0 + size / 2:.0f})">'
+               f'{_e(ylabel)}</text>')
+
+
+def _reliability(cal: dict) -> str:
+    """Reliability diagram: each score bin's accuracy as a bar over the bin, its mean score as a dot, the diagonal."""
+    x0, y0, size = 48, 10, 260
+    width, height = x0 + size + 20, y0 + size + 44
+    out = [f'<svg role="img" aria-label="reliability diagram" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
+    _axes(out, x0, y0, size, "entity score", "share correct")
+    for b in cal["bins"]:
+        if not b["count"]:
+            continue
+        x, w = x0 + size * b["low"], size * (b["high"] - b["low"])
+        h = size * b["accuracy"]
+        tip = (f"scores {b['low']:.1f}-{b['high']:.1f}: {b['count']} entities, mean score {b['mean_score']:.4f}, "
+               f"{100 * b['accuracy']:.2f}% correct")
+        out.append(f'<rect class="bin" x="{x + 1:.1f}" y="{y0 + size - h:.1f}" width="{w - 2:.1f}" height="{h:.1f}" '
+                   f'fill="{COLORS["correct"]}" fill-opacity="0.55"><title>{_e(tip)}</title></rect>'
+                   f'<circle cx="{x0 + size * b["mean_score"]:.1f}" cy="{y0 + size * (1 - b["accuracy"]):.1f}" r="3" '
+                   f'fill="#212529"><title>{_e(tip)}</title></circle>')
+    out.append(f'<line x1="{x0}" y1="{y0 + size}" x2="{x0 + size}" y2="{y0}" stroke="{COLORS["missed"]}" '
+               'stroke-dasharray="4 3"><title>perfect calibration</title></line>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _pr_curve(cal: dict) -> str:
+    """Precision against recall as the score threshold rises; the threshold of --target-precision marked."""
+    x0, y0, size = 48, 10, 260
+    width, height = x0 + size + 20, y0 + size + 44
+    out = [f'<svg role="img" aria-label="precision and recall by threshold" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}">']
+    _axes(out, x0, y0, size, "recall", "precision")
+    points = [p for p in cal["curve"] if p["precision"] is not None]
+    xy = " ".join(f"{x0 + size * p['recall']:.1f},{y0 + size * (1 - p['precision']):.1f}" for p in points)
+    out.append(f'<polyline class="curve" points="{xy}" fill="none" stroke="{COLORS["spurious"]}" stroke-width="2"/>')
+    for p in cal["thresholds"]:
+        if p["precision"] is None:
+            continue
+        tip = f"threshold {p['threshold']:.2f}: {p['kept']} kept, precision {_pct(p['precision'])}%, recall {_pct(p['recall'])}%"
+        out.append(f'<circle cx="{x0 + size * p["recall"]:.1f}" cy="{y0 + size * (1 - p["precision"]):.1f}" r="2.5" '
+                   f'fill="{COLORS["spurious"]}"><title>{_e(tip)}</title></circle>')
+    target = cal.get("target")
+    if target and target["reached"]:
+        x, y = x0 + size * target["recall"], y0 + size * (1 - target["precision"])
+        tip = (f"--target-precision {target['precision_asked']:g}: threshold {target['threshold']:.4f}, "
+               f"precision {_pct(target['precision'])}%, recall {_pct(target['recall'])}%")
+        out.append(f'<circle class="target" cx="{x:.1f}" cy="{y:.1f}" r="6" fill="none" stroke="{COLORS["type"]}" '
+                   f'stroke-width="2"><title>{_e(tip)}</title></circle>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _calibration(cal: dict | None) -> str:
+    """The section on entity scores against correctness (one line when there is none)."""
+    if cal is None:
+        return ""
+    head = "<h2 id='scores'>Entity scores</h2>"
+    if "omitted" in cal:
+        return head + f"<p class='meta'>Entity score calibration: omitted: {_e(cal['omitted'])}</p>"
+    from .calibration import format_calibration
+
+    text = format_calibration(cal)
+    summary = text[1:3]
+    bins = [[f"{b['low']:.1f}-{b['high']:.1f}", b["count"], "-" if b["mean_score"] is None else f"{b['mean_score']:.4f}",
+             "-" if b["accuracy"] is None else f"{b['accuracy']:.4f}"] for b in cal["bins"]]
+    rows = [[f"{t['threshold']:.2f}", t["kept"], "-" if t["precision"] is None else _pct(t["precision"]),
+             _pct(t["recall"]), _pct(t["f1"])] for t in cal["thresholds"]]
+    target = [line for line in text if line.startswith("--target-precision")]
+    return "".join([
+        head,
+        *(f"<p>{_e(line)}</p>" for line in summary + target),
+        '<div class="figs">',
+        f"<figure>{_reliability(cal)}<figcaption>Reliability: bars are the share of correct entities in each score "
+        "bin, dots sit at the bin's mean score; on the dashed diagonal a score is the chance of being right.</figcaption></figure>",
+        f"<figure>{_pr_curve(cal)}<figcaption>Precision and recall as the score threshold rises (dots: thresholds "
+        "0.00, 0.05, ..., 0.95; ring: --target-precision).</figcaption></figure>",
+        '<div class="col">',
+        _html_table(["score", "entities", "mean score", "accuracy"], bins),
+        "</div>",
+        _html_table(["threshold", "kept", "precision", "recall", "F1"], rows),
+        "</div>",
+    ])
+
+
 # --------------------------------------------------------------------------- #
 # sentences
 # --------------------------------------------------------------------------- #
@@ -398,7 +497,8 @@ def render(result: dict, *, title: str | None = None) -> str:
     ]
     if analysis:
         body[2:2] = ['<p class="nav"><a href="#types">scores per type</a> · <a href="#classes">error classes</a> · '
-                     '<a href="#errors">sentences with errors</a> · <a href="#documents">worst documents</a></p>']
+                     + ('<a href="#scores">entity scores</a> · ' if result.get("calibration") else "")
+                     + '<a href="#errors">sentences with errors</a> · <a href="#documents">worst documents</a></p>']
         body += [
             "<h2 id='classes'>Error classes</h2>",
             f"<p class='meta'>Every gold and every predicted entity ({_e(analysis['entities'])}) is classed by its "
@@ -412,10 +512,12 @@ def render(result: dict, *, title: str | None = None) -> str:
             f"<figure>{_confusion(analysis)}<figcaption>Type confusion: each gold entity once, under the type of its "
             "best-overlapping prediction (none: missed); row none: spurious predictions.</figcaption></figure>",
             "</div>",
+            _calibration(result.get("calibration")),
             _errors(analysis, several),
             _documents(analysis),
         ]
     else:
+        body.append(_calibration(result.get("calibration")))
         body.append("<p>This result has no analysis.</p>"
                     '<select id="f-class" hidden><option value=""></option></select>'
                     '<select id="f-type" hidden><option value=""></option></select><b id="shown" hidden>0</b>')

@@ -68,7 +68,7 @@ def test_tag_types_of_model_labels():
 def test_check_sources_names_the_line():
     m = load_label_map("wnut17-conll")
     with pytest.raises(InputError) as err:
-        m.check_sources({"person", "location"}, "the model x")
+        m.check_sources({"person", "location"}, "the model x does not have")
     assert str(err.value).startswith("wnut17-conll:6: the label map maps 'corporation', a type the model x does not have")
 
 

@@ -153,3 +153,20 @@ def test_report_in_headless_chromium(tmp_path):
         assert console == [] and _shown(dom) == expected, fragment
         blocks = re.findall(r'<div class="sent"[^>]*>', dom)
         assert len(blocks) == 10 and sum("hidden" not in b for b in blocks) == expected, fragment
+
+
+def test_entity_score_figures_in_headless_chromium(tmp_path):
+    """Issue #26: the reliability diagram and the precision/recall curve render (inline SVG, no script needed)."""
+    from .test_calibration_report import write_jsonl
+
+    result = evaluate_files([write_jsonl(tmp_path / "t.jsonl")], bootstrap=100, target_precision=0.7)
+    page = tmp_path / "report.html"
+    page.write_text(render(result), encoding="utf-8")
+    dom, console = dump_dom(page.as_uri())
+    assert console == []
+    _shown(dom)  # the page's script still ran to its end
+    for label in ("reliability diagram", "precision and recall by threshold"):
+        assert f'aria-label="{label}"' in dom, label
+    assert dom.count('class="bin"') == 5 and dom.count('class="target"') == 1
+    points = re.search(r'<polyline class="curve" points="([^"]+)"', dom).group(1).split()
+    assert len(points) == 6 and all(re.fullmatch(r"[\d.]+,[\d.]+", p) for p in points)
