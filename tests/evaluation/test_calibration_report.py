@@ -272,3 +272,12 @@ def test_label_map_with_model_knows_the_models_types(tiny_model, tmp_path):
                                    "--gold-label-map", str(lm), "--bootstrap", "0"])
     assert res.exit_code == 0, res.output
     assert "MISC" not in res.stdout.split("entity scores")[0]  # dropped on both sides before scoring
+
+
+def test_compare_maps_both_prediction_files(tmp_path):
+    a = write_tagged(tmp_path / "a.jsonl", ONTO)
+    b = write_tagged(tmp_path / "b.jsonl", [(t, g, ["O"] * len(t)) for t, g, _ in ONTO])
+    res = CliRunner().invoke(cli, ["evaluate", a, b, "--compare", "--label-map", "ontonotes-conll", "--bootstrap", "10"])
+    assert res.exit_code == 0, res.output
+    assert "processed 9 tokens with 5 phrases; found: 5 phrases; correct: 5." in res.stdout  # A, mapped
+    assert "processed 9 tokens with 5 phrases; found: 0 phrases; correct: 0." in res.stdout  # B

@@ -337,6 +337,7 @@ NUMERIC_OPTIONS = [
     ("evaluate", "--bootstrap", ["-1", "1000001"]),
     ("evaluate", "--seed", ["-1", str(2**32)]),
     ("evaluate", "--examples", ["-1"]),
+    ("evaluate", "--target-precision", ["-0.1", "1.01", "2"]),
     ("train", "--max-sentence-tokens", ["0", "-1"]),
     ("tag", "--max-sentence-tokens", ["0", "-1"]),
     ("evaluate", "--max-sentence-tokens", ["0", "-1"]),
