@@ -77,9 +77,7 @@ class Calibration:
         self.found = [0] * (STEPS + 1)  # predicted entities at each score step
         self.correct = [0] * (STEPS + 1)
         self.gold = 0
-        self.unscored = 0  # predicted entities without a score
-        self.first_unscored: str | None = None
-        self.problem: str | None = None  # why there can be no calibration (the first problem met)
+        self.problem: str | None = None  # why there can be no calibration (the first problem met: nothing more is done)
         self.offset = 0
 
     def add(self, sent: Sentence) -> None:
@@ -103,12 +101,14 @@ class Calibration:
         if problem is not None:
             self.problem = f"{where}: {problem}"
             return
-        for ent in pred:
-            score = score_of(ent[1], ent[2]) if score_of is not None else None
+        if score_of is None:
+            self.problem = NO_SCORES if not any(self.found) else f"{where}: this record carries no entity scores, earlier ones do"
+            return
+        for ent in sorted(pred, key=lambda e: (e[1], e[2])):
+            score = score_of(ent[1], ent[2])
             if score is None:
-                self.unscored += 1
-                self.first_unscored = self.first_unscored or where
-                continue
+                self.problem = f"{where}: the predicted {ent[0]} entity (start {ent[1]}, end {ent[2]}) carries no score"
+                return
             if not (math.isfinite(score) and 0 <= score <= 1):
                 self.problem = f"{where}: entity score {score!r} is not a probability (0 to 1)"
                 return
@@ -118,15 +118,9 @@ class Calibration:
 
     def why_not(self) -> str | None:
         """Why there is no calibration to report (None: there is)."""
-        scored = sum(self.found)
         if self.problem is not None:
             return self.problem
-        if self.unscored and not scored:
-            return NO_SCORES
-        if self.unscored:
-            return (f"{self.unscored} of {self.unscored + scored} predicted entities carry no score "
-                    f"(the first at {self.first_unscored})")
-        if not scored:
+        if not any(self.found):
             return "there are no predicted entities"
         return None
 

@@ -349,8 +349,8 @@ def format_report(result: dict) -> str:
     or ``PER`` in conlleval mode) is shown as ``(no type)``. The ``notes`` of a result (e.g. that
     IOB1 tags were converted for strict scoring) follow the table, one ``note:`` line each. A result
 with an ``analysis`` also gets the confidence interval, the error-class tables, the confusion
-matrix and the worst documents between the two; one with a ``calibration``, the entity scores against
-    correctness (:func:`nerbatch.evaluation.calibration.format_calibration`).
+matrix and the worst documents between the two; one with a ``calibration``, the entity scores
+against correctness (:func:`nerbatch.evaluation.calibration.format_calibration`) after them.
     """
     o = result["overall"]
     tokens = int(result["tokens"])

@@ -140,9 +140,14 @@ def test_outputs_without_scores_say_why_in_one_line(tmp_path):
 def test_an_entity_without_a_score_leaves_calibration_out(tmp_path):
     path = write_jsonl(tmp_path / "t<&>.jsonl", drop_score=2)
     result = evaluate_files([path], bootstrap=0)
-    assert result["calibration"] == {"omitted": f"1 of 6 predicted entities carry no score (the first at {path}:3)"}
+    assert result["calibration"] == {"omitted": f"{path}:3: this record carries no entity scores, earlier ones do"}
     page = render(result)
-    assert "t&lt;&amp;&gt;.jsonl:3)" in page and "t<&>" not in page
+    assert "t&lt;&amp;&gt;.jsonl:3: this record" in page and "t<&>" not in page
+    # one entity of several without its score
+    two = [(["Ann", "and", "Bob"], ["B-PER", "O", "B-PER"], ["B-PER", "O", "B-PER"], [0.9, 0.8])]
+    path = write_jsonl(tmp_path / "two.jsonl", two, drop_score=0)
+    assert evaluate_files([path], bootstrap=0)["calibration"] == {
+        "omitted": f"{path}:1: the predicted PER entity (start 0, end 1) carries no score"}
 
 
 def test_model_scores_equal_those_of_its_tagged_output(tiny_model, tmp_path):
