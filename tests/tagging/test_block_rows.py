@@ -11,7 +11,14 @@ import pytest
 
 from nerbatch.core.record import Sentence
 from nerbatch.tagging.align import (
-    Feature, PieceCache, Specials, block_rows, features_for, in_context, rows_of_features, word_pieces,
+    Feature,
+    PieceCache,
+    Specials,
+    block_rows,
+    features_for,
+    in_context,
+    rows_of_features,
+    word_pieces,
 )
 
 WORDS = ["the", "cat", "sat", "on", "mat", "London", "EU", "rejects", "German", "call", "to", "boycott", "British",
