@@ -55,6 +55,8 @@ def rough_bytes(value: Any) -> int:
     if isinstance(value, str | bytes):
         return len(value) + 8
     if isinstance(value, list | tuple):
+        if all(type(v) is str for v in value):  # the common case (tokens, lines), without a call per item
+            return sum(map(len, value)) + 8 * len(value) + 8
         return sum(map(rough_bytes, value)) + 8
     if isinstance(value, dict):
         return sum(map(rough_bytes, value.values())) + 8

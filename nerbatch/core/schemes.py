@@ -7,6 +7,7 @@ Every stage that reads, writes, decodes or scores tags takes its rules from here
 from __future__ import annotations
 
 import re
+from itertools import chain
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
-    "is_tag", "iob1_to_iob2", "split_tag", "conll_chunks", "strict_entities", "allowed_transitions",
+    "is_tag", "iob1_to_iob2", "split_tag", "conll_chunks", "count_chunks", "strict_entities", "allowed_transitions",
     "is_well_formed", "as_tags", "scheme_of", "OUTSIDE", "start_of_chunk", "end_of_chunk",
 ]
 
@@ -92,6 +93,26 @@ def start_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
     if tag in ("[", "]"):
         start = True
     return start
+
+
+class _ChunkStarts(dict):
+    """Whether a chunk starts at a tag after a tag (conlleval's ``startOfChunk``), per pair, remembered."""
+
+    def __missing__(self, pair: tuple[str, str]) -> bool:
+        if len(self) > 4096:  # tags come from a label set; bound it anyway
+            self.clear()
+        (prev_tag, prev_type), (tag, type_) = split_tag(pair[0]), split_tag(pair[1])
+        self[pair] = value = start_of_chunk(prev_tag, tag, prev_type, type_)
+        return value
+
+
+_CHUNK_STARTS = _ChunkStarts()
+
+
+def count_chunks(tags: Sequence[str]) -> int:
+    """``len(conll_chunks(tags))``, without building the chunks: each chunk begins where conlleval's
+    ``startOfChunk`` fires (the writers' entity count, once per sentence)."""
+    return sum(map(_CHUNK_STARTS.__getitem__, zip(chain((OUTSIDE,), tags), tags)))
 
 
 def conll_chunks(tags: Sequence[str]) -> list[tuple[str, int, int]]:

@@ -286,64 +286,41 @@ def decoded_lines(path: str, options: ReadOptions) -> Iterator[tuple[int, str, s
     replacement characters), and with ``errors="replace"`` they are replaced silently.
     A byte-order mark at the start of a later line (files joined with ``cat``) is an error too.
     A line longer than ``options.max_line_bytes`` is an error the same way (under skip its text is
-    empty: it is never held). Reads the file lazily, line by line.
+    empty: it is never held). Reads the file lazily, a batch of lines at a time: a batch without
+    anything to report is decoded in one call (for UTF-8, ASCII and Latin-1, strict), others line by line.
     """
     from .compress import compression_of, decompress_errors
 
     stream = open_binary(path)
     kind = compression_of(path) if path != STDIO else None
-    offset = 0
-    lineno = 0
-    long: Overlong | None = None
+    fast = options.errors == "strict" and _plain_codec(options.encoding)
+    lines = raw_lines(stream, options.max_line_bytes)
+    at = [0, 0, None]  # lines done, bytes done, an over-long line still being read past
     try:
-        for lineno, raw in enumerate(raw_lines(stream, options.max_line_bytes), 1):
-            if long is not None:  # read past by now
-                offset += long.length
-                long = None
-            if isinstance(raw, Overlong):
-                err = InputError(
-                    f"a line longer than {options.max_line_bytes:,} bytes (--max-line-bytes)",
-                    path=path,
-                    line=lineno,
-                    hint="a missing line break or a damaged file? pass a larger --max-line-bytes to read it",
-                )
-                if options.on_error != "skip":
-                    raise err
-                long = raw
-                yield lineno, "", str(err)
-                continue
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-                offset += 3
-            error = None
+        while True:
+            batch: list = []
+            broken = None
             try:
-                text = raw.decode(options.encoding, options.errors)
-            except UnicodeDecodeError as exc:
-                err = InputError(
-                    f"invalid {options.encoding} at byte offset {offset + exc.start}",
-                    path=path,
-                    line=lineno,
-                    hint="pass --encoding for another encoding, or --errors replace to go on",
-                )
-                if options.on_error != "skip":
-                    raise err from None
-                error = str(err)
-                text = raw.decode(options.encoding, "replace")
-            except LookupError:
-                raise InputError(f"unknown encoding {options.encoding!r}", path=path) from None
-            if lineno > 1 and text.startswith("\ufeff") and error is None:
-                err = InputError(
-                    "a byte-order mark (U+FEFF) in the middle of the file: concatenated files?",
-                    path=path,
-                    line=lineno,
-                    hint="remove it, or pass --encoding utf-8-sig to drop a byte-order mark at the start of any line",
-                )
-                if options.on_error != "skip":
-                    raise err
-                error = str(err)
-            offset += len(raw)
-            yield lineno, text.rstrip("\r\n"), error
+                batch.extend(itertools.islice(lines, _BATCH_LINES))
+            except decompress_errors() as exc:  # the lines before it still come, as they would one by one
+                broken = exc
+            if not batch and broken is None:
+                break
+            if at[0] == 0 and batch and isinstance(batch[0], bytes) and batch[0].startswith(b"\xef\xbb\xbf"):
+                batch[0] = batch[0][3:]
+                at[1] += 3
+            texts = _decode_batch(batch, options.encoding, at[2] is None) if fast else None
+            if texts is None:
+                yield from _decode_lines(batch, at, path, options)
+            else:
+                for text in texts:  # nothing to report in the batch
+                    at[0] += 1
+                    yield at[0], text, None
+                at[1] += sum(map(len, batch))
+            if broken is not None:
+                raise broken
     except decompress_errors() as exc:
+        lineno = at[0]
         if kind is None:
             if isinstance(exc, OSError):
                 raise InputError(f"cannot read: {exc.strerror or exc}", path=path) from None
@@ -357,6 +334,90 @@ def decoded_lines(path: str, options: ReadOptions) -> Iterator[tuple[int, str, s
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+_BATCH_LINES = 2048  # lines decoded together
+
+
+def _plain_codec(encoding: str) -> bool:
+    """Whether lines of this encoding decode the same joined as one by one (no per-line BOM handling)."""
+    import codecs
+
+    try:
+        return codecs.lookup(encoding).name in ("utf-8", "ascii", "iso8859-1")
+    except LookupError:
+        return False
+
+
+def _decode_batch(batch: list, encoding: str, clean_start: bool) -> list[str] | None:
+    """The texts of a batch of raw lines decoded in one call, without line ends; None when the batch
+    has something to report (an over-long line, undecodable bytes, a byte-order mark), or follows an
+    over-long line still being read past: then it goes line by line."""
+    if not batch or not clean_start or not all(type(r) is bytes for r in batch):
+        return None
+    try:
+        text = b"".join(batch).decode(encoding)
+    except UnicodeDecodeError:
+        return None
+    if "\ufeff" in text:
+        return None
+    texts = text.split("\n")
+    if batch[-1].endswith(b"\n"):
+        texts.pop()  # after the last line end
+    if len(texts) != len(batch):  # pragma: no cover - a line end inside a line: cannot happen
+        return None
+    return [t.rstrip("\r") for t in texts]
+
+
+def _decode_lines(batch: list, at: list, path: str, options: ReadOptions) -> Iterator[tuple[int, str, str | None]]:
+    """:func:`decoded_lines` line by line for one batch; ``at`` is (lines done, bytes done, an
+    over-long line being read past) and is kept up to date."""
+    for raw in batch:
+        at[0] += 1
+        lineno = at[0]
+        if at[2] is not None:  # read past by now
+            at[1] += at[2].length
+            at[2] = None
+        if isinstance(raw, Overlong):
+            err = InputError(
+                f"a line longer than {options.max_line_bytes:,} bytes (--max-line-bytes)",
+                path=path,
+                line=lineno,
+                hint="a missing line break or a damaged file? pass a larger --max-line-bytes to read it",
+            )
+            if options.on_error != "skip":
+                raise err
+            at[2] = raw
+            yield lineno, "", str(err)
+            continue
+        error = None
+        try:
+            text = raw.decode(options.encoding, options.errors)
+        except UnicodeDecodeError as exc:
+            err = InputError(
+                f"invalid {options.encoding} at byte offset {at[1] + exc.start}",
+                path=path,
+                line=lineno,
+                hint="pass --encoding for another encoding, or --errors replace to go on",
+            )
+            if options.on_error != "skip":
+                raise err from None
+            error = str(err)
+            text = raw.decode(options.encoding, "replace")
+        except LookupError:
+            raise InputError(f"unknown encoding {options.encoding!r}", path=path) from None
+        if lineno > 1 and text.startswith("\ufeff") and error is None:
+            err = InputError(
+                "a byte-order mark (U+FEFF) in the middle of the file: concatenated files?",
+                path=path,
+                line=lineno,
+                hint="remove it, or pass --encoding utf-8-sig to drop a byte-order mark at the start of any line",
+            )
+            if options.on_error != "skip":
+                raise err
+            error = str(err)
+        at[1] += len(raw)
+        yield lineno, text.rstrip("\r\n"), error
 
 
 _UMASK: int | None = None

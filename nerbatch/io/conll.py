@@ -31,7 +31,8 @@ PASSTHROUGH_RUN = 1024  # lines between two sentences held at most (a block hold
 def split_columns(line: str) -> list[str]:
     if "\t" in line:
         return line.split("\t")
-    return [c for c in line.split(" ") if c]
+    cols = line.split(" ")
+    return [c for c in cols if c] if "" in cols else cols
 
 
 def _is_docstart(line: str) -> bool:
@@ -140,7 +141,7 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
                 prefix.append(stripped)
                 yield from passthrough()
             continue
-        if _is_docstart(stripped):
+        if stripped.startswith(DOCSTART) and _is_docstart(stripped):
             if raw:
                 yield flush()
             doc += 1
@@ -150,7 +151,7 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
             continue
         if not raw:
             start = lineno
-        if full(lineno):
+        if limit is not None and len(raw) >= limit and full(lineno):
             continue
         raw.append(stripped)
         if decode_error is not None:
@@ -175,7 +176,7 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
                 "every token line needs the same columns; separate them with spaces or tabs, not both",
             )
             continue
-        if any(not c for c in cols):
+        if "" in cols:
             bad("empty column: an empty token or tag, or two tabs in a row", lineno)
             continue
         if conllu and _multiword_or_empty(cols[0]):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Protocol
 
 from ..core.record import Sentence
-from ..core.schemes import conll_chunks
+from ..core.schemes import count_chunks
 from ..errors import InputError, Interrupted
 from ..io import ReadOptions, open_writer, read
 from ..io.atomic import is_stream
@@ -292,7 +292,7 @@ class JobRun:
             elif sent.tokens:
                 stats["sentences"] += 1
                 stats["tokens"] += len(sent.tokens)
-                stats["entities"] += len(conll_chunks(sent.pred or []))
+                stats["entities"] += count_chunks(sent.pred or ())
                 self.bar.update(1)
             if self.score is not None:
                 self.score.add(sent)

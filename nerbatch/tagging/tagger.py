@@ -32,7 +32,18 @@ from ..errors import ModelError
 from ..model import casing
 from ..model.loading import load_model, refuse_custom_code, resolve_model
 from ..model.settings import NERBATCH_CONFIG, ModelSettings, read_folder_settings, read_model_config, settings_for
-from .align import Feature, features_for, from_sentence, in_context, split_blocks
+from .align import (
+    Feature,
+    PieceCache,
+    Rows,
+    block_rows,
+    enough,
+    features_for,
+    from_sentence,
+    in_context,
+    rows_of_features,
+    split_blocks,
+)
 from .backends import batch_sizes, compile_wanted, load_backend, upgrade
 from .batching import BLOCK_BYTES, DEFAULT_BLOCK, background, chunked, plan_batches
 from .decode import DECODERS, Decoder
@@ -70,8 +81,21 @@ class PreparedBlock:
     """A block ready for the model: its sentences, their model rows and the batch plan."""
 
     sentences: list[Sentence]
-    features: list[Feature]
+    rows: Rows
     batches: list[list[int]] = field(default_factory=list)
+
+
+def round4(scores) -> list[float]:
+    """``[round(p, 4) for p in scores]`` in one numpy call, for probabilities that are float32 values
+    (as the back-ends give them, also when held in float64): such a value times 10,000 is exact in
+    float64 (24 + 14 significant bits), so numpy's rint-and-divide rounds exactly as Python's
+    ``round`` does (half to even on the exact value, then the nearest double). Other values: ``round``."""
+    import numpy as np
+
+    arr = np.asarray(scores, dtype=np.float64)
+    if np.array_equal(arr, arr.astype(np.float32), equal_nan=True):
+        return np.round(arr, 4).tolist()
+    return [round(p, 4) for p in arr.tolist()]
 
 
 def _trim_heap() -> None:
@@ -115,6 +139,7 @@ class Tagger:
         self.stage_seconds = {"prepare": 0.0, "model": 0.0, "decode": 0.0}
         self.backend = None
         self._decoder: Decoder | None = None
+        self._pieces: PieceCache | None = None
         self._settings: ModelSettings | None = None
         self._text_cutting: tuple[str, str] | None = None
         if resolve_model(model):  # a local folder: the settings come from its JSON files
@@ -255,26 +280,64 @@ class Tagger:
         ``left_cut``/``right_cut``: that side was cut short by whoever carried it, so it must still
         hold a full context budget of subwords (checked).
         """
+
         self.load()
         t0 = time.perf_counter()
-        backend = self.backend
         budget = self.context_budget()
         if budget:  # a side cut short must still hold a full budget of subwords
             for side, cut, where in ((left, left_cut, "left"), (right, right_cut, "right")):
-                if cut and sum(len(p) for ws in backend.word_pieces([s.tokens for s in side]) for p in ws) < budget:
+                if cut and int(self.pieces.flat([s.tokens for s in side])[1].sum()) < budget:
                     sent = core[0] if where == "left" else core[-1]
                     raise AssertionError(f"{sent.path}:{sent.line}: not enough {where} context carried")
+        if budget and any(s.doc_id is None and s.tokens for s in chain(left, core, right)):
+            return self.prepare_features(core, left, right)  # sentences outside any document: the general path
+        out = []
+        size = self.options.block
+        for i in range(0, len(core), size):  # sort blocks, each with the neighbours its context needs
+            part = core[i : i + size]
+            before = enough([*left, *core[:i]], budget, backwards=True) if budget else []
+            after = enough([*core[i + size :], *right], budget) if budget else []
+            items = [*before, *part, *after]
+            rows = block_rows(
+                items, range(len(before), len(before) + len(part)), self.pieces, self.backend.specials,
+                self.max_length, self.settings.stride, budget,
+            )
+            lengths = rows.lengths(self.backend.specials).tolist()
+            out.append(PreparedBlock(list(part), rows, plan_batches(lengths, self.batch_tokens, self.max_batch)))
+        self.stage_seconds["prepare"] += time.perf_counter() - t0
+        return out
+
+    def prepare_features(
+        self, core: Sequence[Sentence], left: Sequence[Sentence] = (), right: Sequence[Sentence] = ()
+    ) -> list[PreparedBlock]:
+        """:meth:`prepare` through :func:`~nerbatch.tagging.align.in_context` and
+        :func:`~nerbatch.tagging.align.features_for`, sentence by sentence: for streams where some
+        sentences have no document (the flat arrays of :func:`~nerbatch.tagging.align.block_rows` assume one)."""
+        t0 = time.perf_counter()
+        backend = self.backend
+        budget = self.context_budget()
         items = [*left, *core, *right]
         ctx = list(in_context(items, self.pieces_of, budget))[len(left) : len(left) + len(core)]
         out = []
         for block in chunked(ctx, self.options.block):
             feats: list[Feature] = []
-            for k, (_sent, p, lc, rc) in enumerate(block):
-                feats.extend(features_for(k, p, backend.specials, self.max_length, self.settings.stride, lc, rc))
-            batches = plan_batches([len(f.input_ids) for f in feats], self.batch_tokens, self.max_batch)
-            out.append(PreparedBlock([b[0] for b in block], feats, batches))
+            base = 0  # words are numbered across the block
+            for k, (sent, p, lc, rc) in enumerate(block):
+                for f in features_for(k, p, backend.specials, self.max_length, self.settings.stride, lc, rc):
+                    feats.append(Feature(f.sent, f.input_ids, f.positions, [base + w for w in f.words]))
+                base += len(sent.tokens)
+            rows = rows_of_features(feats, backend.specials)
+            batches = plan_batches(rows.lengths(backend.specials).tolist(), self.batch_tokens, self.max_batch)
+            out.append(PreparedBlock([b[0] for b in block], rows, batches))
         self.stage_seconds["prepare"] += time.perf_counter() - t0
         return out
+
+    @property
+    def pieces(self) -> PieceCache:
+        """The word pieces of the words seen so far (:class:`~nerbatch.tagging.align.PieceCache`)."""
+        if self._pieces is None:
+            self._pieces = PieceCache(self.pieces_of)
+        return self._pieces
 
     def pieces_of(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         """The word pieces of each word of each sentence, as the model takes them: with each word's
@@ -297,30 +360,26 @@ class Tagger:
         np.cumsum(lengths, out=start[1:])
         labels = self.labels
         probs = np.full((int(start[-1]), len(labels)), np.nan, dtype=np.float32)  # every word of the block
-        placed = []
+        seen = np.zeros(len(probs), dtype=np.int64)
         for batch in prepared.batches:
-            fs = [prepared.features[i] for i in batch]
-            batch_probs = self.predict_rows(fs)
+            rows = np.asarray(batch, dtype=np.int64)
+            batch_probs, words = self.predict_rows(prepared.rows, rows)
             t0 = time.perf_counter()
-            nwords = np.fromiter((len(f.words) for f in fs), dtype=np.int64, count=len(fs))
-            sent_of = np.fromiter((f.sent for f in fs), dtype=np.int64, count=len(fs))
-            words = np.fromiter(chain.from_iterable(f.words for f in fs), dtype=np.int64, count=int(nwords.sum()))
-            rows = np.repeat(start[sent_of], nwords) + words  # each position's word in the block
-            probs[rows] = batch_probs
-            placed.append(rows)
+            probs[words] = batch_probs
+            seen[words] += 1
             self.stage_seconds["decode"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        seen = np.bincount(np.concatenate(placed), minlength=len(probs)) if placed else np.zeros(len(probs), dtype=np.int64)
         if (seen > 1).any():  # the core invariant: each word predicted at most once
             w = int(np.argmax(seen > 1))
             k = int(np.searchsorted(start, w, "right")) - 1
             raise AssertionError(f"{sents[k].path}:{sents[k].line}: word {w - int(start[k])} predicted twice")
         ids, scores = self.decoder.decode_block(probs, lengths)
         names = np.array(self.decoder.tags, dtype=object)[ids].tolist()  # the labels as NER tags (LOC -> I-LOC)
-        rounded = [round(p, 4) for p in scores.tolist()]
+        rounded = round4(scores)
+        bounds = start.tolist()
         label_map = self.options.label_map
         for k, sent in enumerate(sents):
-            a, b = int(start[k]), int(start[k + 1])
+            a, b = bounds[k], bounds[k + 1]
             sent.pred = names[a:b] if label_map is None else label_map.apply(names[a:b])
             sent.scores = rounded[a:b]
         self.sentences_tagged += len(prepared.sentences)
@@ -334,42 +393,25 @@ class Tagger:
             self._decoder = Decoder(self.labels, self.options.decode)
         return self._decoder
 
-    def predict(self, feats: list[Feature]) -> list:
-        """The label probabilities (positions x labels) at the word positions of each feature of one batch."""
-        probs = self.predict_rows(feats)
-        out = []
-        k = 0
-        for f in feats:
-            out.append(probs[k : k + len(f.positions)])
-            k += len(f.positions)
-        return out
-
-    def predict_rows(self, feats: list[Feature]):
-        """The label probabilities at the word positions of one batch's features, one row per
-        position, feature after feature (float32 numpy, positions x labels)."""
-        import numpy as np
-
+    def predict_rows(self, block: Rows, rows):
+        """The label probabilities at the word positions of the given rows of a block (float32 numpy,
+        one row per position, row after row) and the block word each belongs to."""
         t0 = time.perf_counter()
-        lengths = np.fromiter((len(f.input_ids) for f in feats), dtype=np.int64, count=len(feats))
-        npos = np.fromiter((len(f.positions) for f in feats), dtype=np.int64, count=len(feats))
-        width = int(lengths.max())
-        mask = (np.arange(width) < lengths[:, None]).astype(np.int64)  # row-major: each row's ids in order
-        ids = np.full((len(feats), width), self.backend.pad_id, dtype=np.int64)
-        ids[mask.astype(bool)] = np.fromiter(chain.from_iterable(f.input_ids for f in feats), dtype=np.int64, count=int(lengths.sum()))
-        rows_a = np.repeat(np.arange(len(feats), dtype=np.int64), npos)
-        cols_a = np.fromiter(chain.from_iterable(f.positions for f in feats), dtype=np.int64, count=int(npos.sum()))
-        self.tokens_seen += int(lengths.sum())
+        backend = self.backend
+        ids, mask = block.matrix(rows, backend.specials, backend.pad_id)
+        row_a, cols_a, words = block.take(rows)
+        self.tokens_seen += int(mask.sum())
         self.padded_tokens += ids.size
         types = None
         if self.settings.casing == "shape":
             ids, types = casing.split(ids)
         t1 = time.perf_counter()
-        probs = self.backend.predict(ids, mask, rows_a, cols_a, types)
+        probs = backend.predict(ids, mask, row_a, cols_a, types)
         t2 = time.perf_counter()
         self.forward_seconds += t2 - t1
         self.stage_seconds["model"] += t2 - t1
         self.stage_seconds["prepare"] += t1 - t0
-        return probs
+        return probs, words
 
     def tag_block(
         self,

@@ -604,3 +604,16 @@ def test_format_report_lists_notes_after_the_table() -> None:
     lines = format_report(result).splitlines()
     assert lines[:2] == format_report(score([["B-PER"]], [["B-PER"]])).splitlines()[:2]
     assert lines[-2:] == ["", "note: f.conll: IOB1 tags converted to IOB2"]
+
+
+def test_count_chunks_counts_what_conll_chunks_finds():
+    """The writers' entity count (count_chunks) equals the number of conlleval chunks for every
+    sequence of a few tags, well-formed or not, of every scheme."""
+    from itertools import product
+
+    from nerbatch.core.schemes import conll_chunks, count_chunks
+
+    tags = ["O", "B-PER", "I-PER", "I-LOC", "E-LOC", "S-PER", "B-0", "PER", "[", "."]
+    for n in range(4):
+        for seq in product(tags, repeat=n):
+            assert count_chunks(seq) == len(conll_chunks(seq)), seq

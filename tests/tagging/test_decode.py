@@ -119,3 +119,20 @@ def test_block_decoding_equals_the_per_sentence_decoder(lengths, seed, method):
         assert ids[k : k + len(p)].tolist() == want_ids
         assert scores[k : k + len(p)].tolist() == want_scores
         k += len(p)
+
+
+def test_round4_rounds_as_python_round():
+    """The block's scores are rounded in numpy (round4): the same floats as Python's round(p, 4),
+    ties (0.03125 -> 0.0312) and values next to them included."""
+    import numpy as np
+
+    from nerbatch.tagging.tagger import round4
+
+    rng = np.random.default_rng(0)
+    p = rng.random(200_000).astype(np.float32)
+    ties = np.array([k / 32 for k in range(33)] + [0.00005, 0.99995, 0.12345], dtype=np.float32)
+    near = np.concatenate([np.nextafter(ties, np.float32(0)), np.nextafter(ties, np.float32(1))])
+    for values in (p, ties, near, p.astype(np.float64)):
+        assert round4(values) == [round(float(v), 4) for v in values]
+    odd = [0.1 + 1e-12, 0.33333333333]  # not float32 values: Python's round itself
+    assert round4(odd) == [round(v, 4) for v in odd]

@@ -177,6 +177,26 @@ def test_byte_level_words_get_their_leading_space(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_remembered_word_pieces_are_the_running_text_pieces(name, tmp_path):
+    """The tagger looks each word's pieces up once it has seen the word (PieceCache): for every
+    tokenizer family (byte-level BPE, Unigram with its first-word marker, WordPiece) a word gets the
+    pieces the whole sentence's encoding gives it, first in its sentence or not."""
+    from transformers import AutoTokenizer
+
+    from nerbatch.tagging.align import PieceCache
+
+    tok = AutoTokenizer.from_pretrained(build_encoder(name, tmp_path / name))
+    sents = [s.tokens for s in sentences()[1:60]]
+    sents += [list(reversed(s)) for s in sents]  # the same words in other places, first ones later
+    cache = PieceCache(lambda batch: word_pieces(tok, batch))
+    for part in (sents[:40], sents[40:]):
+        ids, counts = cache.flat(part)
+        want = [p for sent in word_pieces(tok, part) for p in sent]
+        assert counts.tolist() == [len(p) for p in want]
+        assert ids.tolist() == [t for p in want for t in p]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_family_trains_tags_every_word_and_agrees_with_a_pipeline(name, family, tmp_path):
     from transformers import pipeline
 
