@@ -91,3 +91,17 @@ def test_tagger_tag_refuses_what_is_not_text(tiny_model):
     tagger = nerbatch.Tagger.from_pretrained(tiny_model, precision="fp32", compile=False)
     with pytest.raises(TypeError, match="tag_sentences"):
         tagger.tag([Sentence(tokens=["a"])])
+
+
+def test_openmp_threads_sleep_unless_the_user_says_otherwise():
+    """Importing nerbatch sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning OpenMP threads starve
+    the reading thread and other work on the cores), and keeps a value the user set."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, nerbatch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "ACTIVE"
