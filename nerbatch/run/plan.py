@@ -196,8 +196,11 @@ def plan_jobs(
     if STDIO in inputs and len(inputs) > 1:
         raise InputError("- (stdin) cannot be combined with other inputs")
     from ..io.hf import is_dataset
+    from ..io.parts import is_parts_folder
 
-    walked = any(p != STDIO and os.path.isdir(p) and input_fmt != "hf" and not is_dataset(p) for p in inputs)
+    walked = any(
+        p != STDIO and os.path.isdir(p) and input_fmt != "hf" and not is_dataset(p) and not is_parts_folder(p) for p in inputs
+    )
     named = expand_inputs(inputs, glob, input_fmt, skipped)
     many = len(named) > 1 or walked
     if many and (output is None or output == STDIO):
@@ -205,8 +208,6 @@ def plan_jobs(
             "several inputs need -o FOLDER" if not walked else "a folder input needs -o FOLDER",
             hint="outputs are written one per input into the folder",
         )
-    from ..io.parts import is_parts_folder
-
     folder = output is not None and output != STDIO and (
         many or (output_fmt != "hf" and (os.path.isdir(output) and not is_parts_folder(output) or output.endswith(os.sep)))
     )
