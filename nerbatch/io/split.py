@@ -113,7 +113,9 @@ def _count(fh: BinaryIO, lo: int, hi: int, fmt: str) -> tuple[int, int]:
             break
         ends += block.count(b"\n")
         if fmt == "conll":
-            window = carry + block + fh.peek(11)[:11] if hasattr(fh, "peek") else carry + block
+            look = fh.read(11)  # the rest of a "-DOCSTART-" that begins in this block
+            fh.seek(-len(look), os.SEEK_CUR)
+            window = carry + block + look
             start = len(carry)
             # a match's "\n" sits at window index i; its line starts at pos + (i + 1 - start)
             docs += sum(1 for m in _DOCSTART.finditer(window) if start <= m.start() + 1 < start + len(block))

@@ -12,9 +12,9 @@ Stages, each a named step of :class:`Tagger` built from the stage modules:
    every token exactly once) become a well-formed tag sequence (:mod:`nerbatch.tagging.decode`); a model's
    plain labels (``LOC``, no ``B-``/``I-``) come out as the IO tags ``I-LOC``.
 
-:meth:`Tagger.tag_block` is one block through stages 2-4, the unit both engines run: the local engine
-through :meth:`Tagger.tag` (a background thread prepares the next block while the model runs this one),
-the Ray engine in its actors. The settings (labels, window, context) are read once
+:meth:`Tagger.tag_block` is one block through stages 2-4; :meth:`Tagger.tag_sentences` runs a stream's
+blocks (a background thread prepares the next block while the model runs this one), in the local engine's
+process and in each Ray worker. The settings (labels, window, context) are read once
 (:mod:`nerbatch.model.settings`); the weights load on the first block, so an empty input never pays for torch.
 """
 
