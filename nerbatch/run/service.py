@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from ..io import ReadOptions
+from ..io.base import STDIO
 from ..io.paths import check_write_paths, skipped_note
 from ..tagging.tagger import Tagger, TaggerOptions
 from .local import RunOptions, TagSummary, plan, run_local
@@ -121,6 +122,14 @@ def tag_files(
         summary = run_ray(jobs, tagger, options=read_options, scores=sink, progress=progress, run=run,
                           workers=workers, address=address, **({"part_size": part_size} if part_size else {}))
     else:
+        from ..io.parts import is_parts_folder
+
+        for job in jobs:
+            if job.output != STDIO and is_parts_folder(job.output):
+                raise InputError(
+                    "is a parts folder (an --engine ray output): the local engine writes one file and never replaces a folder",
+                    path=job.output, hint="tag with --engine ray again, or choose another -o",
+                )
         planned = plan(jobs, tagger, read_options, run)  # what is up to date, resumed or fresh
         summary = run_local(planned, tagger, options=read_options, scores=sink, progress=progress, run=run)
     result = TagResult(summary, notes=notes)

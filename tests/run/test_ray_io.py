@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'nerb
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from nerbatch.errors import LockedError  # noqa: E402
+from nerbatch.errors import InputError, LockedError  # noqa: E402
 from nerbatch.io import read  # noqa: E402
 from nerbatch.io.parts import is_parts_folder, part_paths  # noqa: E402
 from nerbatch.run import plan_jobs  # noqa: E402
@@ -171,9 +171,14 @@ def test_a_parts_folder_is_one_input_to_tag_and_evaluate(ray_outputs, tiny_model
         outs = []
         for name, source in (("a", parts), ("b", single)):
             target = tmp_path / name / f"again.{ray_job.output_format}"
+            target.parent.mkdir()
             tag_service([source], str(target), model=tiny_model, tagger_options=OPTIONS)
             outs.append(target.read_bytes())
         assert outs[0] == outs[1] and outs[0]
+        # the local engine never replaces a parts folder with a file
+        with pytest.raises(InputError, match="is a parts folder"):
+            tag_service([single], parts, model=tiny_model, tagger_options=OPTIONS)
+        assert is_parts_folder(parts)
         # a folder walk finds the parts folder as one input, not its part files
         walked = plan_jobs([str(Path(parts).parent)], str(tmp_path / "walk") + os.sep)
         assert parts in [j.input for j in walked] and not any("part-0" in j.input for j in walked)
@@ -250,3 +255,8 @@ def test_a_killed_run_resumes_from_its_parts_and_checkpoints(ray_local, tiny_mod
     ref = tmp_path / "ref.conll"
     tag_files(plan_jobs([str(big)], str(ref)), Tagger(tiny_model, OPTIONS), progress=False)
     assert joined(str(out), "conll") == ref.read_bytes()
+
+
+def test_the_ray_engine_writes_no_stdout(tiny_model):
+    with pytest.raises(InputError, match="not to stdout"):
+        run_ray(plan_jobs([str(SAMPLE / "test.conll")], None), Tagger(tiny_model, OPTIONS))
