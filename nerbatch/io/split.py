@@ -143,7 +143,8 @@ def scan_chunk(path: str, fmt: str, options: ReadOptions, lo: int, hi: int, need
             out["cr"] = _lone_cr(first)
             out["sentence"] = out["document"] = (0, 0, 0)
             if fmt == "conll":
-                out["columns"] = _first_columns(fh, options)
+                conllu = options.conllu if options.conllu is not None else path.lower().endswith(".conllu")
+                out["columns"] = _first_columns(fh, conllu)
             if not need or fmt != "jsonl":
                 return out
         fh.seek(max(0, lo - 1))
@@ -184,7 +185,7 @@ def scan_chunk(path: str, fmt: str, options: ReadOptions, lo: int, hi: int, need
         return out
 
 
-def _first_columns(fh: BinaryIO, options: ReadOptions, lines: int = 1000) -> int | None:
+def _first_columns(fh: BinaryIO, conllu: bool, lines: int = 1000) -> int | None:
     """The column count of the file's first token line (the CoNLL reader holds every line to it)."""
     from .conll import split_columns
 
@@ -193,7 +194,7 @@ def _first_columns(fh: BinaryIO, options: ReadOptions, lines: int = 1000) -> int
         if n >= lines:
             return None
         text = line.decode("utf-8", "replace").removeprefix("\ufeff").rstrip("\r\n").rstrip(" \t")
-        if not text or _is_docstart(text.encode()) or text.startswith("#"):
+        if not text or _is_docstart(text.encode()) or conllu and text.startswith("#"):
             continue
         return len(split_columns(text))
     return None
