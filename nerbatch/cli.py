@@ -278,13 +278,14 @@ def cli() -> None:
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=10_000, show_default=True, help="Make the partial output durable every N sentences, so --resume continues near where a killed run stopped (0: never).")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="fail: stop at the first bad record (exit 2). skip: leave it out, log it with file and line in OUTPUT.rejects.jsonl, go on (exit 3).")
 @click.option("--log-json", default=None, help="Append one JSON record per file (counts, seconds, status) to this file, for monitoring.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: this process. ray: Ray Data actors (pip install 'nerbatch[ray]'); same outputs.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: this process. ray: Ray actors read, tag and write the files (pip install 'nerbatch[ray]'); same outputs.")
 @click.option("--address", default=None, help="With --engine ray: join this cluster ('auto' or ray://HOST:10001); default starts a local Ray.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="With --engine ray: tagger actors (default: one per GPU, else one per CPU).")
 @click.option("--label-map", "label_map", default=None, help="Rename, merge or drop predicted entity types: a JSON object {\"SOURCE\": \"TARGET\"} or a two-column file (SOURCE<TAB>TARGET a line), TARGET O drops the type; or the name of a shipped map (ontonotes-conll, wnut17-conll). Applied in every output format; adjacent entities merged into one type stay two.")
+@click.option("--part-size", type=ByteSize(), default=None, help="With --engine ray: an input larger than this (CoNLL, JSONL, Parquet) is cut into parts that the workers tag at once, written as a folder named after the output (part-00000.conll, ... and parts.json) that every command reads as one file. Takes K, M, G suffixes. [default: 256M]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (for cron).")
 @user_errors
-def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, engine, address, workers, quiet, label_map, **kw):
+def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, engine, address, workers, part_size, quiet, label_map, **kw):
     """Tag INPUTS (files, or - for stdin) and write one output per input.
 
     CoNLL output repeats each input line with one predicted-tag column appended (so a file with gold
@@ -313,7 +314,7 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
         tagger_options=TaggerOptions(**tagger_options, label_map=load_label_map(label_map) if label_map else None),
         report=report_path, report_json=report_json,
         resume=resume, checkpoint_every=checkpoint_every, on_error=on_error, log_json=log_json, engine=engine,
-        address=address, workers=workers, progress=not quiet,
+        address=address, workers=workers, part_size=part_size, progress=not quiet,
         notify=None if quiet else (lambda text: click.echo(f"nerbatch: {text}", err=True)),
     )
     if quiet and result.report is not None and not result.report["sentences"]:

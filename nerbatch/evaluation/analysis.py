@@ -235,6 +235,49 @@ class Analysis:
                     "classes": [cls for cls in ERROR_CLASSES if cls in here],
                 })
 
+    def merge(self, other: "Analysis") -> None:
+        """Add what ``other`` collected, as if its sentences had been added here after these
+        (documents, bootstrap rows and the error sentences shown, within this one's limit)."""
+        for mine, theirs in ((self.gold_classes, other.gold_classes), (self.pred_classes, other.pred_classes),
+                             (self.error_sentences, other.error_sentences)):
+            for key, n in theirs.items():
+                mine[key] += n
+        for type_, entry in other.by_type.items():
+            for side in ("gold", "pred"):
+                target = self._type(type_)[side]
+                for key, n in entry[side].items():
+                    target[key] += n
+        for key, n in other.confusion.items():
+            self.confusion[key] = self.confusion.get(key, 0) + n
+        index = {}  # other's document index -> this one's
+        for key, d in other.docs.items():
+            mine = self.docs.get(key)
+            if mine is None:
+                mine = self.docs[key] = _Doc(len(self.docs), d.path, d.doc, d.line)
+            elif mine.line is None:
+                mine.line = d.line
+            for name in ("sentences", "tokens", "gold", "pred", "correct"):
+                setattr(mine, name, getattr(mine, name) + getattr(d, name))
+            for cls, n in d.classes.items():
+                mine.classes[cls] += n
+            index[d.index] = mine.index
+        rows = {k: array("q", v) for k, v in other.rows.items()}
+        if len(rows["correct"]):  # tokens that were no sentence at the end here go with the next sentence
+            for k, name in enumerate(("correct", "gold", "pred")):
+                rows[name][0] += self._pending[k]
+            self._pending = list(other._pending)
+        else:
+            self._pending = [a + b for a, b in zip(self._pending, other._pending)]
+        rows["doc"] = array("q", (index[i] if i >= 0 else -1 for i in rows["doc"]))
+        for k in self.rows:
+            self.rows[k].extend(rows[k])
+        for example in other.examples:
+            here = example["classes"]
+            if any(self.shown[cls] < self.examples_limit for cls in here):
+                for cls in here:
+                    self.shown[cls] += 1
+                self.examples.append(example)
+
     # -- bootstrap units ------------------------------------------------------------------------
     def unit_counts(self):
         """``(unit name, array of shape (units, 3))``: correct, gold, predicted per bootstrap unit."""

@@ -724,6 +724,10 @@ class ReportSink:
     def open(self, job, resumed: bool = False) -> JobScore:
         return JobScore(self, job, resumed)
 
+    def merge(self, other: "ReportSink") -> None:
+        """Add the scores of outputs scored into ``other`` (a Ray worker's sink), after these."""
+        self.scorer.merge(other.scorer)
+
 
 def evaluate(
     files: Sequence[str],

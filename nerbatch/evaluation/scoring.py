@@ -263,6 +263,34 @@ class Scorer:
                 tokens=tokens, length=len(gold), path=path, line=line,
             )
 
+    def merge(self, other: "Scorer") -> None:
+        """Add the sentences ``other`` scored (same mode and settings), as if this scorer had scored
+        them after its own: the counts of two parts of a run scored apart (the Ray engine's workers)."""
+        if other.strict != self.strict:
+            raise ValueError("cannot merge a strict and a conlleval scorer")
+        if other._started:
+            c, o = self._conll, other._conll
+            if self._started:
+                c.boundary()  # the blank line between the two
+            for name in ("correct_chunk", "found_correct", "found_guessed", "correct_tags", "token_counter"):
+                setattr(c, name, getattr(c, name) + getattr(o, name))
+            for name in ("correct_chunk_by_type", "found_correct_by_type", "found_guessed_by_type"):
+                mine = getattr(c, name)
+                for key, n in getattr(o, name).items():
+                    mine[key] = mine.get(key, 0) + n
+            c.last_correct, c.last_correct_type = o.last_correct, o.last_correct_type
+            c.last_guessed, c.last_guessed_type = o.last_guessed, o.last_guessed_type
+            c.in_correct = o.in_correct
+            self._started = True
+        self._sentences += other._sentences
+        self._tokens += other._tokens
+        self._correct_tags += other._correct_tags
+        for type_, counts in other._strict.items():
+            mine = self._strict.setdefault(type_, _Counts())
+            mine.gold, mine.pred, mine.correct = mine.gold + counts.gold, mine.pred + counts.pred, mine.correct + counts.correct
+        if self.analysis is not None and other.analysis is not None:
+            self.analysis.merge(other.analysis)
+
     def _add_strict(self, gold: Sequence[str], pred: Sequence[str]):
         gold_entities = strict_entities(gold)
         pred_entities = strict_entities(pred)

@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 from ..core.record import Sentence
 from ..errors import InputError
-from .base import STDIO, ReadOptions, Writer
+from .base import STDIO, ReadOptions, Slice, Writer
 from .compress import compression_of, split_compression
 
 
@@ -61,9 +61,13 @@ def guess_format(path: str, default: str | None = None) -> str | None:
     compression suffix is looked under (``a.conll.gz`` is CoNLL); a Hugging Face dataset
     (``hf:ID``, a ``save_to_disk`` folder) is ``hf``."""
     from .hf import is_dataset
+    from .parts import is_parts_folder, read_manifest
 
     if is_dataset(path):
         return "hf"
+    if path != STDIO and is_parts_folder(path):
+        fmt = read_manifest(path).get("format")
+        return fmt if fmt in FORMATS else format_of_name(path, default)
     return format_of_name(path, default)
 
 
@@ -134,9 +138,11 @@ def reader_for(fmt: str) -> Callable[[str, ReadOptions], Iterator[Sentence]]:
     return _load(FORMATS[fmt].reader)
 
 
-def read(path: str, fmt: str | None = None, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
-    """Stream the sentences of one input file (``-`` is stdin)."""
-    return reader_for(input_format(path, fmt))(path, options)
+def read(path: str, fmt: str | None = None, options: ReadOptions = ReadOptions(), part: Slice | None = None) -> Iterator[Sentence]:
+    """Stream the sentences of one input file (``-`` is stdin; a parts folder, :mod:`nerbatch.io.parts`,
+    is one input). ``part``: only that slice of the file (:mod:`nerbatch.io.split`)."""
+    reader = reader_for(input_format(path, fmt))
+    return reader(path, options) if part is None else reader(path, options, part=part)
 
 
 def open_writer(
@@ -169,8 +175,10 @@ def open_writer(
             import pyarrow as pa
             import pyarrow.parquet as pq
 
+            from .parts import is_parts_folder, part_paths
+
             try:
-                schema = pq.read_schema(input_path)
+                schema = pq.read_schema(part_paths(input_path)[0] if is_parts_folder(input_path) else input_path)
             except FileNotFoundError:
                 raise InputError("no such file", path=input_path, hint="check the path") from None
             except (pa.ArrowInvalid, OSError) as exc:
@@ -189,6 +197,7 @@ __all__ = [
     "WALKED_FORMATS",
     "OUTPUT_FORMATS",
     "ReadOptions",
+    "Slice",
     "Writer",
     "compression_of",
     "format_of_name",

@@ -83,21 +83,50 @@ def check_sentences(sentences: Iterable[Sentence], options: ReadOptions) -> None
             raise sentence_too_long(options, sent.path, sent.line)
 
 
-def open_binary(path: str, decompress: bool = True) -> BinaryIO:
+@dataclass(frozen=True)
+class Slice:
+    """A part of one input read on its own (cut by :mod:`nerbatch.io.split`): bytes ``[start, end)``
+    of a CoNLL or JSONL file, or the row groups ``groups`` of a Parquet file (``start``/``end``:
+    the bytes of their column chunks), with the reader's state where it begins: the number of its
+    first line (Parquet: the rows before it, plus one), and for CoNLL the ``-DOCSTART-`` lines
+    before it and the column count of the file's first token line. ``size``: the file's size when
+    it was cut."""
+
+    start: int
+    end: int
+    line: int = 1
+    docs: int = 0
+    columns: int | None = None
+    groups: tuple[int, int] | None = None
+    size: int = 0
+
+
+def open_binary(path: str, decompress: bool = True, part: Slice | None = None) -> BinaryIO:
     """Open an input for binary reading (``-`` is stdin) with a clear error when it can't be.
 
     A compressed file (``.gz``, ``.bz2``, ``.xz``, ``.zst``: :mod:`nerbatch.io.compress`) reads as its
-    decompressed bytes, streamed, unless ``decompress`` is false. The first open of a path under
-    :func:`watch_input` feeds its digest with the raw bytes read.
+    decompressed bytes, streamed, unless ``decompress`` is false. A parts folder
+    (:mod:`nerbatch.io.parts`) reads as its parts' bytes in order. ``part``: only the bytes of that
+    slice of the file. The first open of a path under :func:`watch_input` feeds its digest with the
+    raw bytes read.
     """
     if path == STDIO:
         return sys.stdin.buffer
     from .compress import compression_of, open_decompressed
+    from .parts import is_parts_folder, open_parts
 
-    kind = compression_of(path) if decompress else None
+    kind = compression_of(path) if decompress and part is None else None
     digest = _WATCHED.pop(os.path.realpath(path), None) if _WATCHED else None
     try:
-        raw = open(path, "rb") if digest is None else io.BufferedReader(_Hashing(open(path, "rb", buffering=0), digest), 1 << 16)
+        if is_parts_folder(path):
+            raw = io.BufferedReader(open_parts(path) if digest is None else _Hashing(open_parts(path), digest), 1 << 16)
+        elif part is not None:
+            window = _Window(open(path, "rb", buffering=0), part.start, part.end)
+            raw = io.BufferedReader(window if digest is None else _Hashing(window, digest), 1 << 16)
+        elif digest is None:
+            raw = open(path, "rb")
+        else:
+            raw = io.BufferedReader(_Hashing(open(path, "rb", buffering=0), digest), 1 << 16)
         if kind is not None:
             try:
                 return open_decompressed(path, raw, kind)
@@ -150,6 +179,35 @@ def unwatch_input(path: str, digest: InputDigest) -> None:
     key = os.path.realpath(path)
     if _WATCHED.get(key) is digest:
         del _WATCHED[key]
+
+
+class _Window(io.RawIOBase):
+    """Bytes ``[start, end)`` of a raw file (not seekable)."""
+
+    def __init__(self, raw, start: int, end: int) -> None:
+        super().__init__()
+        self._raw = raw
+        raw.seek(start)
+        self._left = max(0, end - start)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._left <= 0:
+            return 0
+        view = memoryview(buffer)[: self._left]
+        n = self._raw.readinto(view) or 0
+        self._left -= n
+        return n
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
 
 
 class _Hashing(io.RawIOBase):
@@ -278,8 +336,10 @@ def raw_lines(stream: BinaryIO, max_bytes: int | None = None) -> Iterator[bytes 
             long.length += len(line)
 
 
-def decoded_lines(path: str, options: ReadOptions) -> Iterator[tuple[int, str, str | None]]:
+def decoded_lines(path: str, options: ReadOptions, part: Slice | None = None) -> Iterator[tuple[int, str, str | None]]:
     """Yield ``(line_number, text, error)`` without the line ending; BOM, CRLF and CR-only tolerated.
+
+    ``part``: only the lines of that slice of the file, numbered (and byte offsets counted) as in the whole file.
 
     Undecodable bytes raise :class:`InputError` with the line and byte offset; under
     ``on_error="skip"`` the line comes with the error message instead (text decoded with
@@ -291,11 +351,12 @@ def decoded_lines(path: str, options: ReadOptions) -> Iterator[tuple[int, str, s
     """
     from .compress import compression_of, decompress_errors
 
-    stream = open_binary(path)
-    kind = compression_of(path) if path != STDIO else None
+    stream = open_binary(path, part=part)
+    kind = compression_of(path) if path != STDIO and part is None else None
     fast = options.errors == "strict" and _plain_codec(options.encoding)
     lines = raw_lines(stream, options.max_line_bytes)
-    at = [0, 0, None]  # lines done, bytes done, an over-long line still being read past
+    # lines done (a part starts at its first line), bytes done, an over-long line still being read past
+    at = [part.line - 1 if part is not None else 0, part.start if part is not None else 0, None]
     try:
         while True:
             batch: list = []

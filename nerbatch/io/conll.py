@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 
 from ..core.record import RECORD_DOC, Sentence
 from ..errors import InputError
-from .base import ReadOptions, Writer, decoded_lines, sentence_too_long
+from .base import ReadOptions, Slice, Writer, decoded_lines, sentence_too_long
 
 DOCSTART = "-DOCSTART-"
 _BLANKS = " \t"  # the only column separators (and what is stripped from line ends)
@@ -50,11 +50,12 @@ def _multiword_or_empty(token_id: str) -> bool:
     return "-" in token_id or "." in token_id
 
 
-def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
+def read_conll(path: str, options: ReadOptions = ReadOptions(), part: Slice | None = None) -> Iterator[Sentence]:
     """Stream sentences from a CoNLL file; every token line of the input lands in one sentence.
 
     Under ``on_error="skip"`` a sentence with a bad line is yielded with ``error`` set and no
-    tokens (its raw lines in ``source``), and reading goes on with the next sentence.
+    tokens (its raw lines in ``source``), and reading goes on with the next sentence. ``part``: the
+    sentences of that slice only (cut where a sentence ends), read as in the whole file.
     """
     skip = options.on_error == "skip"
     conllu = options.conllu if options.conllu is not None else path.lower().endswith(".conllu")
@@ -63,8 +64,8 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
     if conllu:  # the defaults name the FORM column and no gold column (CoNLL-U has no NER column)
         token_column = 1 if token_column == 0 else token_column
         tag_column = None if tag_column == -1 else tag_column
-    ncols: int | None = None
-    doc = 0
+    ncols: int | None = part.columns if part is not None else None
+    doc = part.docs if part is not None else 0
     index = 0
     prefix: list[str] = []
     tokens: list[str] = []
@@ -125,7 +126,7 @@ def read_conll(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sent
             yield Sentence(tokens=[], doc_id=f"{doc}", index=index, path=path, source=[], prefix=prefix)
             prefix = []
 
-    for lineno, line, decode_error in decoded_lines(path, options):
+    for lineno, line, decode_error in decoded_lines(path, options, part):
         stripped = line.rstrip(_BLANKS)
         if not stripped and decode_error is None:
             if raw:

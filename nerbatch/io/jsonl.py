@@ -32,7 +32,7 @@ from ..core.record import RECORD_DOC, RecordParts, Sentence, token_offsets
 from ..core.schemes import conll_chunks
 from ..core.spans import SPAN_KEYS, Gold, SpanError, gold_spans
 from ..errors import InputError
-from .base import ReadOptions, Writer, check_sentences, decoded_lines
+from .base import ReadOptions, Slice, Writer, check_sentences, decoded_lines
 
 _WORD = re.compile(r"\S+")
 # U+0085, U+2028 and U+2029 stay escaped (many line readers split on them); a CR can only be
@@ -303,10 +303,11 @@ def record_to_sentences(
     return sentences
 
 
-def read_jsonl(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
-    """Stream sentences from a JSON Lines file (blank lines are skipped)."""
+def read_jsonl(path: str, options: ReadOptions = ReadOptions(), part: Slice | None = None) -> Iterator[Sentence]:
+    """Stream sentences from a JSON Lines file (blank lines are skipped); ``part``: the lines of that
+    slice only, numbered as in the whole file."""
     index = 0
-    for lineno, line, error in decoded_lines(path, options):
+    for lineno, line, error in decoded_lines(path, options, part):
         if error is None and not line.strip():
             continue
         try:

@@ -12,7 +12,7 @@ from typing import Iterator
 
 from ..core.record import RecordParts, Sentence, rough_bytes
 from ..errors import InputError
-from .base import ReadOptions, Writer
+from .base import ReadOptions, Slice, Writer
 from .jsonl import members, record_to_sentences
 
 EXTRA_JSON = "extra_json"
@@ -49,16 +49,33 @@ def _rows(batch, first_row: int, path: str):
     return rows
 
 
-def read_parquet(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Sentence]:
-    """Stream sentences row by row; ``line`` is the 1-based row number."""
+def read_parquet(path: str, options: ReadOptions = ReadOptions(), part: Slice | None = None) -> Iterator[Sentence]:
+    """Stream sentences row by row; ``line`` is the 1-based row number. A parts folder
+    (:mod:`nerbatch.io.parts`) reads as its part files' rows in order, numbered on; ``part``: the
+    row groups of that slice only, numbered as in the whole file."""
+    from .base import open_binary
+    from .parts import is_parts_folder, part_paths
+
+    open_binary(path).close()  # uniform "no such file"/"permission denied" errors
+    files = part_paths(path) if is_parts_folder(path) else [path]
+    row = part.line - 1 if part is not None else 0
+    index = 0
+    for name in files:
+        for sent in _read_file(path, name, options, row, index, part.groups if part is not None else None):
+            if isinstance(sent, tuple):  # the file's end: the counts to go on from
+                row, index = sent
+            else:
+                yield sent
+
+
+def _read_file(path: str, name: str, options: ReadOptions, row: int, index: int, groups: tuple[int, int] | None):
+    """The sentences of one Parquet file (``groups``: of those row groups), then ``(rows, index)``
+    counted on from ``row`` and ``index``; errors name ``path``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .base import open_binary
-
-    open_binary(path).close()  # uniform "no such file"/"permission denied" errors
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(name)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"not a readable Parquet file: {exc}", path=path) from None
     schema = pf.schema_arrow
@@ -74,10 +91,9 @@ def read_parquet(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Se
         typ = schema.field(key).type
         if not (pa.types.is_list(typ) or pa.types.is_large_list(typ)) or not pa.types.is_string(typ.value_type) and not pa.types.is_large_string(typ.value_type):
             raise InputError(f"column {key!r} has type {typ}; expected list<string>", path=path)
-    row = 0
-    index = 0
+    chosen = {} if groups is None else {"row_groups": range(*groups)}
     try:
-        for batch in pf.iter_batches(batch_size=batch_rows(pf, options.batch_rows)):
+        for batch in pf.iter_batches(batch_size=batch_rows(pf, options.batch_rows), **chosen):
             for obj in _rows(batch, row, path):
                 row += 1
                 try:
@@ -94,6 +110,7 @@ def read_parquet(path: str, options: ReadOptions = ReadOptions()) -> Iterator[Se
                 index += len(sents)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"corrupt Parquet data after row {row}: {exc}", path=path) from None
+    yield row, index
 
 
 class ParquetWriter(Writer):

@@ -51,7 +51,8 @@ def expand_inputs(
     """Each input as ``(path, name under -o)``; a folder is walked recursively (sorted, hidden files
     and folders left out) for the files ``glob`` matches (default: every file of a known format),
     named by their path relative to the folder. A glob with a ``/`` is matched against that
-    relative path, else against the file name. A Hugging Face dataset folder is one input.
+    relative path, else against the file name. A Hugging Face dataset folder is one input, and so
+    is a parts folder (:mod:`nerbatch.io.parts`), named or found in a walk.
 
     A FIFO, socket or device found in a folder is left out (reading one would wait forever), its
     path added to ``skipped``; an input named on its own is taken as it is (``<(zcat a.gz)``).
@@ -60,17 +61,20 @@ def expand_inputs(
     import stat
 
     from .hf import is_dataset, saved_dataset_part
+    from .parts import is_parts_folder
 
     out: list[tuple[str, str]] = []
     for path in inputs:
-        if path == STDIO or not os.path.isdir(path) or input_fmt == "hf" or is_dataset(path):
+        if path == STDIO or not os.path.isdir(path) or input_fmt == "hf" or is_dataset(path) or is_parts_folder(path):
             out.append((path, os.path.basename(os.path.normpath(path)) if path != STDIO else "stdin"))
             continue
         found = []
         for folder, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            parts = [d for d in dirs if is_parts_folder(os.path.join(folder, d))]  # one input each, not walked
+            dirs[:] = [d for d in dirs if d not in parts]
             under = os.path.relpath(folder, path).replace(os.sep, "/")
-            for name in sorted(files):
+            for name in sorted(files + parts):
                 if name.startswith("."):
                     continue
                 full = os.path.join(folder, name)
@@ -81,7 +85,7 @@ def expand_inputs(
                 elif not (input_fmt or _known_input(full)):
                     continue
                 try:
-                    regular = stat.S_ISREG(os.stat(full).st_mode)
+                    regular = name in parts or stat.S_ISREG(os.stat(full).st_mode)
                 except OSError:
                     regular = True  # a dangling link: the reader says what is wrong with it
                 if not regular:

@@ -97,6 +97,9 @@ class ScoreSink(Protocol):
 
     def open(self, job: FileJob, resumed: bool = False) -> JobScore: ...
 
+    def merge(self, other: "ScoreSink") -> None:
+        """Add the scores of another sink of the same run (a Ray worker's), after these."""
+
 
 def plan(jobs: list[FileJob], tagger: SentenceTagger, options: ReadOptions, run: RunOptions) -> list[PlannedJob]:
     """The run plan of :mod:`nerbatch.run.plan` for these jobs and this tagger's output-changing options."""
@@ -150,7 +153,7 @@ def run_local(
             for key, value in stats.get("stage_seconds", {}).items():
                 summary.stage_seconds[key] = summary.stage_seconds.get(key, 0.0) + value
             if run.log_json:
-                _log(run.log_json, stats)
+                append_log(run.log_json, stats)
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - t0
@@ -166,7 +169,8 @@ def streamed(output: str) -> bool:
     return output == STDIO or is_stream(output)
 
 
-def _log(path: str, record: dict) -> None:
+def append_log(path: str, record: dict) -> None:
+    """Append one JSON record to the ``--log-json`` file."""
     import json
 
     try:
@@ -254,7 +258,7 @@ class JobRun:
             self.watched = watch_input(job.input)
         elif self.fp:
             try:
-                self.whole = input_digest(job.input)
+                self.whole = input_digest(job.input, part=job.part)
             except OSError:
                 pass  # unreadable: the reader says how
         self.writer = open_writer(
@@ -272,7 +276,7 @@ class JobRun:
 
         stats, writer, rejects = self.stats, self.writer, self.rejects
         every = self.run_options.checkpoint_every if self.fp else 0
-        sentences = self.timed_read(read(self.job.input, self.job.input_format, self.options))
+        sentences = self.timed_read(read(self.job.input, self.job.input_format, self.options, part=self.job.part))
         # blocks no larger than the checkpoint interval, so each checkpoint comes when its sentences are done
         tagged = self.tagger.tag_sentences(sentences, skip=self.done, block=every or None)
         if self.job.output_format == "conll":  # words a CoNLL line cannot hold: an error, or rejects

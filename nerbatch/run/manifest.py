@@ -19,7 +19,7 @@ import stat
 from typing import Any
 
 from .. import __version__
-from ..errors import LockedError, OutputError
+from ..errors import InputError, LockedError, OutputError
 from ..io.atomic import atomic_write
 
 
@@ -50,40 +50,54 @@ def fingerprint(input_path: str, model_id: str, options: dict[str, Any]) -> dict
 # bytes read up to it. Parquet files and dataset folders are hashed whole before they are read.
 
 
-def input_digest(path: str, limit: int | None = None) -> dict:
+def input_digest(path: str, limit: int | None = None, part=None) -> dict:
     """The digest of an input's contents, ``{"bytes": n, "blake2b": hex}`` (see
     :class:`nerbatch.io.base.InputDigest`): a file's raw bytes (the first ``limit``; a compressed
-    file's compressed bytes), or for a dataset folder (``DIR@SPLIT``: the folder) every file in it,
-    by relative path and contents. Raises OSError when it cannot be read."""
+    file's compressed bytes; ``part``: those of that :class:`~nerbatch.io.base.Slice` only), a parts
+    folder's parts one after another (as it is read), or for a dataset folder (``DIR@SPLIT``: the folder)
+    every file in it, by relative path and contents. Raises OSError when it cannot be read."""
     from ..io.base import InputDigest
     from ..io.hf import split_ref
+    from ..io.parts import is_parts_folder, part_paths
 
-    def of_file(name: str, limit: int | None = None) -> dict:
+    def of_files(names: list[str], limit: int | None = None, start: int = 0, end: int | None = None) -> dict:
         digest = InputDigest()
-        with open(name, "rb") as fh:
-            while limit is None or digest.bytes < limit:
-                block = fh.read(1 << 20 if limit is None else min(1 << 20, limit - digest.bytes))
-                if not block:
-                    break
-                digest.update(block)
+        for name in names:
+            with open(name, "rb") as fh:
+                fh.seek(start)
+                left = None if end is None else end - start
+                while (limit is None or digest.bytes < limit) and (left is None or left > 0):
+                    want = 1 << 20 if limit is None else min(1 << 20, limit - digest.bytes)
+                    block = fh.read(want if left is None else min(want, left))
+                    if not block:
+                        break
+                    digest.update(block)
+                    left = None if left is None else left - len(block)
         return digest.value()
 
     top = split_ref(path)[0]
+    if part is not None:
+        return of_files([top], limit, part.start, part.end)
     if not os.path.isdir(top):
-        return of_file(top, limit)
+        return of_files([top], limit)
+    if is_parts_folder(top):
+        try:
+            return of_files(part_paths(top), limit)
+        except InputError as exc:
+            raise OSError(str(exc)) from None
     digest = InputDigest()
     for folder, dirs, names in os.walk(top):
         dirs.sort()
         for name in sorted(names):
             full = os.path.join(folder, name)
-            part = of_file(full)
-            digest.update(f"{os.path.relpath(full, top)}\0{part['bytes']}\0{part['blake2b']}\0".encode())
+            one = of_files([full])
+            digest.update(f"{os.path.relpath(full, top)}\0{one['bytes']}\0{one['blake2b']}\0".encode())
     return digest.value()
 
 
-def same_input(path: str, recorded: dict | None, whole: bool) -> bool:
-    """Whether the input ``path`` still has the ``recorded`` digest (``whole``: all of it, else the
-    first ``recorded["bytes"]`` bytes of a file). A record from an older manifest (None): no.
+def same_input(path: str, recorded: dict | None, whole: bool, part=None) -> bool:
+    """Whether the input ``path`` (``part``: that slice of it) still has the ``recorded`` digest
+    (``whole``: all of it, else the first ``recorded["bytes"]`` bytes). A record from an older manifest (None): no.
 
     This reads the input (or its first bytes) once without parsing it, far cheaper than tagging it."""
     from ..io.hf import split_ref
@@ -92,9 +106,9 @@ def same_input(path: str, recorded: dict | None, whole: bool) -> bool:
         return False
     top = split_ref(path)[0]
     try:
-        if whole and os.path.isfile(top) and os.stat(top).st_size != recorded["bytes"]:
+        if whole and part is None and os.path.isfile(top) and os.stat(top).st_size != recorded["bytes"]:
             return False  # changed size: no need to read it
-        return input_digest(path, None if whole else recorded["bytes"]) == recorded
+        return input_digest(path, None if whole else recorded["bytes"], part) == recorded
     except OSError:
         return False
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..errors import InputError
 from ..io import EXTENSION_FOR, OUTPUT_FORMATS, guess_format, input_format
 from ..io.atomic import is_stream
-from ..io.base import STDIO
+from ..io.base import STDIO, Slice
 from ..io.paths import PathKeys, check_own_output, check_paths, expand_inputs
 
 __all__ = ["FileJob", "PlannedJob", "plan_jobs", "plan_run", "output_fingerprint"]
@@ -27,10 +27,14 @@ __all__ = ["FileJob", "PlannedJob", "plan_jobs", "plan_run", "output_fingerprint
 
 @dataclass(frozen=True)
 class FileJob:
+    """One input tagged into one output. ``part``: only that slice of the input (the Ray engine's
+    parts of a big input, :mod:`nerbatch.io.split`), its output one part file of a parts folder."""
+
     input: str
     output: str
     input_format: str
     output_format: str
+    part: Slice | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> li
     from it when the input still begins with the bytes the checkpoint was made from (see
     :func:`nerbatch.run.manifest.same_input`: this reads each such input once, without parsing it);
     everything else starts fresh."""
+    from dataclasses import asdict
+
     from ..io import HASHED_WHILE_READING
     from ..model.cache import model_identity
     from .manifest import fingerprint, load_manifest, same_input, sidecar
@@ -89,8 +95,11 @@ def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> li
         if job.output == STDIO or job.input == STDIO or is_stream(job.output):
             planned.append(PlannedJob(job))
             continue
+        extra = {"format": job.output_format}
+        if job.part is not None:
+            extra["part"] = asdict(job.part)
         try:
-            fp = fingerprint(job.input, identity, {**options, "format": job.output_format})
+            fp = fingerprint(job.input, identity, {**options, **extra})
         except OSError:  # a missing input is reported by the reader
             planned.append(PlannedJob(job))
             continue
@@ -98,13 +107,13 @@ def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> li
         note = None
         if manifest and manifest.get("fingerprint") == fp:
             if manifest.get("complete") and _is_sealed(job.output, manifest.get("output")):
-                if same_input(job.input, manifest.get("input"), whole=True):
+                if same_input(job.input, manifest.get("input"), whole=True, part=job.part):
                     planned.append(PlannedJob(job, "up to date", fp, stats=manifest.get("stats", {})))
                     continue
                 note = f"{job.input}: its contents differ from those {job.output} was made from: tagging it again"
             ck = manifest.get("checkpoint")
             if ck and _plain_file(sidecar(job.output, "part")):
-                if same_input(job.input, ck.get("input"), whole=job.input_format not in HASHED_WHILE_READING):
+                if same_input(job.input, ck.get("input"), whole=job.input_format not in HASHED_WHILE_READING, part=job.part):
                     planned.append(PlannedJob(job, "resume", fp, checkpoint=ck))
                     continue
                 note = (f"{job.input}: changed before the point where {job.output} was checkpointed "
@@ -189,8 +198,11 @@ def plan_jobs(
     if STDIO in inputs and len(inputs) > 1:
         raise InputError("- (stdin) cannot be combined with other inputs")
     from ..io.hf import is_dataset
+    from ..io.parts import is_parts_folder
 
-    walked = any(p != STDIO and os.path.isdir(p) and input_fmt != "hf" and not is_dataset(p) for p in inputs)
+    walked = any(
+        p != STDIO and os.path.isdir(p) and input_fmt != "hf" and not is_dataset(p) and not is_parts_folder(p) for p in inputs
+    )
     named = expand_inputs(inputs, glob, input_fmt, skipped)
     many = len(named) > 1 or walked
     if many and (output is None or output == STDIO):
@@ -199,7 +211,7 @@ def plan_jobs(
             hint="outputs are written one per input into the folder",
         )
     folder = output is not None and output != STDIO and (
-        many or (output_fmt != "hf" and (os.path.isdir(output) or output.endswith(os.sep)))
+        many or (output_fmt != "hf" and (os.path.isdir(output) and not is_parts_folder(output) or output.endswith(os.sep)))
     )
     jobs: list[FileJob] = []
     seen: dict[str, str] = {}
@@ -223,7 +235,7 @@ def plan_jobs(
         jobs.append(FileJob(path, target, in_fmt, out_fmt))
     for job in jobs:
         mode = keys.info(job.output)[2] if folder else None
-        if mode is not None and not stat.S_ISREG(mode) and job.output_format != "hf":
+        if mode is not None and not stat.S_ISREG(mode) and job.output_format != "hf" and not is_parts_folder(job.output):
             check_own_output(job.output, f"the output of {job.input}")  # names nerbatch chose: plain files only
         if job.output_format == "hf" and os.path.islink(job.output):
             raise InputError(

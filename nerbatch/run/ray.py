@@ -1,135 +1,118 @@
-"""The Ray engine: the run plan's jobs, with the model run by a pool of Ray actors.
+"""The Ray engine: the driver plans, Ray workers read, tag and write.
 
-Pipeline (one Ray Dataset, streamed)::
+Data flow::
 
-    from_items(files left to do) -> flat_map(read a file into shards) -> map_batches(TagActor) -> driver
+    driver   jobs (inputs listed, outputs named) ──▶ units ──▶ actor pool ──▶ small results, in unit order
+               │ an input over ``part_size`` bytes:                             ──▶ summary, --log-json lines,
+               │ scan tasks find its cuts ──▶ one unit per slice                    parts manifests, report scores
+    worker   TagWorker (a Tagger, loaded once): plan_run of its unit (manifest, --resume, input contents)
+               ──▶ the local engine's JobRun under the output's lock: read its input (or slice), tag,
+               write atomically with checkpoints and rejects ──▶ stats, model counters, notes, error, scores
 
-* Planning happens before (:func:`nerbatch.run.plan.plan_run`, shared with the local engine): outputs
-  already complete are not sent at all, and a resumed file is sent from its checkpoint on.
-* Reading: one Ray task per input file runs nerbatch's own reader and cuts the sentence stream with
-  :func:`nerbatch.tagging.align.split_blocks` into *shards* of ``k x TaggerOptions.block`` sentences, at the
-  positions where the local tagger cuts its blocks, so every model batch holds exactly the rows it
-  holds with the local engine. A shard carries tokens and document ids only, plus the neighbouring
-  sentences its document context needs, so the context is identical too.
-* Tagging: ``map_batches`` with :class:`TagActor`; each actor loads ``Tagger(model, options)`` once
-  (one GPU per actor when the cluster has GPUs, else ``threads or 1`` CPUs) and runs the public
-  :meth:`nerbatch.tagging.tagger.Tagger.tag_block` on each shard. A dead actor is restarted and its shard
-  retried by Ray.
-* Writing: the driver runs the local engine's :func:`~nerbatch.run.local.run_local` with
-  :class:`RayTagger` as its tagger: the driver reads each file again with the same reader (for the
-  passthrough columns, CoNLL lines, ``source``) and zips its sentences with the results, which
-  arrive in input order (``preserve_order``) and are checked shard by shard (none lost or repeated)
-  and sentence by sentence (same token count and checksum). Writers, atomic outputs, output locks,
-  manifests, ``--resume``, ``--on-error skip`` and the summary are therefore exactly the local
-  engine's.
-
-Words: a *block* is what the tagger sorts and batches together (``TaggerOptions.block``
-sentences); a *shard* is one Ray work item (a whole number of blocks); Ray's own dataset blocks are
-called "Ray blocks".
+* **Planning.** The jobs come from :func:`nerbatch.run.plan.plan_jobs` (inputs listed, outputs named,
+  paths checked). The driver reads the inputs' sizes only; an input of more than ``part_size`` bytes
+  that can be cut (:func:`nerbatch.io.split.splittable`) is cut by Ray tasks: one per chunk of bytes
+  (:func:`~nerbatch.io.split.scan_chunk`; Parquet: one reading the footer,
+  :func:`~nerbatch.io.split.parquet_slices`) whose small results the driver joins into slices
+  (:func:`~nerbatch.io.split.join_scans`). What is left to do of each unit (up to date, resumed from a
+  checkpoint, fresh) is decided by the worker that runs it, with :func:`nerbatch.run.plan.plan_run`,
+  so the inputs' contents are read where they are tagged.
+* **Units.** A unit is a whole input, or one slice of a cut input written to one part file of a
+  parts folder named after the output (:mod:`nerbatch.io.parts`: ``out.conll/part-00000.conll`` ...,
+  ``out.conll/parts.json``). The parts concatenated in order are the local engine's output.
+* **Workers.** :class:`TagWorker` actors (one GPU each on a GPU cluster, else ``threads or 1`` CPUs)
+  each load ``Tagger(model, options)`` once and run the local engine's
+  :class:`~nerbatch.run.local.JobRun` for one unit at a time: the same reader, tagger blocks, writer,
+  atomic output, output lock, manifest, checkpoints and rejects file as ``--engine local``, so the
+  outputs are the same bytes. A unit returns counts, seconds, the model's counters, the notes and
+  messages it printed, its error (raised by the driver as the local engine would raise it) and, for
+  a report, its outputs' scores (:class:`~nerbatch.evaluation.evaluate.ReportSink`, merged on the driver in job
+  order). A cut input with a report is scored by a worker, reading its parts folder as one input,
+  once all its parts are in place.
+* **The driver** opens no input and no output. It writes the parts manifests, the ``--log-json``
+  lines, and takes each output's lock once before the run (and holds a parts folder's for the run).
+* **Failures.** A dead actor is restarted by Ray without limit and its unit retried (at most
+  ``TASK_RETRIES`` times), from the start or, under ``--resume``, from its last checkpoint. A unit that
+  fails (a bad input without ``--on-error skip``) stops the run: no further unit starts, those
+  running finish, and the first error in job order is raised. If the driver dies, run again with
+  ``--resume``: complete outputs and parts are skipped and partial ones continue from their checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import pickle
+import shutil
+import sys
 import time
-import warnings
-import zlib
-from dataclasses import replace
-from itertools import chain
-from typing import Any, Iterable, Iterator
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any
 
-from ..core.record import Sentence
-from ..errors import InputError, NerbatchError
-from ..io import ReadOptions, read
+from ..errors import InputError, NerbatchError, OutputError
+from ..io import EXTENSION_FOR, ReadOptions, split_compression
 from ..io.base import STDIO
-from ..tagging.align import from_sentence, split_blocks
+from ..io.split import PART_SIZE
 from ..tagging.tagger import TaggerOptions
-from .local import RunOptions, ScoreSink, TagSummary, run_local
-from .plan import PlannedJob
+from .local import COUNTS, RunOptions, ScoreSink, TagSummary, append_log, streamed
+from .plan import FileJob
 
 RAY_HINT = "pip install 'nerbatch[ray]'"
 # Upper bound on the context budget in subwords (a model window is at most 512 subwords).
 MAX_WINDOW = 512
-# A dead actor is restarted without limit (losing a node must not end the run), but one block is
-# retried at most this many times, so a block that kills every actor fails the run instead of looping.
+# A dead actor is restarted without limit (losing a node must not end the run), but one unit is
+# retried at most this many times, so a unit that kills every actor fails the run instead of looping.
 TASK_RETRIES = 3
 
 
 def _import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
     except ImportError:
-        raise InputError("--engine ray needs Ray Data, which is not installed", hint=RAY_HINT) from None
+        raise InputError("--engine ray needs Ray, which is not installed", hint=RAY_HINT) from None
     return ray
 
 
-def checksum(tokens: list[str]) -> int:
-    return zlib.crc32("\x1f".join(tokens).encode("utf-8", "surrogatepass"))
+def context_need(tagger) -> int:
+    """Words of neighbouring sentences the model's document context reaches (0: it uses none).
+
+    For a model folder the driver can see, the settings come from its JSON files (the weights are
+    not loaded on the driver). A hub id gets the safe bound.
+    """
+    if os.path.isdir(tagger.model_name):
+        return tagger.settings.context_need()
+    return 0 if tagger.options.context is False else MAX_WINDOW
 
 
-# -- reading (Ray tasks) -----------------------------------------------------------------------
+# -- workers -----------------------------------------------------------------------------------
 
 
-def _row(file: int, block: int, kind: str, payload: bytes = b"", sentences: int = 0) -> dict:
-    return {"file": file, "block": block, "kind": kind, "payload": payload, "sentences": sentences}
+class _NoBar:
+    """The progress bar :class:`~nerbatch.run.local.JobRun` updates: the driver's counts units instead."""
+
+    def update(self, n: int = 1) -> None:
+        pass
 
 
-def _light_list(sents: list[Sentence]) -> list[tuple[list[str], str | None, int]]:
-    return [(s.tokens, s.doc_id, s.line) for s in sents]
+class TagWorker:
+    """A Ray actor (made remote by :func:`run_ray`): loads the tagger once, then runs one unit per
+    :meth:`run` call with the local engine's job code, and scores a parts folder per :meth:`score` call.
 
+    ``driver_cwd``: the driver's working directory; a relative path that does not exist from the
+    worker's own working directory but does from the driver's is taken from there (a local Ray, or
+    a shared filesystem mounted at the same path), else as given (a Ray job's ``working_dir``).
+    """
 
-def _read_file(item: dict, options: ReadOptions, size: int, need: int) -> Iterator[dict]:
-    """flat_map UDF: one input file -> one row per shard of sentences still to tag, then an ``end``
-    row (or an ``error`` row). The first ``item["skip"]`` sentences (a resumed file's done part) are
-    read, for the context of what follows, but not sent."""
-    file, name, fmt, skip = int(item["file"]), item["name"], item["fmt"], int(item["skip"])
-    # the path as given (local Ray, or a working_dir), else as the driver resolved it (shared filesystem)
-    path = name if os.path.exists(name) or not os.path.exists(item["path"]) else item["path"]
-    shard = 0
-    n_sent = 0
-    try:
-        blocks = from_sentence(split_blocks(read(path, fmt, options), size, need), skip)
-        for left, core, right, left_cut, right_cut in blocks:
-            payload = {
-                "left": _light_list(left),
-                "core": _light_list(core),
-                "right": _light_list(right),
-                "left_cut": left_cut,
-                "right_cut": right_cut,
-                "need": need,
-                "path": name,
-            }
-            n_sent += len(core)
-            yield _row(file, shard, "block", pickle.dumps(payload, protocol=5), len(core))
-            shard += 1
-    except NerbatchError as exc:
-        if isinstance(exc, InputError) and exc.path == path != name:
-            exc.path = name  # the path the user gave, as the local engine reports it
-        yield _row(file, shard, "error", pickle.dumps(exc))
-        return
-    yield _row(file, shard, "end", b"", n_sent)
-
-
-# -- tagging (Ray actors) ----------------------------------------------------------------------
-
-
-def _sentences(light: list[tuple[list[str], str | None, int]], path: str = "") -> list[Sentence]:
-    return [Sentence(tokens=t, doc_id=d, path=path, line=n) for t, d, n in light]
-
-
-class TagActor:
-    """map_batches UDF: loads the tagger once per actor, then tags one shard per row with
-    :meth:`nerbatch.tagging.tagger.Tagger.tag_block`."""
-
-    def __init__(self, model: str, options: TaggerOptions, model_abs: str | None = None) -> None:
+    def __init__(self, model: str, options: TaggerOptions, read_options: ReadOptions, run: RunOptions,
+                 sink: bytes | None, driver_cwd: str) -> None:
         self.error: NerbatchError | None = None
         self.tagger = None
+        self.read_options, self.run_options, self.sink, self.driver_cwd = read_options, run, sink, driver_cwd
         self.done = 0
-        if model_abs and not os.path.isdir(model) and os.path.isdir(model_abs):
-            model = model_abs  # a relative folder, from a node whose working directory differs
+        self.follow(model)
         try:
             from ..tagging.tagger import Tagger
 
@@ -138,169 +121,75 @@ class TagActor:
         except NerbatchError as exc:  # travels as data, so the driver raises it as the local engine would
             self.error = exc
 
-    def tag(self, row: dict) -> dict:
-        """One ``block`` row (a shard and its neighbours) -> the same row with the shard's tags."""
+    def follow(self, *paths: str) -> None:
+        """Work from the driver's directory when a relative path is missing here but found there."""
+        here = os.getcwd()
+        if self.driver_cwd == here or not os.path.isdir(self.driver_cwd):
+            return
+        for path in paths:
+            if path and not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(os.path.join(self.driver_cwd, path)):
+                os.chdir(self.driver_cwd)
+                return
+
+    def run(self, job: FileJob, scored: bool) -> dict:
+        """Tag one unit (``job``; ``scored``: score its output for a report) and say what happened."""
         if self.error is not None:
-            return _row(row["file"], row["block"], "error", pickle.dumps(self.error))
-        data = pickle.loads(row["payload"])
-        core = _sentences(data["core"], data["path"])
-        forward0 = self.tagger.forward_seconds
+            return {"error": self.error}
+        from .local import JobRun, plan
+        from .manifest import OutputLock
+
+        self.follow(job.input, os.path.dirname(job.output))
+        tagger = self.tagger
+        before = (tagger.sentences_tagged, tagger.forward_seconds)
+        sink = pickle.loads(self.sink) if scored and self.sink is not None else None
+        out: dict[str, Any] = {"sink": sink}
+        printed = io.StringIO()
         try:
-            self.tagger.tag_block(
-                core, _sentences(data["left"]), _sentences(data["right"]),
-                left_cut=data["left_cut"], right_cut=data["right_cut"], carried=data["need"],
-            )
+            with contextlib.redirect_stderr(printed):
+                planned = plan([job], tagger, self.read_options, self.run_options)[0]
+                out["note"] = planned.note
+                unit = JobRun(planned, tagger, self.read_options, sink, self.run_options, _NoBar())
+                if streamed(job.output):
+                    out["stats"] = unit.run()
+                else:
+                    with OutputLock(job.output):
+                        out["stats"] = unit.run()
         except NerbatchError as exc:
-            return _row(row["file"], row["block"], "error", pickle.dumps(exc))
-        result = {
-            "pred": [s.pred for s in core],
-            "scores": [s.scores for s in core],
-            "check": [(len(s.tokens), checksum(s.tokens)) for s in core],
-            "forward_seconds": self.tagger.forward_seconds - forward0,
-        }
+            out["error"] = exc
+        out["printed"] = printed.getvalue()
+        out["tagged"] = tagger.sentences_tagged - before[0]
+        out["forward_seconds"] = tagger.forward_seconds - before[1]
         self.done += 1
-        return dict(row, payload=pickle.dumps(result, protocol=5))
+        return out
 
-    def __call__(self, batch):
-        import pyarrow as pa
-
-        out = [self.tag(row) if row["kind"] == "block" else row for row in batch.to_pylist()]
-        return pa.Table.from_pylist(out, schema=_schema())
-
-
-def _schema():
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            pa.field("file", pa.int64()),
-            pa.field("block", pa.int64()),
-            pa.field("kind", pa.string()),
-            pa.field("payload", pa.large_binary()),
-            pa.field("sentences", pa.int64()),
-        ]
-    )
+    def score(self, job: FileJob) -> dict:
+        """Score a complete parts folder (``job.output``) as one output, for a report."""
+        sink = pickle.loads(self.sink)
+        try:
+            self.follow(job.output)
+            sink.open(job).close()
+        except NerbatchError as exc:
+            return {"error": exc}
+        return {"sink": sink}
 
 
 # -- driver ------------------------------------------------------------------------------------
 
 
-class RayTagger:
-    """The tagger :func:`~nerbatch.run.local.run_local` drives on the Ray engine's driver: ``tag`` zips the sentences the
-    driver reads with the results of the Ray pipeline for the same file.
+@dataclass
+class _Job:
+    """A job on the driver: its units (one, or one per slice) and what came back of them."""
 
-    Results arrive file by file in job order; ``tag`` finds its file from the sentences' ``path`` and
-    drops the results of files the local engine did not ask for (up to date under ``--resume``,
-    empty, or failed to read in the driver too).
-    """
-
-    def __init__(self, model_name: str, options, rows: Iterator[dict], files: dict[str, int]) -> None:
-        self.model_name = model_name
-        self.options = options
-        # the model's counters live in the actors: the driver counts the sentences that came back only
-        self.forward_seconds = 0.0
-        self.tokens_seen = 0
-        self.padded_tokens = 0
-        self.sentences_tagged = 0  # sentences whose tags came from Ray in this run
-        self._rows = rows
-        self._files = files
-        self._pending: dict | None = None
-        self._next = (0, 0)  # (file, block) expected next
-
-    def _peek(self) -> dict | None:
-        while self._pending is None:
-            row = next(self._rows, None)
-            if row is None:
-                return None
-            key = (row["file"], row["block"])
-            if key < self._next:
-                continue  # a repeated block (never expected: a retried block replaces, it doesn't add)
-            if key != self._next:  # every file gives blocks 0, 1, ... and one end (or error) row
-                raise AssertionError(f"ray engine: block {key} arrived, {self._next} expected (a lost block)")
-            self._pending = row
-        return self._pending
-
-    def _take(self) -> dict:
-        row = self._pending
-        assert row is not None
-        self._pending = None
-        if row["kind"] == "block":
-            self._next = (row["file"], row["block"] + 1)
-        else:
-            self._next = (row["file"] + 1, 0)
-        return row
-
-    def _results(self, file: int) -> Iterator[tuple[list[str], list[float], tuple[int, int]]]:
-        while True:
-            row = self._peek()
-            if row is None:
-                raise AssertionError(f"ray engine: the results of file {file} ended early")
-            if row["file"] < file:
-                self._take()  # a file the local engine skipped
-                continue
-            if row["file"] > file:
-                raise AssertionError(f"ray engine: the results of file {file} are missing")
-            row = self._take()
-            if row["kind"] == "error":
-                exc = pickle.loads(row["payload"])
-                if isinstance(exc, InputError) and exc.line is None and exc.path and os.path.exists(exc.path):
-                    exc.hint = (exc.hint + "; " if exc.hint else "") + (
-                        "the driver can read it but the Ray workers cannot: inputs must be on a filesystem "
-                        "that every node mounts at the same path"
-                    )
-                raise exc
-            if row["kind"] == "end":
-                return
-            data = pickle.loads(row["payload"])
-            if not len(data["pred"]) == len(data["scores"]) == len(data["check"]) == row["sentences"]:
-                raise AssertionError(f"ray engine: block {row['block']} of file {file} is incomplete")
-            self.forward_seconds += data["forward_seconds"]
-            yield from zip(data["pred"], data["scores"], data["check"], strict=True)
-
-    def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0, block: int | None = None) -> Iterator[Sentence]:
-        """Yield the sentences in order with ``pred``/``scores`` from Ray; the first ``skip`` (a resumed
-        file's done part, never sent to Ray) are read and dropped. (``block`` is the local tagger's:
-        here the sentences come as the shards' results arrive.)"""
-        it = iter(sentences)
-        for _ in range(skip):
-            if next(it, None) is None:
-                return
-        first = next(it, None)
-        if first is None:
-            return
-        if first.path not in self._files:
-            raise AssertionError(f"ray engine: {first.path} is not one of the files sent to Ray")
-        results = self._results(self._files[first.path])
-        for sent in chain([first], it):
-            got = next(results, None)
-            if got is None:
-                raise AssertionError(f"{sent.path}:{sent.line}: no result from Ray for this sentence")
-            pred, scores, (n, crc) = got
-            if n != len(sent.tokens) or crc != checksum(sent.tokens) or len(pred) != len(sent.tokens):
-                raise AssertionError(f"{sent.path}:{sent.line}: the result from Ray is for another sentence")
-            sent.pred, sent.scores = pred, scores
-            self.sentences_tagged += 1
-            yield sent
-        if next(results, None) is not None:
-            raise AssertionError(f"{first.path}: Ray tagged more sentences than the driver read")
-
-
-def context_need(tagger) -> int:
-    """Words of neighbouring sentences a shard carries (0: the model uses no document context).
-
-    For a model folder the driver can see, the settings come from its JSON files (the weights are
-    not loaded on the driver). A hub id gets the safe bound; the actors check it.
-    """
-    if os.path.isdir(tagger.model_name):
-        return tagger.settings.context_need()
-    return 0 if tagger.options.context is False else MAX_WINDOW
+    job: FileJob
+    units: list[FileJob]
+    parts: list[str] | None = None  # part file names, for a job written as a parts folder
+    results: list[dict] | None = None
 
 
 def _start_ray(ray, address: str | None, quiet: bool) -> bool:
     """Connect to ``address``, or reuse a Ray started in this process, or start a local one (then True).
 
-    ``quiet``: the workers' output is not relayed (it would land on the driver's stdout, which may
-    be the output itself with ``-o -``).
+    ``quiet``: the workers' output is not relayed.
     """
     if ray.is_initialized():
         return False
@@ -320,46 +209,109 @@ def _start_ray(ray, address: str | None, quiet: bool) -> bool:
     return True
 
 
-def build_dataset(ray, planned: list[PlannedJob], model: str, tagger_options: TaggerOptions, options: ReadOptions,
-                  workers: int, use_gpu: bool, size: int, need: int, actor: type):
-    """The Ray Dataset of tagged shards: rows ``file, block, kind (block|end|error), payload, sentences``
-    (``block`` numbers a file's shards), for the planned jobs' remaining sentences only."""
-    items = [
-        {"file": i, "name": p.job.input, "path": os.path.abspath(p.job.input), "fmt": p.job.input_format, "skip": p.skip}
-        for i, p in enumerate(planned)
-    ]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    readers = max(1, min(len(items), workers))
-    if hasattr(ray.data, "TaskPoolStrategy"):
-        read_compute: dict[str, Any] = {"compute": ray.data.TaskPoolStrategy(size=readers)}
-    else:  # Ray < 2.51
-        read_compute = {"concurrency": readers}
-    ds = ds.flat_map(
-        _read_file,
-        fn_kwargs={"options": options, "size": size, "need": need},
-        num_cpus=0,  # light work, and it must never wait behind the actors for a CPU
-        **read_compute,
-    )
-    cpus = 1 if use_gpu else max(1, tagger_options.threads or 1)
-    tag_args: dict[str, Any] = {
-        "fn_constructor_args": (model, tagger_options, os.path.abspath(model) if os.path.isdir(model) else None),
-        "batch_size": 1,
-        "batch_format": "pyarrow",
-        "compute": ray.data.ActorPoolStrategy(size=workers),
-        "num_cpus": cpus,
-    }
-    if use_gpu:
-        tag_args["num_gpus"] = 1
+def _cuts(ray, jobs: list[FileJob], options: ReadOptions, part_size: int, need: bool) -> dict[int, list]:
+    """The slices of each job whose input is cut (job index -> slices), found by Ray tasks."""
+    from ..io.split import chunks, join_scans, parquet_slices, scan_chunk, splittable
+
+    scan = ray.remote(num_cpus=0)(scan_chunk)
+    row_groups = ray.remote(num_cpus=0)(parquet_slices)
+    pending: dict[int, Any] = {}
+    for i, job in enumerate(jobs):
+        if streamed(job.output) or not splittable(job.input, job.input_format, job.output_format):
+            continue
+        size = os.path.getsize(job.input)
+        if size <= part_size:
+            continue
+        if os.path.lexists(job.output) and not os.path.isdir(job.output):
+            continue  # a file is there (an earlier run's): the output stays one file
+        if job.input_format == "parquet":
+            pending[i] = row_groups.remote(job.input, options, part_size, need)
+        else:
+            # a CoNLL/JSONL output numbering sentences within documents needs cuts at documents
+            rule = "sentence" if not need and (job.input_format == "jsonl" or job.output_format == "conll") else "document"
+            refs = [scan.remote(job.input, job.input_format, options, lo, hi, need) for lo, hi in chunks(size, part_size)]
+            pending[i] = (refs, job.input_format, rule, size)
+    out = {}
+    for i, what in pending.items():
+        if isinstance(what, tuple):
+            refs, fmt, rule, size = what
+            slices = join_scans(ray.get(refs), fmt, rule, size)
+        else:
+            slices = ray.get(what)
+        if slices and len(slices) > 1:
+            out[i] = slices
+    return out
+
+
+def _part_extension(job: FileJob) -> str:
+    """A part file's extension: the output format's, plus the output's compression suffix."""
+    return EXTENSION_FOR[job.output_format] + split_compression(job.output)[1]
+
+
+def _plan_units(jobs: list[FileJob], cuts: dict[int, list]) -> list[_Job]:
+    from ..io.parts import is_parts_folder, part_name
+
+    planned = []
+    for i, job in enumerate(jobs):
+        slices = cuts.get(i)
+        if slices is None and not (os.path.isdir(job.output) and is_parts_folder(job.output)):
+            planned.append(_Job(job, [job]))
+            continue
+        slices = slices or [None]  # a parts folder already there: this run's output is one part
+        names = [part_name(k, _part_extension(job)) for k in range(len(slices))]
+        units = [replace(job, output=os.path.join(job.output, name), part=part) for name, part in zip(names, slices)]
+        planned.append(_Job(job, units, names))
+    return planned
+
+
+def _open_parts_folder(item: _Job) -> None:
+    """Make the parts folder and say in its manifest that its parts are being written."""
+    from ..io.parts import write_manifest
+
     try:
-        with warnings.catch_warnings():  # Ray 2.60 deprecates passing actor options through
-            warnings.simplefilter("ignore")
-            return ds.map_batches(actor, max_restarts=-1, max_task_retries=TASK_RETRIES, **tag_args)
-    except TypeError:  # a Ray without pass-through: its own defaults restart actors and retry tasks
-        return ds.map_batches(actor, **tag_args)
+        os.makedirs(item.job.output, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{item.job.output}: cannot make the parts folder: {exc.strerror or exc}") from None
+    write_manifest(item.job.output, item.job.output_format, item.parts, complete=False, source=item.job.input)
+
+
+def _job_stats(item: _Job) -> dict:
+    """One record per job, as the local engine logs it: a parts job's parts added up."""
+    records = [r["stats"] for r in item.results]
+    out = dict(records[0], input=item.job.input, output=item.job.output)
+    if item.parts is not None:
+        out["parts"] = len(records)
+    if len(records) == 1:
+        return out
+    skipped = next((r for r in records if r["status"] == "skipped"), None)
+    if skipped is not None:
+        return dict(skipped, input=item.job.input, output=item.job.output, parts=len(records))
+    statuses = [r["status"] for r in records]
+    if len(set(statuses)) > 1:
+        out["status"] = f"resumed ({sum(1 for s in statuses if s != 'done')} of {len(records)} parts complete or resumed)"
+    for key in (*COUNTS, "subword_tokens", "padded_tokens"):
+        out[key] = sum(r.get(key, 0) for r in records)
+    for key in ("seconds", "forward_seconds"):
+        out[key] = round(sum(r.get(key, 0.0) for r in records), 3)
+    stages: dict = {}
+    for r in records:
+        for key, value in r.get("stage_seconds", {}).items():
+            stages[key] = round(stages.get(key, 0.0) + value, 3)
+    out["stage_seconds"] = stages
+    return out
+
+
+def _raise(exc: NerbatchError) -> None:
+    if isinstance(exc, InputError) and exc.line is None and exc.path and os.path.exists(exc.path) and "Ray workers" not in (exc.hint or ""):
+        exc.hint = (exc.hint + "; " if exc.hint else "") + (
+            "the driver can read it but the Ray workers cannot: inputs must be on a filesystem "
+            "that every node mounts at the same path"
+        )
+    raise exc
 
 
 def run_ray(
-    planned: list[PlannedJob],
+    jobs: list[FileJob],
     tagger,
     *,
     options: ReadOptions = ReadOptions(),
@@ -368,47 +320,42 @@ def run_ray(
     run: RunOptions = RunOptions(),
     workers: int | None = None,
     address: str | None = None,
-    block_sentences: int = 2000,
-    actor: type = TagActor,
+    part_size: int = PART_SIZE,
+    worker: type = TagWorker,
 ) -> TagSummary:
-    """Tag each job's input into its output on Ray Data; the outputs are those of :func:`~nerbatch.run.local.run_local`,
-    which takes the same jobs, tagger and options.
+    """Tag each job's input into its output on Ray; the outputs are those of
+    :func:`~nerbatch.run.local.run_local` on the same jobs, tagger and options (see the module docstring).
 
-    ``tagger``: a :class:`~nerbatch.tagging.tagger.Tagger`; the driver reads its settings only, each actor
-    loads its own copy. Only what the run plan leaves to do is sent to Ray: outputs already complete
-    are skipped and a resumed file starts at its checkpoint. ``workers``: tagging actors (default:
-    one per GPU of the cluster, else one per ``threads or 1`` CPUs). ``address``: join that cluster
-    (``auto``, ``ray://host:10001``) and leave it running; without it a Ray already initialised in
-    this process is used, else a local one is started for the run and shut down after it.
-    ``block_sentences`` is rounded up to a multiple of ``tagger.options.block`` so the model sees
-    the local engine's batches. ``actor``: the map_batches class (a subclass of :class:`TagActor`).
+    ``tagger``: a :class:`~nerbatch.tagging.tagger.Tagger`; the driver reads its settings only, each worker
+    loads its own copy. ``workers``: tagging actors (default: one per GPU of the cluster, else one per
+    ``threads or 1`` CPUs; never more than there are units). ``address``: join that cluster (``auto``,
+    ``ray://host:10001``) and leave it running; without it a Ray already initialised in this process is
+    used, else a local one is started for the run and shut down after it. ``part_size``: an input of
+    more bytes is cut into slices of about that size where it can be (see :mod:`nerbatch.io.split`).
+    ``scores``: a :class:`~nerbatch.evaluation.evaluate.ReportSink`, which each worker's scores are
+    merged into. ``worker``: the actor class (a subclass of :class:`TagWorker`).
     """
-    if any(p.job.input == STDIO for p in planned):
+    from .manifest import OutputLock, probe_locks
+
+    if any(j.input == STDIO for j in jobs):
         raise InputError("--engine ray cannot read stdin", hint="pass a file, or use --engine local")
+    if any(j.output == STDIO for j in jobs):
+        raise InputError("--engine ray writes its outputs on the Ray workers, not to stdout",
+                         hint="pass -o FILE or -o FOLDER, or use --engine local")
     if workers is not None and workers < 1:
         raise InputError("--workers must be at least 1")
+    if part_size < 1:
+        raise InputError("--part-size must be at least 1 byte")
     ray = _import_ray()
-    from ray.data import DataContext
-
     model, tagger_options = tagger.model_name, tagger.options
-    tb = max(1, tagger_options.block)
-    size = -(-max(1, block_sentences) // tb) * tb
-    need = context_need(tagger)
-    remaining = [p for p in planned if p.status != "up to date"]
-
+    need = context_need(tagger) > 0
+    summary = TagSummary()
     t0 = time.perf_counter()
-    started = _start_ray(ray, address, quiet=not progress or any(p.job.output == STDIO for p in planned))
-    ctx = DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars)
-    data_log = logging.getLogger("ray.data")
-    saved_level = data_log.level
-    rows = None
+    started = _start_ray(ray, address, quiet=not progress)
+    actors: list = []
+    held: list[OutputLock] = []
+    bar = None
     try:
-        ctx.execution_options.preserve_order = True  # results in (file, shard) order
-        ctx.target_max_block_size = 1  # one row (one shard of sentences) per Ray block: a file spreads over actors
-        ctx.enable_progress_bars = False  # the local engine's bar counts written sentences
-        if not progress:
-            data_log.setLevel(logging.ERROR)
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         use_gpu = gpus > 0 and tagger_options.device != "cpu"
@@ -418,22 +365,126 @@ def run_ray(
         if use_gpu and tagger_options.device.startswith("cuda"):
             # Ray gives each actor one GPU and hides the others: it is always "cuda" (cuda:0) there
             tagger_options = replace(tagger_options, device="cuda")
-        if remaining:
-            ds = build_dataset(ray, remaining, model, tagger_options, options, workers, use_gpu, size, need, actor)
-            rows = iter(ds.iter_rows())  # lazy: runs from the first result asked for
-        else:
-            rows = iter(())
-        remote = RayTagger(model, tagger_options, rows, {p.job.input: i for i, p in enumerate(remaining)})
-        summary = run_local(planned, remote, options=options, scores=scores, progress=progress, run=run)
+        probe_locks([j.output for j in jobs if not streamed(j.output)])
+        items = _plan_units(jobs, _cuts(ray, jobs, options, part_size, need))
+        for item in items:
+            if item.parts is not None:
+                lock = OutputLock(item.job.output)
+                lock.acquire()
+                held.append(lock)
+                _open_parts_folder(item)
+        units = [(n, unit) for n, item in enumerate(items) for unit in item.units]
+        cpus = 1 if use_gpu else max(1, tagger_options.threads or 1)
+        remote = ray.remote(worker).options(num_cpus=cpus, num_gpus=1 if use_gpu else 0, max_restarts=-1,
+                                            max_task_retries=TASK_RETRIES)
+        sink = pickle.dumps(scores) if scores is not None else None  # each worker scores into a copy
+        args = (model, tagger_options, options, run, sink, os.getcwd())
+        actors = [remote.remote(*args) for _ in range(max(1, min(workers, len(units))))]
+        from tqdm import tqdm
+
+        bar = tqdm(unit=" sent", disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+        sinks = _dispatch(ray, actors, items, units, scores is not None, summary, run, bar)
+        if scores is not None:
+            for one in sinks:
+                scores.merge(one)
+    except KeyboardInterrupt:
+        for actor in actors:
+            ray.kill(actor)
+        raise
     finally:
-        close = getattr(rows, "close", None)
-        if close is not None:
-            close()  # stops the execution if the run ended early
-        ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars = saved
-        data_log.setLevel(saved_level)
+        if bar is not None:
+            bar.close()
+        for lock in held:
+            lock.release()
         if started:
             ray.shutdown()
     summary.seconds = time.perf_counter() - t0  # Ray and actor start-up included
     choice = getattr(tagger, "precision_choice", None)  # the actors run the driver's resolved options
-    summary.precision = choice.reason if choice is not None else summary.precision
+    summary.precision = choice.reason if choice is not None else ""
     return summary
+
+
+def _dispatch(ray, actors: list, items: list[_Job], units: list, scored: bool, summary: TagSummary,
+              run: RunOptions, bar) -> list:
+    """Run the units on the actors, at most one each at a time, and take the results in unit order
+    (job records, parts manifests, scoring of parts folders); returns the jobs' score sinks in job order."""
+    from ..io.parts import write_manifest
+
+    queue: deque = deque(("run", k) for k in range(len(units)))
+    idle = list(actors)
+    running: dict = {}
+    results: dict[int, dict] = {}
+    sinks: dict[int, Any] = {}
+    error: NerbatchError | None = None
+    handled = 0
+    for item in items:
+        item.results = []
+    while queue or running:
+        while idle and queue and error is None:
+            kind, k = queue.popleft()
+            actor = idle.pop()
+            if kind == "run":
+                n, unit = units[k]
+                ref = actor.run.remote(unit, scored and items[n].parts is None)
+            else:
+                ref = actor.score.remote(items[k].job)
+            running[ref] = (kind, k, actor)
+        if not running:
+            break
+        done, _ = ray.wait(list(running), num_returns=1)
+        kind, k, actor = running.pop(done[0])
+        idle.append(actor)
+        result = ray.get(done[0])
+        if kind == "score":
+            if "error" in result and error is None:
+                error = result["error"]
+            sinks[k] = result.get("sink")
+            continue
+        results[k] = result
+        while handled in results and error is None:
+            result = results.pop(handled)
+            n, _unit = units[handled]
+            handled += 1
+            if result.get("printed"):
+                sys.stderr.write(result["printed"])
+            if result.get("note"):
+                print(f"nerbatch: {result['note']}", file=sys.stderr)
+            if "error" in result:
+                error = result["error"]
+                break
+            item = items[n]
+            item.results.append(result)
+            summary.tagged += result["tagged"]
+            summary.forward_seconds += result["forward_seconds"]
+            bar.update(result["stats"].get("sentences", 0) if result["stats"]["status"] != "up to date" else 0)
+            if len(item.results) < len(item.units):
+                continue
+            stats = _job_stats(item)
+            if item.parts is not None:
+                if stats["status"] == "skipped":  # a bad input skipped as a whole: no output, as locally
+                    shutil.rmtree(item.job.output, ignore_errors=True)
+                else:
+                    write_manifest(item.job.output, item.job.output_format, item.parts, complete=True, source=item.job.input)
+                    if scored:
+                        queue.appendleft(("score", n))
+            elif scored:
+                sinks[n] = result.get("sink")
+            _add(summary, stats)
+            if run.log_json:
+                append_log(run.log_json, stats)
+    if error is not None:
+        _raise(error)
+    return [sinks[n] for n in sorted(sinks) if sinks[n] is not None]
+
+
+def _add(summary: TagSummary, stats: dict) -> None:
+    """Count one job's record into the summary, as the local engine does."""
+    summary.per_file.append(stats)
+    if stats["status"] == "up to date":
+        summary.up_to_date += 1
+    else:
+        summary.files += 1
+    for key in COUNTS:
+        setattr(summary, key, getattr(summary, key) + stats[key])
+    for key, value in stats.get("stage_seconds", {}).items():
+        summary.stage_seconds[key] = summary.stage_seconds.get(key, 0.0) + value

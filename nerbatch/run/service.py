@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from ..io import ReadOptions
+from ..io.base import STDIO
 from ..io.paths import check_write_paths, skipped_note
 from ..tagging.tagger import Tagger, TaggerOptions
 from .local import RunOptions, TagSummary, plan, run_local
@@ -56,6 +57,7 @@ def tag_files(
     engine: str = "local",
     address: str | None = None,
     workers: int | None = None,
+    part_size: int | None = None,
     progress: bool = False,
     notify: Callable[[str], None] | None = None,
 ) -> TagResult:
@@ -71,7 +73,8 @@ def tag_files(
     across calls, instead of ``model`` and ``tagger_options``. ``resume``: skip outputs complete for the same input, model and options, and continue interrupted
     ones from their checkpoint. ``on_error="skip"``: a bad record is left out and logged in
     ``OUTPUT.rejects.jsonl`` (``result.summary.skipped`` counts them). ``engine="ray"`` runs the model
-    on Ray (``address``, ``workers``). Raises :class:`nerbatch.errors.NerbatchError` subclasses for
+    on Ray (``address``, ``workers``; an input of more than ``part_size`` bytes, default
+    :data:`nerbatch.io.split.PART_SIZE`, is cut into parts written to a parts folder). Raises :class:`nerbatch.errors.NerbatchError` subclasses for
     bad inputs, options and models, before anything is written where it can tell.
 
     >>> result = tag_files(["test.conll"], "test.tagged.conll", model="model/")  # doctest: +SKIP
@@ -113,13 +116,21 @@ def tag_files(
         check_report_inputs(jobs, read_options, labels=tagger.labels, resume=resume)  # before tagging anything
         sink = ReportSink(Scorer(), read_options)
     run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json)
-    planned = plan(jobs, tagger, read_options, run)  # what is up to date, resumed or fresh
-    if engine == "ray":
+    if engine == "ray":  # each Ray worker plans its own part of the run, where it reads the inputs
         from .ray import run_ray
 
-        summary = run_ray(planned, tagger, options=read_options, scores=sink, progress=progress, run=run,
-                          workers=workers, address=address)
+        summary = run_ray(jobs, tagger, options=read_options, scores=sink, progress=progress, run=run,
+                          workers=workers, address=address, **({"part_size": part_size} if part_size else {}))
     else:
+        from ..io.parts import is_parts_folder
+
+        for job in jobs:
+            if job.output != STDIO and is_parts_folder(job.output):
+                raise InputError(
+                    "is a parts folder (an --engine ray output): the local engine writes one file and never replaces a folder",
+                    path=job.output, hint="tag with --engine ray again, or choose another -o",
+                )
+        planned = plan(jobs, tagger, read_options, run)  # what is up to date, resumed or fresh
         summary = run_local(planned, tagger, options=read_options, scores=sink, progress=progress, run=run)
     result = TagResult(summary, notes=notes)
     if sink is not None:

@@ -13,9 +13,9 @@ Stages, each a named step of :class:`Tagger` built from the stage modules:
    plain labels (``LOC``, no ``B-``/``I-``) come out as the IO tags ``I-LOC``; a label map
    (``TaggerOptions.label_map``, :mod:`nerbatch.core.labelmap`) then renames, merges or drops types.
 
-:meth:`Tagger.tag_block` is one block through stages 2-4, the unit both engines run: the local engine
-through :meth:`Tagger.tag` (a background thread prepares the next block while the model runs this one),
-the Ray engine in its actors. The settings (labels, window, context) are read once
+:meth:`Tagger.tag_block` is one block through stages 2-4; :meth:`Tagger.tag_sentences` runs a stream's
+blocks (a background thread prepares the next block while the model runs this one), in the local engine's
+process and in each Ray worker. The settings (labels, window, context) are read once
 (:mod:`nerbatch.model.settings`); the weights load on the first block, so an empty input never pays for torch.
 """
 

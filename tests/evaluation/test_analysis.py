@@ -16,6 +16,7 @@ from nerbatch.evaluation.analysis import bootstrap_interval, classify, paired_bo
 from nerbatch.evaluation.evaluate import compare_files, evaluate_files
 from nerbatch.evaluation.scoring import Scorer, format_report, score
 
+from ..conftest import SAMPLE
 from .test_scoring import make_corpus, score_corpus
 
 ZERO_GOLD = {"correct": 0, "type": 0, "boundary": 0, "type_boundary": 0, "missed": 0}
@@ -372,3 +373,39 @@ def test_tag_report_carries_the_analysis(tagged):
     b = evaluate_files([str(tagged)])["analysis"]
     for key in ("classes", "per_type", "confusion", "bootstrap", "error_sentences", "documents"):
         assert a[key] == b[key], key
+
+
+def _merge_stream(seed: int):
+    """Sentences with gold and perturbed predictions, documents, -DOCSTART- tokens between documents."""
+    import random
+
+    from nerbatch.io import read
+
+    rng = random.Random(seed)
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG"]
+    out = []
+    for n, sent in enumerate(s for s in read(str(SAMPLE / "train.conll")) if s.tokens):
+        pred = [t if rng.random() < 0.8 else rng.choice(labels) for t in sent.tags]
+        if n % 11 == 0:
+            out.append((["O"], ["O"], {"sentence": False, "doc": f"d{n // 11}"}))  # a -DOCSTART- line
+        out.append((sent.tags, pred, {"doc": f"d{n // 11}", "tokens": sent.tokens, "path": "x.conll", "line": n + 1}))
+    return out
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_scorers_merged_in_order_give_the_scores_of_one(strict):
+    """Scorer.merge (the Ray engine's workers score their outputs apart): the same result, analysis,
+    examples within their limit and bootstrap interval included, whatever the cut points."""
+    stream = _merge_stream(3)
+    one = Scorer(strict=strict, examples=5, bootstrap=200)
+    for gold, pred, kw in stream:
+        one.add(gold, pred, **kw)
+    for cuts in ([1], [37, 38, 100], [11, 12, len(stream) - 1]):
+        merged = Scorer(strict=strict, examples=5, bootstrap=200)
+        for a, b in zip([0, *cuts], [*cuts, len(stream)]):
+            part = Scorer(strict=strict, examples=5, bootstrap=200)
+            for gold, pred, kw in stream[a:b]:
+                part.add(gold, pred, **kw)
+            merged.merge(part)
+        assert merged.result() == one.result()
+    assert one.result()["analysis"]["examples_shown"]["missed"] == 5

@@ -1,4 +1,5 @@
-"""`--engine ray` writes the same outputs as the local engine, also with document context and a dying actor."""
+"""`--engine ray` writes the same outputs as the local engine, also with document context and a dying actor
+(the parts of big inputs: tests/run/test_ray_io.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from nerbatch.io import ReadOptions  # noqa: E402
 from nerbatch.run import plan_jobs  # noqa: E402
 from nerbatch.run.local import RunOptions, plan  # noqa: E402
 from nerbatch.run.local import run_local as local_engine  # noqa: E402
-from nerbatch.run.ray import TagActor, context_need  # noqa: E402
+from nerbatch.run.ray import TagWorker, context_need  # noqa: E402
 from nerbatch.run.ray import run_ray as ray_engine  # noqa: E402
 from nerbatch.tagging.align import split_blocks  # noqa: E402
 from nerbatch.tagging.tagger import Tagger, TaggerOptions  # noqa: E402
@@ -37,12 +38,12 @@ INPUTS = ["test.conll", "test.jsonl", "test.parquet", "sentences.txt"]
 CRASH_ENV = "NERBATCH_RAY_TEST_CRASH"
 
 
-class CrashingActor(TagActor):
-    """A tagging actor that dies once: the path in $NERBATCH_RAY_TEST_CRASH holds a number N; the
-    first actor that has tagged N shards while the file exists renames it away and exits, so Ray
-    must restart it and retry the shard."""
+class CrashingWorker(TagWorker):
+    """A tagging worker that dies once: the path in $NERBATCH_RAY_TEST_CRASH holds a number N; the
+    first worker that has run N units while the file exists renames it away and exits, so Ray
+    must restart it and retry the unit."""
 
-    def tag(self, row: dict) -> dict:
+    def run(self, job, scored):
         path = os.environ.get(CRASH_ENV)
         if path:
             try:
@@ -52,11 +53,11 @@ class CrashingActor(TagActor):
                 after = None
             if after is not None and self.done >= after:
                 try:
-                    os.rename(path, path + ".fired")  # only one actor wins
+                    os.rename(path, path + ".fired")  # only one worker wins
                     os._exit(1)
                 except OSError:
                     pass
-        return super().tag(row)
+        return super().run(job, scored)
 
 
 def tag_files(jobs, tagger, *, options=ReadOptions(), run=RunOptions(), **kw):
@@ -65,9 +66,9 @@ def tag_files(jobs, tagger, *, options=ReadOptions(), run=RunOptions(), **kw):
 
 
 def tag_files_ray(jobs, model, tagger_options, *, options=ReadOptions(), run=RunOptions(), **kw):
-    """The Ray engine with a Tagger for ``model`` (and the crash-hook actor of these tests)."""
+    """The Ray engine with a Tagger for ``model`` (and the crash-hook worker of these tests)."""
     tagger = Tagger(model, tagger_options)
-    return ray_engine(plan(jobs, tagger, options, run), tagger, options=options, run=run, actor=CrashingActor, **kw)
+    return ray_engine(jobs, tagger, options=options, run=run, worker=CrashingWorker, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_same_outputs_with_document_context_across_many_blocks(ray_local, contex
     """Blocks of 8 sentences: most sentences take context from a neighbour in another block."""
     options = TaggerOptions(device="cpu", block=8)
     a_jobs, a = run_local(tmp_path / "local", context_model, options)
-    b_jobs, b = run_ray(tmp_path / "ray", context_model, options, block_sentences=8)
+    b_jobs, b = run_ray(tmp_path / "ray", context_model, options)
     assert_same_outputs(a_jobs, b_jobs)
     assert_same_summary(a, b)
     # and the context is really used: without it the scores differ
@@ -174,7 +175,7 @@ def test_same_outputs_with_document_context_across_many_blocks(ray_local, contex
 def test_a_dying_actor_is_replaced_and_nothing_is_lost_or_repeated(ray_local, context_model, tmp_path):
     ray_local.write_text("1", encoding="utf-8")  # the first actor to finish a block dies at its next one
     options = TaggerOptions(device="cpu", block=8)
-    b_jobs, b = run_ray(tmp_path / "ray", context_model, options, block_sentences=8)
+    b_jobs, b = run_ray(tmp_path / "ray", context_model, options)
     assert not ray_local.exists() and Path(str(ray_local) + ".fired").exists(), "no actor was killed"
     a_jobs, a = run_local(tmp_path / "local", context_model, options)
     assert_same_outputs(a_jobs, b_jobs)
@@ -270,7 +271,7 @@ def test_on_error_skip_rejects_and_resume_like_the_local_engine(ray_local, tiny_
             summaries[name] = tag_files(jobs[name], Tagger(tiny_model, options), options=read_options, progress=False, run=RunOptions())
         else:
             summaries[name] = tag_files_ray(jobs[name], tiny_model, options, options=read_options, progress=False,
-                                            workers=2, block_sentences=16, run=RunOptions())
+                                            workers=2, run=RunOptions())
     a, b = summaries["local"], summaries["ray"]
     assert a.skipped == b.skipped == 3  # one line, one file, one JSON record
     assert_same_summary(a, b)
@@ -283,7 +284,7 @@ def test_on_error_skip_rejects_and_resume_like_the_local_engine(ray_local, tiny_
     before = Path(jobs["ray"][0].output).stat().st_mtime_ns
     a2 = tag_files(jobs["local"], Tagger(tiny_model, options), options=read_options, progress=False, run=RunOptions(resume=True))
     b2 = tag_files_ray(jobs["ray"], tiny_model, options, options=read_options, progress=False, workers=2,
-                       block_sentences=16, run=RunOptions(resume=True))
+                       run=RunOptions(resume=True))
     assert b2.up_to_date == 2
     assert (a2.files, a2.up_to_date, a2.skipped, a2.sentences) == (b2.files, b2.up_to_date, b2.skipped, b2.sentences)
     assert Path(jobs["ray"][0].output).stat().st_mtime_ns == before
@@ -310,7 +311,7 @@ def test_only_the_remaining_work_is_sent_to_ray(ray_local, tiny_model, tmp_path)
     with pytest.raises(Interrupted) as info:  # c: interrupted after 50, checkpointed at 40
         tag_files(jobs[2:3], stopping_tagger(tiny_model, options, 50), progress=False, run=run)
     assert info.value.kept and info.value.kept[1] == 40
-    summary = tag_files_ray(jobs, tiny_model, options, progress=False, workers=2, block_sentences=16, run=run)
+    summary = tag_files_ray(jobs, tiny_model, options, progress=False, workers=2, run=run)
     assert summary.up_to_date == 2
     assert summary.tagged == records[inputs[2]] - 40 + records[inputs[3]]
     ref = tmp_path / "ref"
