@@ -281,9 +281,12 @@ def cli() -> None:
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: this process. ray: Ray Data actors (pip install 'nerbatch[ray]'); same outputs.")
 @click.option("--address", default=None, help="With --engine ray: join this cluster ('auto' or ray://HOST:10001); default starts a local Ray.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="With --engine ray: tagger actors (default: one per GPU, else one per CPU).")
+@click.option("--min-score", type=FiniteFloat(0, 1), default=None, help="Entities scored below this (0 to 1) become O; the output stays well-formed IOB2. With a calibrated model (nerbatch.json holds a map: `train` with --dev, or `nerbatch calibrate`) a score is the estimated probability that the entity is right.")
+@click.option("--review", "review_path", default=None, help="With --min-score: write the sentences with dropped entities or borderline ones (less than 0.1 above --min-score) to this JSONL file, each with its text and all its predicted entities (score and status), the span format `nerbatch train` reads: correct it and train on it.")
+@click.option("--scores", "conll_scores", is_flag=True, help="CoNLL output: add a column after the tag with the word's score (an entity's words carry the entity's score). JSONL, Parquet and HTML carry scores anyway.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (for cron).")
 @user_errors
-def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, engine, address, workers, quiet, **kw):
+def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, engine, address, workers, min_score, review_path, conll_scores, quiet, **kw):
     """Tag INPUTS (files, or - for stdin) and write one output per input.
 
     CoNLL output repeats each input line with one predicted-tag column appended (so a file with gold
@@ -311,6 +314,7 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
         resume=resume, checkpoint_every=checkpoint_every, on_error=on_error, log_json=log_json, engine=engine,
         address=address, workers=workers, progress=not quiet,
         notify=None if quiet else (lambda text: click.echo(f"nerbatch: {text}", err=True)),
+        min_score=min_score, review=review_path, scores=conll_scores,
     )
     if quiet and result.report is not None and not result.report["sentences"]:
         click.echo("nerbatch: the inputs hold no sentences: the report counts nothing", err=True)
@@ -479,6 +483,37 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
         notify=lambda text: click.echo(f"nerbatch: {text}", err=True),
     )
     click.echo(format_comparison(result) if compare else format_report(result))
+
+
+@cli.command()
+@click.option("--dev", required=True, help="Gold file (any input format with gold tags or entity spans) to fit the map on; not the test set.")
+@read_options_decorator
+@tagger_options_decorator
+@click.option("-q", "--quiet", is_flag=True, help="No summary line.")
+@user_errors
+def calibrate(dev, quiet, **kw):
+    """Fit the entity-score calibration of an existing model folder on a dev set.
+
+    Tags DEV with the model (uncalibrated scores; --precision auto means fp32 here), fits a
+    monotone map from an entity's score to the fraction of such entities that are right
+    (isotonic regression), and records it in the folder's nerbatch.json (rewritten atomically,
+    everything else kept). `nerbatch train` with --dev does this itself; use this command for
+    models trained before, or to calibrate on other data. `tag` then applies the map.
+
+    \b
+    Examples:
+      nerbatch calibrate --model model/ --dev dev.conll
+      nerbatch calibrate --model model/ --dev dev.jsonl --device cpu
+    """
+    from .tagging.tagger import TaggerOptions
+    from .training.calibrate import calibrate_model, describe
+
+    read_options = build_read_options(kw)
+    model, tagger_options = build_tagger_options(kw, verbose=not quiet)
+    calibration = calibrate_model(model, dev, fmt=kw.pop("input_format"), options=read_options,
+                                  tagger_options=TaggerOptions(**tagger_options))
+    if not quiet:
+        click.echo(f"nerbatch: {describe(calibration)}; recorded in {model}/nerbatch.json", err=True)
 
 
 def main() -> None:

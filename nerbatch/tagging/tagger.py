@@ -10,7 +10,10 @@ Stages, each a named step of :class:`Tagger` built from the stage modules:
    probabilities at each word's first subword;
 4. **decode** (:meth:`Tagger.run`): each word's probabilities (:func:`nerbatch.tagging.align.word_probs`,
    every token exactly once) become a well-formed tag sequence (:mod:`nerbatch.tagging.decode`); a model's
-   plain labels (``LOC``, no ``B-``/``I-``) come out as the IO tags ``I-LOC``.
+   plain labels (``LOC``, no ``B-``/``I-``) come out as the IO tags ``I-LOC``. A model with a calibration
+   map then gives each entity's words the entity's calibrated score
+   (:func:`nerbatch.core.calibration.calibrate_scores`): here, after every back-end, so eager, compiled
+   and int8 models and both engines share it.
 
 :meth:`Tagger.tag_block` is one block through stages 2-4, the unit both engines run: the local engine
 through :meth:`Tagger.tag` (a background thread prepares the next block while the model runs this one),
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Iterable, Iterator, Sequence
 
+from ..core.calibration import calibrate_scores
 from ..core.record import Sentence
 from ..errors import ModelError
 from ..model import casing
@@ -60,6 +64,7 @@ class TaggerOptions:
     verbose: bool = False  # one-line notices on stderr (compiling, falling back)
     decode: str = "viterbi"  # "viterbi": the best tag sequence the label set's scheme allows; "argmax": each word on its own
     cache_dir: str | None = None  # where compiled and int8 copies are kept; None: nerbatch.model.cache.default_cache_dir()
+    raw_scores: bool = False  # leave entity scores uncalibrated even when the model has a map (what `calibrate` fits on)
 
 
 @dataclass
@@ -307,10 +312,11 @@ class Tagger:
         ids, scores = self.decoder.decode_block(probs, lengths)
         names = np.array(self.decoder.tags, dtype=object)[ids].tolist()  # the labels as NER tags (LOC -> I-LOC)
         rounded = [round(p, 4) for p in scores.tolist()]
+        calibration = None if self.options.raw_scores else self.settings.calibration
         for k, sent in enumerate(sents):
             a, b = int(start[k]), int(start[k + 1])
             sent.pred = names[a:b]
-            sent.scores = rounded[a:b]
+            sent.scores = rounded[a:b] if calibration is None else calibrate_scores(sent.pred, rounded[a:b], calibration)
         self.sentences_tagged += len(prepared.sentences)
         _trim_heap()
         self.stage_seconds["decode"] += time.perf_counter() - t0
