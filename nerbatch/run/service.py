@@ -113,8 +113,7 @@ def tag_files(
         tagger = Tagger(model, tagger_options)
     read_options = _text_contract(tagger.model_name, read_options, [j.input_format for j in jobs],
                                   tokenizer_given=tokenizer_given, note=note)
-    if not tagger.options.raw_scores:
-        _calibration_note(tagger.model_name, note)
+    uncalibrated = not tagger.options.raw_scores and _uncalibrated(tagger.model_name)
     sink = None
     if report or report_json or score:
         from ..evaluation.evaluate import ReportSink, check_report_inputs
@@ -132,6 +131,9 @@ def tag_files(
                           workers=workers, address=address)
     else:
         summary = run_local(planned, tagger, options=read_options, scores=sink, progress=progress, run=run)
+    if uncalibrated:  # said after the run, so that an error stays the only line
+        note(f"{tagger.model_name} has no calibration map: entity scores are the mean of their words' probabilities, "
+             f"not calibrated probabilities (`nerbatch calibrate --model {tagger.model_name} --dev DEV` fits one)")
     result = TagResult(summary, notes=notes)
     if sink is not None:
         from ..evaluation.evaluate import write_report
@@ -176,10 +178,9 @@ def _check_thresholds(min_score: float | None, review: str | None) -> None:
         raise InputError("--review needs a file name, not stdout", hint="e.g. --review review.jsonl")
 
 
-def _calibration_note(model: str, note: Callable[[str], None]) -> None:
-    """One note when the model's entity scores are not calibrated (no map in its nerbatch.json)."""
+def _uncalibrated(model: str) -> bool:
+    """Has the model no calibration map (:mod:`nerbatch.core.calibration`) in its nerbatch.json? (A
+    damaged one is a ModelError.)"""
     from ..model.settings import calibration_of, read_model_config
 
-    if calibration_of(model, read_model_config(model)) is None:
-        note(f"{model} has no calibration map: entity scores are the mean of their words' probabilities, not "
-             f"calibrated probabilities (`nerbatch calibrate --model {model} --dev DEV` fits one)")
+    return calibration_of(model, read_model_config(model)) is None
