@@ -186,12 +186,20 @@ def test_min_score_drops_entities_keeps_iob2_and_the_review_file_trains(calibrat
     # read as training data: the predicted tags (before the threshold) come back as gold
     gold = [s.tags for s in read(str(review))]
     assert gold == [b["pred_tags"] for b in flagged]
+    # and `train` takes it; with --dev it fits the entity-score map after selection (nerbatch.json)
     model = tmp_path / "retrained"
-    res = run("train", "--train", str(review), "-o", str(model), "--base-model", tiny_encoder, "--epochs", "1", "-q",
-              "--no-precision-check")
+    res = run("train", "--train", str(review), "--dev", str(review), "-o", str(model), "--base-model", tiny_encoder,
+              "--epochs", "1", "--no-precision-check")
     assert res.exit_code == 0, res.output
     labels = json.loads((model / "config.json").read_text())["id2label"].values()
     assert {t[2:] for t in labels if t != "O"} == {e["label"] for r in rows for e in r["entities"]}
+    assert "entity scores calibrated on" in res.stderr
+    calibration = json.loads((model / "nerbatch.json").read_text())["calibration"]
+    assert calibration["method"] == "isotonic" and calibration["dev"] == str(review) and calibration["entities"] > 0
+    Calibration.from_json(calibration)
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["calibration"] == {k: v for k, v in calibration.items() if k not in ("raw", "calibrated")}
+    assert "entity scores: calibrated on" in (model / "README.md").read_text()
 
 
 @pytest.mark.parametrize("args, expect", [
