@@ -120,7 +120,7 @@ def tag_files(
         from ..evaluation.scoring import Scorer
 
         check_report_inputs(jobs, read_options, labels=tagger.labels, resume=resume)  # before tagging anything
-        sink = ReportSink(Scorer(), read_options)
+        sink = ReportSink(Scorer(), read_options, scores=scores)
     run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json, min_score=min_score,
                      review=review, scores=scores)
     planned = plan(jobs, tagger, read_options, run)  # what is up to date, resumed or fresh

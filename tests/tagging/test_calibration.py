@@ -269,3 +269,31 @@ def test_review_rows_of_raw_text_are_the_sentence_with_its_offsets(calibrated_mo
             assert row["text"][e["char_start"] : e["char_end"]] == e["text"] and e["status"] == "dropped"
     out = json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8"))
     assert out["entities"] == [] and set(out["pred_tags"]) == {"O"}
+
+
+def test_report_reads_back_a_conll_output_with_scores(tiny_model, tmp_path):
+    """`tag --report` scores a CoNLL output by reading it back: the score column is skipped."""
+    reports = []
+    for name, extra in (("plain", []), ("scored", ["--scores"])):
+        report = tmp_path / f"{name}.json"
+        res = run("tag", str(SAMPLE / "test.conll"), "-o", str(tmp_path / f"{name}.conll"), "--model", tiny_model,
+                  "-q", "--report-json", str(report), *extra)
+        assert res.exit_code == 0, res.output
+        reports.append(json.loads(report.read_text(encoding="utf-8"))["overall"])
+    assert reports[0] == reports[1]
+
+
+def test_another_min_score_makes_a_resumed_output_stale(calibrated_model, tmp_path):
+    out = tmp_path / "out.jsonl"
+    args = ["tag", str(SAMPLE / "test.jsonl"), "-o", str(out), "--model", calibrated_model, "--resume"]
+    assert run(*args, "--min-score", "0.5").exit_code == 0
+    res = run(*args, "--min-score", "0.5")
+    assert res.exit_code == 0 and "1 output(s) already complete" in res.stderr
+    before = out.read_text(encoding="utf-8")
+    res = run(*args, "--min-score", "0")
+    assert res.exit_code == 0 and "already complete" not in res.stderr
+
+    def count(text):
+        return sum(len(json.loads(line)["entities"]) for line in text.splitlines())
+
+    assert count(out.read_text(encoding="utf-8")) > count(before)
