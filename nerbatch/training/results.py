@@ -167,9 +167,10 @@ def model_card(result: dict) -> str:
         lines.append(f"- kept: the weights after epoch {sel['epoch']:g}, {sel['reason']} (--select {sel['select']})")
     if result.get("calibration"):
         cal = result["calibration"]
+        after = "" if cal.get("ece_held_out") is None else f", about {cal['ece_held_out']} after on held-out sentences"
         lines.append(
             f"- entity scores: calibrated on {cal['entities']:,} dev entities (isotonic; expected calibration error "
-            f"{cal['ece_uncalibrated']} before, about {cal['ece_held_out']} after on held-out sentences)"
+            f"{cal['ece_uncalibrated']} before{after})"
         )
     if result.get("stopped_early"):
         st = result["stopped_early"]
