@@ -283,9 +283,12 @@ def cli() -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="With --engine ray: tagger actors (default: one per GPU, else one per CPU).")
 @click.option("--label-map", "label_map", default=None, help="Rename, merge or drop predicted entity types: a JSON object {\"SOURCE\": \"TARGET\"} or a two-column file (SOURCE<TAB>TARGET a line), TARGET O drops the type; or the name of a shipped map (ontonotes-conll, wnut17-conll). Applied in every output format; adjacent entities merged into one type stay two.")
 @click.option("--part-size", type=ByteSize(), default=None, help="With --engine ray: an input larger than this (CoNLL, JSONL, Parquet) is cut into parts that the workers tag at once, written as a folder named after the output (part-00000.conll, ... and parts.json) that every command reads as one file. Takes K, M, G suffixes. [default: 256M]")
+@click.option("--min-score", type=FiniteFloat(0, 1), default=None, help="Entities scored below this (0 to 1) become O; the output stays well-formed IOB2. With a calibrated model (nerbatch.json holds a map: `train` with --dev, or `nerbatch calibrate`) a score is the estimated probability that the entity is right.")
+@click.option("--review", "review_path", default=None, help="With --min-score: write the sentences with dropped entities or borderline ones (less than 0.1 above --min-score) to this JSONL file, each with its text and all its predicted entities (score and status), the span format `nerbatch train` reads: correct it and train on it.")
+@click.option("--scores", "conll_scores", is_flag=True, help="CoNLL output: add a column after the tag with the word's score (an entity's words carry the entity's score). JSONL, Parquet and HTML carry scores anyway.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (for cron).")
 @user_errors
-def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, engine, address, workers, part_size, quiet, label_map, **kw):
+def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, engine, address, workers, part_size, min_score, review_path, conll_scores, quiet, label_map, **kw):
     """Tag INPUTS (files, or - for stdin) and write one output per input.
 
     CoNLL output repeats each input line with one predicted-tag column appended (so a file with gold
@@ -316,6 +319,7 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
         resume=resume, checkpoint_every=checkpoint_every, on_error=on_error, log_json=log_json, engine=engine,
         address=address, workers=workers, part_size=part_size, progress=not quiet,
         notify=None if quiet else (lambda text: click.echo(f"nerbatch: {text}", err=True)),
+        min_score=min_score, review=review_path, scores=conll_scores,
     )
     if quiet and result.report is not None and not result.report["sentences"]:
         click.echo("nerbatch: the inputs hold no sentences: the report counts nothing", err=True)
@@ -494,6 +498,37 @@ def evaluate(files, model, strict, json_path, text_path, html_path, bootstrap, s
         target_precision=target_precision, label_map=label_map, gold_label_map=gold_label_map,
     )
     click.echo(format_comparison(result) if compare else format_report(result))
+
+
+@cli.command()
+@click.option("--dev", required=True, help="Gold file (any input format with gold tags or entity spans) to fit the map on; not the test set.")
+@read_options_decorator
+@tagger_options_decorator
+@click.option("-q", "--quiet", is_flag=True, help="No summary line.")
+@user_errors
+def calibrate(dev, quiet, **kw):
+    """Fit the entity-score calibration of an existing model folder on a dev set.
+
+    Tags DEV with the model (uncalibrated scores; --precision auto means fp32 here), fits a
+    monotone map from an entity's score to the fraction of such entities that are right
+    (isotonic regression), and records it in the folder's nerbatch.json (rewritten atomically,
+    everything else kept). `nerbatch train` with --dev does this itself; use this command for
+    models trained before, or to calibrate on other data. `tag` then applies the map.
+
+    \b
+    Examples:
+      nerbatch calibrate --model model/ --dev dev.conll
+      nerbatch calibrate --model model/ --dev dev.jsonl --device cpu
+    """
+    from .tagging.tagger import TaggerOptions
+    from .training.calibrate import calibrate_model, describe
+
+    read_options = build_read_options(kw)
+    model, tagger_options = build_tagger_options(kw, verbose=not quiet)
+    calibration = calibrate_model(model, dev, fmt=kw.pop("input_format"), options=read_options,
+                                  tagger_options=TaggerOptions(**tagger_options))
+    if not quiet:
+        click.echo(f"nerbatch: {describe(calibration)}; recorded in {model}/nerbatch.json", err=True)
 
 
 def main() -> None:

@@ -558,24 +558,28 @@ def format_comparison(report: dict) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def output_read_options(input_fmt: str, output_fmt: str, options: ReadOptions = ReadOptions()) -> ReadOptions:
+def output_read_options(
+    input_fmt: str, output_fmt: str, options: ReadOptions = ReadOptions(), *, scores: bool = False
+) -> ReadOptions:
     """How to read back an output that ``tag`` wrote from an input read with ``options``.
 
     A CoNLL output is the input's lines plus a predicted column (so negative columns move one to
-    the left), or ``word [gold] pred`` for other inputs; JSONL/Parquet outputs keep the input's
+    the left), or ``word [gold] pred`` for other inputs; ``scores``: a score column follows the
+    predicted one (``tag --scores``: columns move one more); JSONL/Parquet outputs keep the input's
     fields when they copy its records, else they use the standard ``tokens``/``tags`` names. The
     sentences are bounded as the input's were; lines are not (an output line is longer than its
     input line, and both are bounded by what the input allowed).
     """
     limits = {"max_line_bytes": None, "max_sentence_tokens": options.max_sentence_tokens}
     if output_fmt == "conll":
+        added = 2 if scores else 1  # the columns tag appended
         if input_fmt != "conll":
-            return ReadOptions(tag_column=-2, pred_column=-1, **limits)
+            return ReadOptions(tag_column=-1 - added, pred_column=-added, **limits)
         tag, tok = options.tag_column, options.token_column
         return ReadOptions(
-            token_column=tok if tok >= 0 else tok - 1,
-            tag_column=None if tag is None else (tag if tag >= 0 else tag - 1),
-            pred_column=-1,
+            token_column=tok if tok >= 0 else tok - added,
+            tag_column=None if tag is None else (tag if tag >= 0 else tag - added),
+            pred_column=-added,
             **limits,
         )
     keeps_records = (output_fmt == "jsonl" and input_fmt in ("jsonl", "parquet")) or output_fmt == input_fmt == "parquet"
@@ -587,16 +591,18 @@ def output_read_options(input_fmt: str, output_fmt: str, options: ReadOptions = 
 
 
 def score_output(
-    path: str, output_fmt: str, scorer: Scorer, *, input_fmt: str, options: ReadOptions = ReadOptions()
+    path: str, output_fmt: str, scorer: Scorer, *, input_fmt: str, options: ReadOptions = ReadOptions(),
+    scores: bool = False,
 ) -> None:
     """Score a finished output of ``tag`` by reading it back, as ``nerbatch evaluate`` would.
 
     ``input_fmt``/``options``: how its input was read. ``-DOCSTART-`` lines count like conlleval's
-    (and like :func:`evaluate_files`). HTML outputs cannot be read back.
+    (and like :func:`evaluate_files`). HTML outputs cannot be read back. ``scores``: a CoNLL output
+    has ``tag --scores``'s column.
     """
     if output_fmt not in READABLE_OUTPUTS:
         raise InputError(f"the {output_fmt.upper()} output cannot be read back to score it", path=path)
-    opts = output_read_options(input_fmt, output_fmt, options)
+    opts = output_read_options(input_fmt, output_fmt, options, scores=scores)
     fs = FileScore(scorer, path, output_fmt, options=opts, docstart="tagged" if output_fmt == "conll" else None, context="report")
     for sent in read(path, output_fmt, opts):
         fs.add(sent)
@@ -706,7 +712,7 @@ class JobScore:
             self.on_the_way.finish()
         else:
             score_output(self.job.output, self.job.output_format, self.sink.scorer,
-                         input_fmt=self.job.input_format, options=self.sink.options)
+                         input_fmt=self.job.input_format, options=self.sink.options, scores=self.sink.scores)
 
 
 class ReportSink:
@@ -715,11 +721,12 @@ class ReportSink:
 
     A file output is scored by reading it back once complete, so a resumed or already complete output
     counts whole (the numbers of ``nerbatch evaluate`` on it); stdout and HTML, which cannot be read
-    back (nor resumed, for HTML with a report), are scored on the way.
+    back (nor resumed, for HTML with a report), are scored on the way. ``scores``: CoNLL outputs have
+    ``tag --scores``'s column.
     """
 
-    def __init__(self, scorer: Scorer, options: ReadOptions = ReadOptions()) -> None:
-        self.scorer, self.options = scorer, options
+    def __init__(self, scorer: Scorer, options: ReadOptions = ReadOptions(), scores: bool = False) -> None:
+        self.scorer, self.options, self.scores = scorer, options, scores
 
     def open(self, job, resumed: bool = False) -> JobScore:
         return JobScore(self, job, resumed)

@@ -153,12 +153,16 @@ def open_writer(
     input_fmt: str | None = None,
     part: str | None = None,
     resume: dict | None = None,
+    scores: bool = False,
 ) -> Writer:
     """A writer for ``path`` (``-`` is stdout) in ``fmt``; Parquet keeps the input's columns.
 
-    ``part``/``resume``: the fixed partial-file name and checkpoint of a resumable run.
+    ``part``/``resume``: the fixed partial-file name and checkpoint of a resumable run. ``scores``:
+    CoNLL gets a word-score column (the other formats carry scores anyway).
     """
     kw = {"part": part, "resume": resume}
+    if fmt == "conll" and scores:
+        kw["scores"] = True
     if fmt in ("parquet", "hf") and compression_of(path):
         raise InputError(
             f"a {fmt} output cannot be compressed as a whole", path=path, hint="Parquet compresses its own pages; drop the suffix"

@@ -1,7 +1,8 @@
 """CoNLL columns: one token a line, blank lines between sentences, ``-DOCSTART-`` starts a document.
 
 The writer mirrors the input line for line and appends one predicted-tag column, so
-``word POS chunk gold`` becomes ``word POS chunk gold pred`` (what conlleval scores). Words of other
+``word POS chunk gold`` becomes ``word POS chunk gold pred`` (what conlleval scores); with
+``tag --scores`` a score column follows it (``... gold pred score``). Words of other
 inputs are written as they are; one a CoNLL line cannot hold (a space, tab or line break in it, an
 empty word, ``-DOCSTART-``) is refused by :func:`writable_as_conll` rather than changed.
 
@@ -24,6 +25,7 @@ from ..errors import InputError
 from .base import ReadOptions, Slice, Writer, decoded_lines, sentence_too_long
 
 DOCSTART = "-DOCSTART-"
+DOCSTART_SCORE = "1.0000"  # the --scores column of a -DOCSTART- line (its O is certain)
 _BLANKS = " \t"  # the only column separators (and what is stripped from line ends)
 PASSTHROUGH_RUN = 1024  # lines between two sentences held at most (a block holds 2,048 such runs)
 
@@ -207,20 +209,30 @@ def _sep(line: str) -> str:
     return "\t" if "\t" in line else " "
 
 
-def _passthrough(line: str) -> str:
+def _passthrough(line: str, scores: bool = False) -> str:
     """A non-token line of the input: blank lines and CoNLL-U comments stay as they are;
-    ``-DOCSTART-`` gets an ``O`` column like every token line, so all non-blank lines have the
-    same columns (conlleval requires it)."""
+    ``-DOCSTART-`` gets an ``O`` column like every token line (and a score of 1 with ``scores``),
+    so all non-blank lines have the same columns (conlleval requires it)."""
     if not line:
         return "\n"
     if line.startswith("#"):  # only CoNLL-U comments start a non-token line with "#"
         return f"{line}\n"
-    return f"{line}{_sep(line)}O\n"
+    sep = _sep(line)
+    return f"{line}{sep}O{sep}{DOCSTART_SCORE}\n" if scores else f"{line}{sep}O\n"
 
 
-def _untagged(line: str) -> str:
-    """A CoNLL-U comment inside a sentence stays as it is; multiword/empty-node lines get ``_``."""
-    return f"{line}\n" if line.startswith("#") else f"{line}{_sep(line)}_\n"
+def _untagged(line: str, scores: bool = False) -> str:
+    """A CoNLL-U comment inside a sentence stays as it is; multiword/empty-node lines get ``_``
+    (twice with ``scores``)."""
+    if line.startswith("#"):
+        return f"{line}\n"
+    sep = _sep(line)
+    return f"{line}{sep}_{sep}_\n" if scores else f"{line}{sep}_\n"
+
+
+def score_text(score: float) -> str:
+    """A word's score as the ``--scores`` column writes it: 4 decimals."""
+    return f"{score:.4f}"
 
 
 def document_of(sentence: Sentence) -> str | None:
@@ -304,11 +316,14 @@ def _json_safe(source):
 class ConllWriter(Writer):
     """Input line + one tag column; non-CoNLL input becomes ``word [gold] pred`` lines, a blank line
     between sentences and a ``-DOCSTART-`` line (with the same columns) between documents
-    (:func:`document_of`), as in the CoNLL-2003 files."""
+    (:func:`document_of`), as in the CoNLL-2003 files. ``scores``: one more column after the tag,
+    the word's score (:mod:`nerbatch.core.calibration`: an entity's words carry the entity's score
+    when the model is calibrated), 4 decimals."""
 
-    def __init__(self, path: str, **kw) -> None:
+    def __init__(self, path: str, scores: bool = False, **kw) -> None:
         self._first = True
         self._doc: str | None = None
+        self.scores = scores
         super().__init__(path, **kw)
 
     def state(self) -> dict:
@@ -325,17 +340,23 @@ class ConllWriter(Writer):
             raise AssertionError(f"{sentence.path}:{sentence.line}: {len(sentence.tokens)} tokens, {len(pred)} tags")
         raw = sentence.source if isinstance(sentence.source, list) else None
         parts: list[str] = []
+        with_scores = self.scores
         if sentence.error is not None:  # rejected: keep the document structure, drop its lines
-            out.write("".join(_passthrough(line) for line in sentence.prefix))
+            out.write("".join(_passthrough(line, with_scores) for line in sentence.prefix))
             return
+        scores = [score_text(s) for s in sentence.scores or [1.0] * len(pred)] if with_scores else None
         if raw is not None:
-            parts.extend(_passthrough(line) for line in sentence.prefix)
+            parts.extend(_passthrough(line, with_scores) for line in sentence.prefix)
             tags = iter(pred)
+            words = iter(scores or ())
             for line in raw:
                 if isinstance(line, Untagged):
-                    parts.append(_untagged(line))
-                else:
+                    parts.append(_untagged(line, with_scores))
+                elif scores is None:
                     parts.append(f"{line}{_sep(line)}{next(tags)}\n")
+                else:
+                    sep = _sep(line)
+                    parts.append(f"{line}{sep}{next(tags)}{sep}{next(words)}\n")
         else:
             if not sentence.tokens:
                 return
@@ -347,9 +368,11 @@ class ConllWriter(Writer):
             if not self._first:
                 parts.append("\n")
                 if doc != self._doc:
-                    parts.append(f"{DOCSTART}{' O' if gold else ''} O\n\n")
+                    parts.append(f"{DOCSTART}{' O' if gold else ''} O{' ' + DOCSTART_SCORE if with_scores else ''}\n\n")
             self._doc = doc
             for i, (tok, tag) in enumerate(zip(sentence.tokens, pred)):
+                if scores is not None:
+                    tag = f"{tag} {scores[i]}"
                 parts.append(f"{tok} {gold[i]} {tag}\n" if gold else f"{tok} {tag}\n")
         self._first = False
         out.write("".join(parts))

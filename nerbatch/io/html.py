@@ -1,12 +1,13 @@
-"""HTML: entities rendered inline and coloured per type, like displaCy's entity view."""
+"""HTML: entities rendered inline and coloured per type, like displaCy's entity view; an entity's
+score shows when the pointer rests on it."""
 
 from __future__ import annotations
 
 import html
 import re
 
+from ..core.calibration import entity_scores
 from ..core.record import RecordParts, Sentence
-from ..core.schemes import conll_chunks
 from .base import Writer
 
 _COLOURS = {
@@ -39,9 +40,11 @@ def colour(label: str) -> str:
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 
 
-def _mark(label: str, text: str) -> str:
+def _mark(label: str, text: str, score: float | None) -> str:
+    """One entity; its score (:func:`nerbatch.core.calibration.entity_scores`) shows on hover."""
+    title = "" if score is None else f' title="score {score}"'
     return (
-        f'<mark class="entity" style="background: {colour(label)}">{html.escape(text)}'
+        f'<mark class="entity" style="background: {colour(label)}"{title}>{html.escape(text)}'
         f"<span>{html.escape(label)}</span></mark>"
     )
 
@@ -56,10 +59,10 @@ def render_text(sentence: Sentence) -> str:
     text, spans = sentence.text or "", sentence.spans or []
     pos = spans[0][0]
     pieces: list[str] = []
-    for label, start, end in conll_chunks(sentence.pred or []):
+    for label, start, end, score in entity_scores(sentence.pred or [], sentence.scores):
         cs, ce = spans[start][0], spans[end - 1][1]
         pieces.append(_plain(text[pos:cs]))
-        pieces.append(_mark(label, text[cs:ce]))
+        pieces.append(_mark(label, text[cs:ce], score))
         pos = ce
     pieces.append(_plain(text[pos : spans[-1][1]]))
     return "<p>" + "".join(pieces) + "</p>\n"
@@ -73,13 +76,9 @@ def render_sentence(sentence: Sentence) -> str:
     tokens = sentence.tokens
     pieces: list[str] = []
     pos = 0
-    for label, start, end in conll_chunks(sentence.pred or []):
+    for label, start, end, score in entity_scores(sentence.pred or [], sentence.scores):
         pieces.extend(html.escape(t) for t in tokens[pos:start])
-        text = html.escape(" ".join(tokens[start:end]))
-        pieces.append(
-            f'<mark class="entity" style="background: {colour(label)}">{text}'
-            f"<span>{html.escape(label)}</span></mark>"
-        )
+        pieces.append(_mark(label, " ".join(tokens[start:end]), score))
         pos = end
     pieces.extend(html.escape(t) for t in tokens[pos:])
     return "<p>" + " ".join(pieces) + "</p>\n"

@@ -28,8 +28,8 @@ import sys
 from json.decoder import JSONDecodeError, scanstring
 from typing import Any, Iterator
 
+from ..core.calibration import entity_scores
 from ..core.record import RECORD_DOC, RecordParts, Sentence, token_offsets
-from ..core.schemes import conll_chunks
 from ..core.spans import SPAN_KEYS, Gold, SpanError, gold_spans
 from ..errors import InputError
 from .base import ReadOptions, Slice, Writer, check_sentences, decoded_lines
@@ -327,14 +327,15 @@ def read_jsonl(path: str, options: ReadOptions = ReadOptions(), part: Slice | No
 
 
 def entities(sentence: Sentence) -> list[dict]:
-    """Predicted entities with token and character offsets, text and mean score."""
-    chunks = conll_chunks(sentence.pred or [])
-    if not chunks:
+    """Predicted entities with token and character offsets, text and score
+    (:func:`nerbatch.core.calibration.entity_scores`: calibrated for a model with a calibration map)."""
+    found = entity_scores(sentence.pred or [], sentence.scores)
+    if not found:
         return []
     spans = sentence.spans or token_offsets(sentence.tokens)
     text = sentence.text if sentence.text is not None else " ".join(sentence.tokens)
     out = []
-    for label, start, end in chunks:
+    for label, start, end, score in found:
         cs, ce = spans[start][0], spans[end - 1][1]
         item = {
             "label": label,
@@ -344,8 +345,8 @@ def entities(sentence: Sentence) -> list[dict]:
             "char_end": ce,
             "text": text[cs:ce],
         }
-        if sentence.scores is not None:
-            item["score"] = round(sum(sentence.scores[start:end]) / (end - start), 4)
+        if score is not None:
+            item["score"] = score
         out.append(item)
     return out
 

@@ -13,9 +13,12 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from ..core.calibration import Calibration
 from ..errors import ModelError
 
-__all__ = ["NERBATCH_CONFIG", "ModelSettings", "read_model_config", "read_json", "settings_for", "text_contract"]
+__all__ = [
+    "NERBATCH_CONFIG", "ModelSettings", "read_model_config", "read_json", "settings_for", "text_contract", "calibration_of",
+]
 
 NERBATCH_CONFIG = "nerbatch.json"
 MAX_WINDOW = 512  # no BERT-style model here takes longer rows
@@ -43,6 +46,21 @@ def text_contract(trained: dict) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def calibration_of(model: str, trained: dict) -> Calibration | None:
+    """The entity-score calibration map ``nerbatch.json`` records (:mod:`nerbatch.core.calibration`),
+    None when it has none (models trained before calibration, or without a dev set; other models)."""
+    value = trained.get("calibration")
+    if value is None:
+        return None
+    try:
+        return Calibration.from_json(value)
+    except ValueError as exc:
+        raise ModelError(
+            f"{model}: nerbatch.json's calibration is not a valid map ({exc})",
+            hint=f"run `nerbatch calibrate --model {model} --dev DEV` to fit it again",
+        ) from None
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """What decides a model's input and output, whatever back-end runs it."""
@@ -55,6 +73,7 @@ class ModelSettings:
     limit: int  # the model's own longest window
     casing: str = "none"  # "shape": word-shape ids as token types (nerbatch.model.casing), as training recorded
     trained: dict = field(default_factory=dict, compare=False)  # nerbatch.json as training wrote it
+    calibration: Calibration | None = None  # the entity-score map (None: scores stay uncalibrated)
 
     def fingerprint(self) -> dict:
         """The settings that change the output (recorded in every output's manifest)."""
@@ -106,6 +125,7 @@ def settings_for(
         limit=limit,
         casing=_casing(model, trained),
         trained=trained,
+        calibration=calibration_of(model, trained),
     )
 
 

@@ -28,6 +28,7 @@ class TagSummary:
     entities: int = 0
     skipped: int = 0  # records (or whole files) rejected under --on-error skip
     up_to_date: int = 0  # outputs left alone by --resume
+    dropped: int = 0  # entities turned into O by --min-score
     tagged: int = 0  # sentences the model tagged in this run (not those of complete or resumed-over parts)
     seconds: float = 0.0
     forward_seconds: float = 0.0
@@ -42,6 +43,8 @@ class TagSummary:
             extra += f", {self.skipped:,} skipped (see the .rejects.jsonl files)"
         if self.up_to_date:
             extra += f", {self.up_to_date} output(s) already complete"
+        if self.dropped:
+            extra += f", {self.dropped:,} entities below --min-score dropped"
         return (
             f"nerbatch: {self.files} file(s), {self.sentences:,} sentences, {self.tokens:,} tokens, "
             f"{self.entities:,} entities{extra} in {self.seconds:.1f} s ({rate:,.0f} sentences/s)"
@@ -67,6 +70,9 @@ class RunOptions:
     resume: bool = False  # skip complete outputs, continue partial ones from their last checkpoint
     checkpoint_every: int = 10_000  # sentences between checkpoints inside a file (0: never)
     log_json: str | None = None  # append one JSON record per file here
+    min_score: float | None = None  # entities scored below it become O (nerbatch.run.review)
+    review: str | None = None  # with min_score: the dropped and borderline entities go to this JSONL file
+    scores: bool = False  # CoNLL outputs get a word-score column
 
 
 class SentenceTagger(Protocol):
@@ -105,6 +111,9 @@ def plan(jobs: list[FileJob], tagger: SentenceTagger, options: ReadOptions, run:
     """The run plan of :mod:`nerbatch.run.plan` for these jobs and this tagger's output-changing options."""
     o = tagger.options
     fp = output_fingerprint(options, tagger.settings, o.precision, o.compile, o.decode, o.label_map)
+    # what else changes an output (absent when unset, so outputs made before these existed stay current)
+    more = {"min_score": run.min_score, "scores": run.scores or None, "raw_scores": getattr(o, "raw_scores", False) or None}
+    fp.update({k: v for k, v in more.items() if v is not None})
     return plan_run(list(jobs), tagger.model_name, fp, run.resume)
 
 
@@ -134,10 +143,15 @@ def run_local(
         if item.note:
             print(f"nerbatch: {item.note}", file=sys.stderr)
     probe_locks([p.job.output for p in planned if not streamed(p.job.output)])
+    thresholds = None
+    if run.min_score is not None:
+        from .review import Thresholds
+
+        thresholds = Thresholds(run.min_score, run.review)
     try:
         for item in planned:
             bar.set_description(os.path.basename(item.job.input))
-            job = JobRun(item, tagger, options, scores, run, bar)
+            job = JobRun(item, tagger, options, scores, run, bar, thresholds)
             if streamed(item.job.output):
                 stats = job.run()
             else:
@@ -154,6 +168,13 @@ def run_local(
                 summary.stage_seconds[key] = summary.stage_seconds.get(key, 0.0) + value
             if run.log_json:
                 append_log(run.log_json, stats)
+        if thresholds is not None:
+            thresholds.commit()
+            summary.dropped = thresholds.dropped
+    except BaseException:
+        if thresholds is not None:
+            thresholds.abort()
+        raise
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - t0
@@ -193,9 +214,10 @@ class JobRun:
     left; interrupted: the partial output kept where ``--resume`` can use it)."""
 
     def __init__(self, planned: PlannedJob, tagger: SentenceTagger, options: ReadOptions,
-                 scores: ScoreSink | None, run: RunOptions, bar) -> None:
+                 scores: ScoreSink | None, run: RunOptions, bar, thresholds=None) -> None:
         self.planned, self.job, self.fp = planned, planned.job, planned.fingerprint
         self.tagger, self.options, self.scores, self.run_options, self.bar = tagger, options, scores, run, bar
+        self.thresholds = thresholds  # nerbatch.run.review.Thresholds: --min-score, --review
         self.stats: dict = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "input": self.job.input, "output": self.job.output,
             "status": "done", "sentences": 0, "tokens": 0, "entities": 0, "skipped": 0, "seconds": 0.0,
@@ -262,7 +284,8 @@ class JobRun:
             except OSError:
                 pass  # unreadable: the reader says how
         self.writer = open_writer(
-            job.output, job.output_format, input_path=job.input, input_fmt=job.input_format, part=self.part, resume=resume
+            job.output, job.output_format, input_path=job.input, input_fmt=job.input_format, part=self.part, resume=resume,
+            scores=self.run_options.scores,
         )
         if not streamed(job.output) and self.options.on_error == "skip":
             rejects_file = rejects_path(job.output)
@@ -279,6 +302,8 @@ class JobRun:
         sentences = self.timed_read(read(self.job.input, self.job.input_format, self.options, part=self.job.part))
         # blocks no larger than the checkpoint interval, so each checkpoint comes when its sentences are done
         tagged = self.tagger.tag_sentences(sentences, skip=self.done, block=every or None)
+        if self.thresholds is not None:
+            tagged = self.thresholds.apply(tagged)
         if self.job.output_format == "conll":  # words a CoNLL line cannot hold: an error, or rejects
             tagged = writable_as_conll(tagged, skip=self.options.on_error == "skip")
         clock = time.perf_counter

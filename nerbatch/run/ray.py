@@ -148,12 +148,20 @@ class TagWorker:
             with contextlib.redirect_stderr(printed):
                 planned = plan([job], tagger, self.read_options, self.run_options)[0]
                 out["note"] = planned.note
-                unit = JobRun(planned, tagger, self.read_options, sink, self.run_options, _NoBar())
+                run = self.run_options
+                thresholds = None
+                if run.min_score is not None:  # --min-score here, --review lines to the driver
+                    from .review import Thresholds
+
+                    thresholds = Thresholds(run.min_score, keep_lines=run.review is not None)
+                unit = JobRun(planned, tagger, self.read_options, sink, run, _NoBar(), thresholds)
                 if streamed(job.output):
                     out["stats"] = unit.run()
                 else:
                     with OutputLock(job.output):
                         out["stats"] = unit.run()
+            if thresholds is not None:
+                out["dropped"], out["review"] = thresholds.dropped, thresholds.lines
         except NerbatchError as exc:
             out["error"] = exc
         out["printed"] = printed.getvalue()
@@ -355,6 +363,7 @@ def run_ray(
     actors: list = []
     held: list[OutputLock] = []
     bar = None
+    thresholds = None
     try:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
@@ -383,13 +392,23 @@ def run_ray(
         from tqdm import tqdm
 
         bar = tqdm(unit=" sent", disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
-        sinks = _dispatch(ray, actors, items, units, scores is not None, summary, run, bar)
+        if run.min_score is not None:
+            from .review import Thresholds
+
+            thresholds = Thresholds(run.min_score, run.review)  # the review file, in unit order
+        sinks = _dispatch(ray, actors, items, units, scores is not None, summary, run, bar, thresholds)
+        if thresholds is not None:
+            thresholds.commit()
+            summary.dropped = thresholds.dropped
         if scores is not None:
             for one in sinks:
                 scores.merge(one)
-    except KeyboardInterrupt:
-        for actor in actors:
-            ray.kill(actor)
+    except BaseException as exc:
+        if thresholds is not None:
+            thresholds.abort()
+        if isinstance(exc, KeyboardInterrupt):
+            for actor in actors:
+                ray.kill(actor)
         raise
     finally:
         if bar is not None:
@@ -405,7 +424,7 @@ def run_ray(
 
 
 def _dispatch(ray, actors: list, items: list[_Job], units: list, scored: bool, summary: TagSummary,
-              run: RunOptions, bar) -> list:
+              run: RunOptions, bar, thresholds=None) -> list:
     """Run the units on the actors, at most one each at a time, and take the results in unit order
     (job records, parts manifests, scoring of parts folders); returns the jobs' score sinks in job order."""
     from ..io.parts import write_manifest
@@ -454,6 +473,10 @@ def _dispatch(ray, actors: list, items: list[_Job], units: list, scored: bool, s
                 break
             item = items[n]
             item.results.append(result)
+            if thresholds is not None:  # --min-score: the worker's count and --review lines
+                thresholds.dropped += result.get("dropped", 0)
+                for line in result.get("review") or ():
+                    thresholds.add(line)
             summary.tagged += result["tagged"]
             summary.forward_seconds += result["forward_seconds"]
             bar.update(result["stats"].get("sentences", 0) if result["stats"]["status"] != "up to date" else 0)

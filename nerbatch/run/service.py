@@ -60,6 +60,9 @@ def tag_files(
     part_size: int | None = None,
     progress: bool = False,
     notify: Callable[[str], None] | None = None,
+    min_score: float | None = None,
+    review: str | None = None,
+    scores: bool = False,
 ) -> TagResult:
     """Tag ``inputs`` (files, folders, ``-`` for stdin, ``hf:`` datasets) with ``model`` into ``output``.
 
@@ -74,7 +77,11 @@ def tag_files(
     ones from their checkpoint. ``on_error="skip"``: a bad record is left out and logged in
     ``OUTPUT.rejects.jsonl`` (``result.summary.skipped`` counts them). ``engine="ray"`` runs the model
     on Ray (``address``, ``workers``; an input of more than ``part_size`` bytes, default
-    :data:`nerbatch.io.split.PART_SIZE`, is cut into parts written to a parts folder). Raises :class:`nerbatch.errors.NerbatchError` subclasses for
+    :data:`nerbatch.io.split.PART_SIZE`, is cut into parts written to a parts folder). ``min_score``: entities
+    scored below it (0 to 1) become ``O``; ``review``: with it, the dropped and borderline entities go to this
+    JSONL file, in the span format ``train`` reads (:mod:`nerbatch.run.review`). ``scores``: CoNLL outputs get a
+    word-score column. A model without a calibration map (:mod:`nerbatch.core.calibration`) says so in one note.
+    Raises :class:`nerbatch.errors.NerbatchError` subclasses for
     bad inputs, options and models, before anything is written where it can tell.
 
     >>> result = tag_files(["test.conll"], "test.tagged.conll", model="model/")  # doctest: +SKIP
@@ -88,6 +95,7 @@ def tag_files(
         raise InputError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}")
     if on_error not in ("fail", "skip"):
         raise InputError(f"unknown on_error {on_error!r}", hint="use fail or skip")
+    _check_thresholds(min_score, review)
     notes: list[str] = []
 
     def note(text: str) -> None:
@@ -101,21 +109,24 @@ def tag_files(
     if skipped:
         note(skipped_note(skipped))
     check_write_paths(
-        jobs, {"--report": report, "--report-json": report_json, "--log-json": log_json}, rejects=on_error == "skip",
+        jobs, {"--report": report, "--report-json": report_json, "--log-json": log_json, "--review": review},
+        rejects=on_error == "skip",
         models=[model if tagger is None else tagger.model_name],
     )
     if tagger is None:
         tagger = Tagger(model, tagger_options)
     read_options = _text_contract(tagger.model_name, read_options, [j.input_format for j in jobs],
                                   tokenizer_given=tokenizer_given, note=note)
+    uncalibrated = not tagger.options.raw_scores and _uncalibrated(tagger.model_name)
     sink = None
     if report or report_json or score:
         from ..evaluation.evaluate import ReportSink, check_report_inputs
         from ..evaluation.scoring import Scorer
 
         check_report_inputs(jobs, read_options, labels=tagger.labels, resume=resume)  # before tagging anything
-        sink = ReportSink(Scorer(), read_options)
-    run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json)
+        sink = ReportSink(Scorer(), read_options, scores=scores)
+    run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json, min_score=min_score,
+                     review=review, scores=scores)
     if engine == "ray":  # each Ray worker plans its own part of the run, where it reads the inputs
         from .ray import run_ray
 
@@ -132,6 +143,9 @@ def tag_files(
                 )
         planned = plan(jobs, tagger, read_options, run)  # what is up to date, resumed or fresh
         summary = run_local(planned, tagger, options=read_options, scores=sink, progress=progress, run=run)
+    if uncalibrated:  # said after the run, so that an error stays the only line
+        note(f"{tagger.model_name} has no calibration map: entity scores are the mean of their words' probabilities, "
+             f"not calibrated probabilities (`nerbatch calibrate --model {tagger.model_name} --dev DEV` fits one)")
     result = TagResult(summary, notes=notes)
     if sink is not None:
         from ..evaluation.evaluate import write_report
@@ -159,3 +173,26 @@ def _text_contract(model: str, read_options: ReadOptions, formats: list[str], *,
     for text in notes:
         note(text)
     return read_options
+
+
+def _check_thresholds(min_score: float | None, review: str | None) -> None:
+    import math
+
+    from ..errors import InputError
+
+    if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
+                                  or not math.isfinite(min_score) or not 0 <= min_score <= 1):
+        raise InputError(f"min_score {min_score!r} is not a number from 0 to 1", hint="entity scores are probabilities")
+    if review is not None and min_score is None:
+        raise InputError("--review needs --min-score: it lists the entities that threshold drops or nearly drops",
+                         hint="add --min-score S (e.g. 0.5)")
+    if review == "-":
+        raise InputError("--review needs a file name, not stdout", hint="e.g. --review review.jsonl")
+
+
+def _uncalibrated(model: str) -> bool:
+    """Has the model no calibration map (:mod:`nerbatch.core.calibration`) in its nerbatch.json? (A
+    damaged one is a ModelError.)"""
+    from ..model.settings import calibration_of, read_model_config
+
+    return calibration_of(model, read_model_config(model)) is None

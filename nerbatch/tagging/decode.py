@@ -21,7 +21,8 @@ and every output is a NER tag sequence that ``evaluate``, conlleval and the enti
 
 Scores: a word's score is the probability of the label it was given (for a word Viterbi changed,
 that is the probability of the new label, usually lower than its argmax). Entity scores in the
-outputs are the mean of their words' scores, as before.
+outputs are the mean of their words' scores, calibrated when the model has a map
+(:mod:`nerbatch.core.calibration`).
 """
 
 from __future__ import annotations

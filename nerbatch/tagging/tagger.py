@@ -10,8 +10,11 @@ Stages, each a named step of :class:`Tagger` built from the stage modules:
    probabilities at each word's first subword;
 4. **decode** (:meth:`Tagger.run`): each word's probabilities (:func:`nerbatch.tagging.align.word_probs`,
    every token exactly once) become a well-formed tag sequence (:mod:`nerbatch.tagging.decode`); a model's
-   plain labels (``LOC``, no ``B-``/``I-``) come out as the IO tags ``I-LOC``; a label map
-   (``TaggerOptions.label_map``, :mod:`nerbatch.core.labelmap`) then renames, merges or drops types.
+   plain labels (``LOC``, no ``B-``/``I-``) come out as the IO tags ``I-LOC``. A model with a calibration
+   map then gives each entity's words the entity's calibrated score
+   (:func:`nerbatch.core.calibration.calibrate_scores`): here, after every back-end, so eager, compiled
+   and int8 models and both engines share it. A label map (``TaggerOptions.label_map``,
+   :mod:`nerbatch.core.labelmap`) then renames, merges or drops types.
 
 :meth:`Tagger.tag_block` is one block through stages 2-4; :meth:`Tagger.tag_sentences` runs a stream's
 blocks (a background thread prepares the next block while the model runs this one), in the local engine's
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Iterable, Iterator, Sequence
 
+from ..core.calibration import calibrate_scores
 from ..core.labelmap import LabelMap, tag_types
 from ..core.record import Sentence
 from ..errors import ModelError
@@ -74,6 +78,7 @@ class TaggerOptions:
     decode: str = "viterbi"  # "viterbi": the best tag sequence the label set's scheme allows; "argmax": each word on its own
     cache_dir: str | None = None  # where compiled and int8 copies are kept; None: nerbatch.model.cache.default_cache_dir()
     label_map: LabelMap | None = None  # predicted types renamed, merged or dropped (nerbatch.core.labelmap)
+    raw_scores: bool = False  # leave entity scores uncalibrated even when the model has a map (what `calibrate` fits on)
 
 
 @dataclass
@@ -378,10 +383,12 @@ class Tagger:
         rounded = round4(scores)
         bounds = start.tolist()
         label_map = self.options.label_map
+        calibration = None if self.options.raw_scores else self.settings.calibration
         for k, sent in enumerate(sents):
             a, b = bounds[k], bounds[k + 1]
-            sent.pred = names[a:b] if label_map is None else label_map.apply(names[a:b])
-            sent.scores = rounded[a:b]
+            pred = names[a:b]
+            sent.scores = rounded[a:b] if calibration is None else calibrate_scores(pred, rounded[a:b], calibration)
+            sent.pred = pred if label_map is None else label_map.apply(pred)
         self.sentences_tagged += len(prepared.sentences)
         _trim_heap()
         self.stage_seconds["decode"] += time.perf_counter() - t0

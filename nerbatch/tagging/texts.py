@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..core.calibration import entity_scores
 from ..core.record import Sentence, token_offsets
-from ..core.schemes import conll_chunks
 
 __all__ = ["Entity", "Tagged", "sentences_of_text", "sentences_of_tokens", "results"]
 
@@ -21,8 +21,9 @@ __all__ = ["Entity", "Tagged", "sentences_of_text", "sentences_of_tokens", "resu
 class Entity:
     """One entity: its ``label`` (``PER``), its ``text`` as written, the character offsets ``start``/``end``
     (end exclusive) into the input text (for token input: into the words joined by single spaces), the
-    words it covers (``first_word``, ``last_word`` exclusive, counted over the whole input) and ``score``,
-    the mean probability of its words' tags."""
+    words it covers (``first_word``, ``last_word`` exclusive, counted over the whole input) and ``score``
+    (:func:`nerbatch.core.calibration.entity_scores`: the mean of its words' scores; for a model with a
+    calibration map, the estimated probability that the entity is correct)."""
 
     label: str
     text: str
@@ -71,8 +72,7 @@ def results(text: str, sentences: Sequence[Sentence]) -> Tagged:
         out.spans.extend(spans)
         out.tags.extend(sent.pred or [])
         out.scores.extend(sent.scores or [])
-        for label, a, b in conll_chunks(sent.pred or []):
+        for label, a, b, score in entity_scores(sent.pred or [], sent.scores or [0.0] * len(sent.tokens)):
             start, end = spans[a][0], spans[b - 1][1]
-            score = sum((sent.scores or [])[a:b]) / (b - a)
-            out.entities.append(Entity(label, text[start:end], start, end, base + a, base + b, round(score, 4)))
+            out.entities.append(Entity(label, text[start:end], start, end, base + a, base + b, score))
     return out

@@ -84,6 +84,12 @@ def write_model(job: TrainingJob, source: str, tokenizer, result: dict) -> None:
     if result.get("text"):
         saved["text"] = result["text"]
     atomic_write(os.path.join(new, NERBATCH_CONFIG), json.dumps(saved, indent=2) + "\n")
+    calibration = _calibrate(new, opts)
+    if calibration is not None:
+        saved["calibration"] = calibration.to_json()
+        result["calibration"] = calibration.info
+        atomic_write(os.path.join(new, NERBATCH_CONFIG), json.dumps(saved, indent=2) + "\n")
+        atomic_write(os.path.join(new, "metrics.json"), json.dumps(result, indent=2) + "\n")
     evidence = _precision_check(new, opts)
     if evidence is not None:
         saved[F1_RECORD] = result[F1_RECORD] = evidence
@@ -93,6 +99,31 @@ def write_model(job: TrainingJob, source: str, tokenizer, result: dict) -> None:
     work_folder.settle(new)
     stop_for_tests("final-save")
     work_folder.install(new, opts.output_dir, work=work, force=opts.force)
+
+
+def _calibrate(folder: str, opts: TrainOptions):
+    """The entity-score calibration map of the model assembled in ``folder``, fitted on the dev set
+    (:mod:`nerbatch.training.calibrate`), or None (no dev set, or no entity predicted there: said
+    unless quiet; the model is kept either way, its scores uncalibrated)."""
+    import sys
+
+    from ..errors import NerbatchError
+    from ..tagging.tagger import TaggerOptions
+    from .calibrate import describe, fit_on_dev
+
+    if not opts.dev:
+        return None
+    tagger_options = TaggerOptions(precision="fp32", compile=False, threads=opts.threads)
+    try:
+        calibration = fit_on_dev(folder, opts.dev, fmt=opts.input_format, options=opts.read_options,
+                                 tagger_options=tagger_options)
+    except NerbatchError as exc:
+        if not opts.quiet:
+            print(f"entity scores left uncalibrated: {exc}", file=sys.stderr, flush=True)
+        return None
+    if not opts.quiet:
+        print(describe(calibration), file=sys.stderr, flush=True)
+    return calibration
 
 
 def _precision_check(folder: str, opts: TrainOptions) -> dict | None:
@@ -134,6 +165,13 @@ def model_card(result: dict) -> str:
         lines.append(f"- casing ({s['casing']}): {result['casing_note']}")
     if sel:
         lines.append(f"- kept: the weights after epoch {sel['epoch']:g}, {sel['reason']} (--select {sel['select']})")
+    if result.get("calibration"):
+        cal = result["calibration"]
+        after = "" if cal.get("ece_held_out") is None else f", about {cal['ece_held_out']} after on held-out sentences"
+        lines.append(
+            f"- entity scores: calibrated on {cal['entities']:,} dev entities (isotonic; expected calibration error "
+            f"{cal['ece_uncalibrated']} before{after})"
+        )
     if result.get("stopped_early"):
         st = result["stopped_early"]
         lines.append(

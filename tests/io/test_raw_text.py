@@ -277,7 +277,7 @@ def test_html_renders_the_original_text(tmp_path):
     parts = RecordParts()
     (joined,) = [j for j in map(parts.add, sentences) if j is not None]
     html = render_sentence(joined)
-    mark = '<mark class="entity" style="background: #ff9561">{}<span>LOC</span></mark>'
+    mark = '<mark class="entity" style="background: #ff9561" title="score 0.5">{}<span>LOC</span></mark>'  # (score: on hover)
     assert html.startswith("<p>" + mark.format("Finland") + ". I moved to " + mark.format("Turku") + ",  ")
     assert "</p>\n<p>" + mark.format("Norway") + " next</p>" in html
     out = tmp_path / "out.html"

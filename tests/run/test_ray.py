@@ -318,3 +318,37 @@ def test_only_the_remaining_work_is_sent_to_ray(ray_local, tiny_model, tmp_path)
     ref_jobs = plan_jobs(inputs, str(ref) + os.sep)
     tag_files(ref_jobs, Tagger(tiny_model, options), progress=False)
     assert_same_outputs(ref_jobs, jobs)
+
+
+def test_calibration_min_score_and_review_as_the_local_engine(ray_local, tiny_model, tmp_path):
+    """A model with a calibration map: the Ray actors apply it as the local tagger does, and
+    --min-score/--review (on the driver) give the same outputs and the same review file."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    mapping = {"raw": [0.0, 0.1, 0.2, 1.0], "calibrated": [0.0, 0.3, 0.8, 0.95]}
+    (folder / "nerbatch.json").write_text(json.dumps({"calibration": mapping}), encoding="utf-8")
+    options = TaggerOptions(device="cpu")
+    names = ["test.conll", "test.jsonl"]
+    results = []
+    for engine in ("local", "ray"):
+        run = RunOptions(min_score=0.5, review=str(tmp_path / f"{engine}.review.jsonl"), scores=True)
+        jobs = plan_jobs(_inputs(names), str(tmp_path / engine) + os.sep)
+        if engine == "local":
+            summary = tag_files(jobs, Tagger(str(folder), options), progress=False, run=run)
+        else:
+            summary = tag_files_ray(jobs, str(folder), options, progress=False, workers=2, run=run)
+        results.append((jobs, summary, Path(run.review).read_bytes()))
+    (a_jobs, a, a_review), (b_jobs, b, b_review) = results
+    assert_same_outputs(a_jobs, b_jobs)
+    assert_same_summary(a, b)
+    assert a.dropped == b.dropped > 0 and a_review == b_review and a_review
+    # the scores the actors sent are the map of the uncalibrated ones
+    from nerbatch.core.calibration import Calibration, entity_scores
+    from nerbatch.io import read
+
+    cal = Calibration.from_json(mapping)
+    raw = Tagger(str(folder), TaggerOptions(device="cpu", raw_scores=True)).tag_sentences(read(_inputs(["test.jsonl"])[0]))
+    got = [json.loads(line)["entities"] for line in Path(b_jobs[1].output).read_text(encoding="utf-8").splitlines()]
+    for sent, entities in zip(raw, got, strict=True):
+        want = [(lab, a, b, round(cal(s), 4)) for lab, a, b, s in entity_scores(sent.pred, sent.scores)]
+        assert [(e["label"], e["start"], e["end"], e["score"]) for e in entities] == [w for w in want if w[3] >= 0.5]

@@ -317,6 +317,7 @@ def test_train_max_length_beyond_the_encoder_is_refused(tiny_encoder, tmp_path):
 # every numeric option: (command, option, values that are wrong for it)
 NONFINITE = ["nan", "NaN", "inf", "-inf", "Infinity", "1e999", " nan"]
 NUMERIC_OPTIONS = [
+    ("tag", "--min-score", ["-0.1", "1.5"]),
     ("train", "--epochs", ["0", "-1", "10001"]),
     ("train", "--lr", ["0", "-1", "-1e-9"]),
     ("train", "--warmup", ["-1", "-0.1", "1", "1.5"]),
