@@ -169,7 +169,12 @@ def streamed(output: str) -> bool:
 def _log(path: str, record: dict) -> None:
     import json
 
+    from ..io.remote import append_text, is_url
+
     try:
+        if is_url(path):  # an object cannot be appended to: rewritten whole, one output at a time
+            append_text(path, json.dumps(record) + "\n")
+            return
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
     except OSError as exc:

@@ -101,7 +101,7 @@ def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> li
                     continue
                 note = f"{job.input}: its contents differ from those {job.output} was made from: tagging it again"
             ck = manifest.get("checkpoint")
-            if ck and _plain_file(sidecar(job.output, "part")):
+            if ck and _partial_output(sidecar(job.output, "part"), ck):
                 if same_input(job.input, ck.get("input"), whole=job.input_format not in HASHED_WHILE_READING):
                     planned.append(PlannedJob(job, "resume", fp, checkpoint=ck))
                     continue
@@ -111,17 +111,27 @@ def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> li
     return planned
 
 
-def _plain_file(path: str) -> bool:
-    """A regular file at ``path`` itself (a link there is not followed)."""
+def _partial_output(part: str, checkpoint: dict) -> bool:
+    """The partial output is there to continue: a regular file at ``part`` itself (a link there is
+    not followed); at a URL, the chunk objects that hold the checkpoint's bytes."""
+    from ..io.remote import chunks_upto, is_url
+
+    if is_url(part):
+        return isinstance(checkpoint.get("bytes"), int) and chunks_upto(part, checkpoint["bytes"]) is not None
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        return stat.S_ISREG(os.lstat(part).st_mode)
     except OSError:
         return False
 
 
 def _is_sealed(output: str, sealed: dict | None) -> bool:
-    """Whether ``output`` is the file the manifest declared complete (same inode and size)."""
+    """Whether ``output`` is the file the manifest declared complete (same inode and size; an
+    object at a URL: same size)."""
+    from ..io.remote import is_url, size
+
     try:
+        if is_url(output):
+            return not sealed or size(output) == sealed.get("size")
         st = os.stat(output)
     except OSError:
         return False
@@ -187,8 +197,10 @@ def plan_jobs(
     if STDIO in inputs and len(inputs) > 1:
         raise InputError("- (stdin) cannot be combined with other inputs")
     from ..io.hf import is_dataset
+    from ..io.remote import is_url, isdir, makedirs
 
-    walked = any(p != STDIO and os.path.isdir(p) and input_fmt != "hf" and not is_dataset(p) for p in inputs)
+    walked = any(p != STDIO and (isdir(p) if is_url(p) else os.path.isdir(p) and not is_dataset(p)) and input_fmt != "hf"
+                 for p in inputs)
     named = expand_inputs(inputs, glob, input_fmt, skipped)
     many = len(named) > 1 or walked
     if many and (output is None or output == STDIO):
@@ -197,7 +209,7 @@ def plan_jobs(
             hint="outputs are written one per input into the folder",
         )
     folder = output is not None and output != STDIO and (
-        many or (output_fmt != "hf" and (os.path.isdir(output) or output.endswith(os.sep)))
+        many or (output_fmt != "hf" and (output.endswith(("/", os.sep)) or (isdir(output) if is_url(output) else os.path.isdir(output))))
     )
     jobs: list[FileJob] = []
     seen: dict[str, str] = {}
@@ -220,6 +232,9 @@ def plan_jobs(
         seen[key] = path
         jobs.append(FileJob(path, target, in_fmt, out_fmt))
     for job in jobs:
+        if job.output_format == "hf" and is_url(job.output):
+            raise InputError("a Hugging Face dataset output cannot go to a URL", path=job.output,
+                             hint="write Parquet or JSONL there, or the dataset to a local folder")
         mode = keys.info(job.output)[2] if folder else None
         if mode is not None and not stat.S_ISREG(mode) and job.output_format != "hf":
             check_own_output(job.output, f"the output of {job.input}")  # names nerbatch chose: plain files only
@@ -239,6 +254,9 @@ def plan_jobs(
     if folder:
         assert output is not None
         for made in sorted({os.path.dirname(job.output) for job in jobs} | {output}):
+            if is_url(made):
+                makedirs(made)  # object stores have no folders to make
+                continue
             try:
                 os.makedirs(made, exist_ok=True)
             except OSError as exc:
