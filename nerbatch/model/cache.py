@@ -214,11 +214,12 @@ def fetch_model(url: str, cache_dir: str | None = None) -> str:
     try:
         found = {name: info for name, info in listing(url).items() if not any(p.startswith(".") for p in name.split("/"))}
     except OSError as exc:
-        missing = isinstance(exc, FileNotFoundError)
-        raise ModelError(f"{url}: {'no such model folder or bucket' if missing else 'cannot list the model folder: ' + (exc.strerror or str(exc))}",
-                         hint="check the URL and the storage credentials") from None
+        what = "model folder not found" if isinstance(exc, FileNotFoundError) else f"cannot list the model folder: {exc.strerror or exc}"
+        raise ModelError(f"{url}: {what}", hint="check the URL and the storage credentials") from None
+    if not found:
+        raise ModelError(f"{url}: model folder not found (nothing under this URL)", hint="check the URL")
     if "config.json" not in found:
-        raise ModelError(f"{url}: not a complete model folder (no config.json{'' if found else ', nothing at all'})",
+        raise ModelError(f"{url}: not a complete model folder (no config.json)",
                          hint="give the URL of the folder that holds config.json (a model being uploaded gets it last)")
     stamp = [canonical(url)] + [
         [name, info.get("size"), str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("mtime")
