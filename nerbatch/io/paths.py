@@ -213,7 +213,8 @@ class PathKeys:
 
 
 # names nerbatch gives its own files beside an output (manifest, partial output and its Parquet
-# parts or, beside a URL output, its chunk objects; lock) and beside a model folder (training's work folder): never a target of a write
+# parts or, beside a URL output, its chunk objects ``.part.c00000``; lock) and beside a model folder
+# (training's work folder): never a target of a write
 OWN_NAME = re.compile(r"\..+\.nerbatch(\.(json|part|lock)(\.c?\d+)?|-train)")
 
 
@@ -283,8 +284,13 @@ def check_paths(jobs, extra=None, *, rejects=False, models=(), keys: PathKeys) -
             for k in keys(job.input):
                 if k is not None:
                     reads.setdefault(k, f"the input {job.input}")
+    from .remote import canonical, is_url
+
     model_dirs = set()
     for model in models:
+        if is_url(model):  # a model folder in object storage: no model file may be written into it
+            model_dirs.add(canonical(model).rstrip("/"))
+            continue
         folder, found = model_files(model)
         if folder is None:
             continue

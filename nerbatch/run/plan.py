@@ -197,10 +197,9 @@ def plan_jobs(
     if STDIO in inputs and len(inputs) > 1:
         raise InputError("- (stdin) cannot be combined with other inputs")
     from ..io.hf import is_dataset
-    from ..io.remote import is_url, isdir, makedirs
+    from ..io.remote import is_url, makedirs
 
-    walked = any(p != STDIO and (isdir(p) if is_url(p) else os.path.isdir(p) and not is_dataset(p)) and input_fmt != "hf"
-                 for p in inputs)
+    walked = any(p != STDIO and _is_folder(p) and input_fmt != "hf" and not is_dataset(p) for p in inputs)
     named = expand_inputs(inputs, glob, input_fmt, skipped)
     many = len(named) > 1 or walked
     if many and (output is None or output == STDIO):
@@ -209,7 +208,7 @@ def plan_jobs(
             hint="outputs are written one per input into the folder",
         )
     folder = output is not None and output != STDIO and (
-        many or (output_fmt != "hf" and (output.endswith(("/", os.sep)) or (isdir(output) if is_url(output) else os.path.isdir(output))))
+        many or (output_fmt != "hf" and (output.endswith(("/", os.sep)) or _is_folder(output)))
     )
     jobs: list[FileJob] = []
     seen: dict[str, str] = {}
@@ -262,6 +261,13 @@ def plan_jobs(
             except OSError as exc:
                 raise InputError(f"cannot create output folder: {exc.strerror}", path=made) from None
     return jobs
+
+
+def _is_folder(path: str) -> bool:
+    """A local folder, or a folder at a URL (a prefix with objects under it)."""
+    from ..io.remote import is_url, isdir
+
+    return isdir(path) if is_url(path) else os.path.isdir(path)
 
 
 def _replaceable_dataset(path: str) -> bool:

@@ -268,6 +268,8 @@ def test_train_from_and_to_s3(s3, tiny_encoder, tmp_path):
     (["tag", "IN", "--model", f"s3://{BUCKET}-missing/model"], "model folder not found"),
     (["tag", "foo://x/in.conll", "-o", "OUT"], "no filesystem for this URL: Protocol not known: foo"),
     (["tag", "gs://b/in.conll", "-o", "OUT"], "pip install"),
+    (["tag", "IN", "-o", f"s3://{BUCKET}/ds", "--output-format", "hf"], "a Hugging Face dataset output cannot go to a URL"),
+    (["tag", "IN", "-o", f"s3://{BUCKET}/model/config.json", "--output-format", "jsonl"], "would add config.json to the model folder"),
     (["evaluate", "IN", "--json", "azfoo://x/r.json"], "no filesystem for this URL"),
     (["evaluate", f"s3://{BUCKET}/nothing/", "--json", "OUT"], "no such file or folder"),
 ])
