@@ -246,8 +246,11 @@ def test_train_from_and_to_s3(s3, tiny_encoder, tmp_path):
     common = ["--base-model", tiny_encoder, "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--no-bf16",
               "--no-precision-check", "-q"]
     res = CliRunner().invoke(cli, ["train", "--train", f"s3://{BUCKET}/data/train.conll", "--dev",
-                                   f"s3://{BUCKET}/data/dev.conll", "-o", url, *common])
+                                   f"s3://{BUCKET}/data/dev.conll", "-o", url, "--log-json", f"s3://{BUCKET}/train.jsonl",
+                                   *common])
     assert res.exit_code == 0, res.output
+    events = [json.loads(line)["event"] for line in s3.cat_file(f"{BUCKET}/train.jsonl").decode().splitlines()]
+    assert events[0] == "epoch" and len(events) >= 2
     ref = CliRunner().invoke(cli, ["train", "--train", str(SAMPLE / "train.conll"), "--dev", str(SAMPLE / "dev.conll"),
                                    "-o", str(tmp_path / "model"), *common])
     assert ref.exit_code == 0, ref.output
