@@ -118,9 +118,10 @@ def walk(url: str, glob: str | None, input_fmt: str | None, known: Callable[[str
             return None
         fs.invalidate_cache(root)
         names = _storage(fs.find)(root)
+        missing = not names and not _storage(fs.isdir)(root)
     except OSError as exc:
         raise _read_error(url, exc) from None
-    if not names and not _storage(fs.isdir)(root):
+    if missing:
         raise InputError("no such file or folder", path=url, hint="check the URL")
     found = []
     for name in names:

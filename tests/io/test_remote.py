@@ -120,7 +120,7 @@ def test_folder_walk_matches_a_local_walk(root, tmp_path):
 
 
 def test_tag_to_memory_interrupted_and_resumed_matches_local(root, tiny_model, tmp_path):
-    """tag_files from and to URLs: CoNLL, JSONL, Parquet and gzip inputs, interrupted inside the
+    """tag_files from and to URLs: CoNLL, JSONL, Parquet, gzip and zstd inputs, interrupted inside the
     first file, resumed: every output is byte for byte the local engine's on local files."""
     from nerbatch import TaggerOptions, tag_files
 
@@ -130,6 +130,8 @@ def test_tag_to_memory_interrupted_and_resumed_matches_local(root, tiny_model, t
     shutil.copy(SAMPLE / "test.jsonl", local_in / "b.jsonl")
     shutil.copy(SAMPLE / "test.parquet", local_in / "c.parquet")
     (local_in / "d.conll.gz").write_bytes(gzip.compress((SAMPLE / "dev.conll").read_bytes()))
+    zstd = pytest.importorskip("zstandard")
+    (local_in / "e.conll.zst").write_bytes(zstd.ZstdCompressor().compress((SAMPLE / "dev.conll").read_bytes()))
     for path in local_in.iterdir():
         MEM.pipe_file(f"{root}/in/{path.name}", path.read_bytes())
     options = TaggerOptions(device="cpu", precision="fp32", compile=False)
@@ -141,9 +143,9 @@ def test_tag_to_memory_interrupted_and_resumed_matches_local(root, tiny_model, t
     assert stopped.value.kept[1] == 33  # three checkpoints of 11 before the stop at 40
     assert not [k for k in keys(root) if k.startswith("out/") and not k.startswith("out/.")]
     result = tag_files([src], dst, model=tiny_model, tagger_options=options, checkpoint_every=11, resume=True)
-    assert result.summary.files == 4
+    assert result.summary.files == 5
     outputs = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
-    assert len(outputs) == 4
+    assert len(outputs) == 5
     for path in outputs:
         assert MEM.cat_file(f"{root}/out/{path.name}") == path.read_bytes(), path.name
     assert not [k for k in keys(root) if ".part" in k or ".lock" in k]
