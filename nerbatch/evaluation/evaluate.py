@@ -30,6 +30,7 @@ from ..io import READABLE_OUTPUTS, ReadOptions, input_format, read
 from ..io.atomic import is_stream
 from ..io.base import STDIO, AtomicOutput
 from ..io.conll import DOCSTART
+from ..io.remote import is_url
 from .calibration import Calibration
 from .scoring import DEFAULT_BOOTSTRAP, Scorer, format_report
 
@@ -679,8 +680,8 @@ def write_report(
 
     for path, body in ((text_path, text), (json_path, lambda: json.dumps(result, indent=2) + "\n"), (html_path, page)):
         if path:
-            folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
+            if not is_url(path):  # an object store has no folders to make
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             out = AtomicOutput(path)
             out.write(body())
             out.commit()

@@ -116,8 +116,10 @@ def input_format(path: str, explicit: str | None) -> str:
         return explicit
     if path == STDIO:
         return "text"
+    from .remote import is_url
+
     fmt = guess_format(path)
-    if fmt == "text" and os.path.isfile(path) and looks_like_conll(path):
+    if fmt == "text" and (is_url(path) or os.path.isfile(path)) and looks_like_conll(path):
         return "conll"
     if fmt == "parquet" and compression_of(path):
         raise InputError(
@@ -180,9 +182,14 @@ def open_writer(
             import pyarrow.parquet as pq
 
             from .parts import is_parts_folder, part_paths
+            from .remote import is_url, open_read
 
             try:
-                schema = pq.read_schema(part_paths(input_path)[0] if is_parts_folder(input_path) else input_path)
+                if is_url(input_path):
+                    with open_read(input_path) as fh:
+                        schema = pq.read_schema(fh)
+                else:
+                    schema = pq.read_schema(part_paths(input_path)[0] if is_parts_folder(input_path) else input_path)
             except FileNotFoundError:
                 raise InputError("no such file", path=input_path, hint="check the path") from None
             except (pa.ArrowInvalid, OSError) as exc:

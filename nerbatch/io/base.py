@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import itertools
@@ -114,15 +115,19 @@ def open_binary(path: str, decompress: bool = True, part: Slice | None = None) -
         return sys.stdin.buffer
     from .compress import compression_of, open_decompressed
     from .parts import is_parts_folder, open_parts
+    from .remote import is_url, open_read
 
     kind = compression_of(path) if decompress and part is None else None
-    digest = _WATCHED.pop(os.path.realpath(path), None) if _WATCHED else None
+    digest = _WATCHED.pop(_watch_key(path), None) if _WATCHED else None
+    opener = open_read if is_url(path) else functools.partial(open, mode="rb", buffering=0)
     try:
-        if is_parts_folder(path):
-            raw = io.BufferedReader(open_parts(path) if digest is None else _Hashing(open_parts(path), digest), 1 << 16)
-        elif part is not None:
-            window = _Window(open(path, "rb", buffering=0), part.start, part.end)
+        if part is not None:
+            window = _Window(opener(path), part.start, part.end)
             raw = io.BufferedReader(window if digest is None else _Hashing(window, digest), 1 << 16)
+        elif is_url(path):
+            raw = opener(path) if digest is None else io.BufferedReader(_Hashing(opener(path), digest), 1 << 16)
+        elif is_parts_folder(path):
+            raw = io.BufferedReader(open_parts(path) if digest is None else _Hashing(open_parts(path), digest), 1 << 16)
         elif digest is None:
             raw = open(path, "rb")
         else:
@@ -164,19 +169,25 @@ class InputDigest:
             return {"bytes": self.bytes, "blake2b": self._hash.hexdigest()}
 
 
-_WATCHED: dict[str, InputDigest] = {}  # real path -> the digest its next open_binary feeds
+_WATCHED: dict[str, InputDigest] = {}  # real path (a URL: itself) -> the digest its next open_binary feeds
+
+
+def _watch_key(path: str) -> str:
+    from .remote import is_url
+
+    return path if is_url(path) else os.path.realpath(path)
 
 
 def watch_input(path: str) -> InputDigest:
     """Hash the bytes that the next :func:`open_binary` of ``path`` reads (the reader of a run's
     job), as it reads them; :func:`unwatch_input` when the job is over."""
     digest = InputDigest()
-    _WATCHED[os.path.realpath(path)] = digest
+    _WATCHED[_watch_key(path)] = digest
     return digest
 
 
 def unwatch_input(path: str, digest: InputDigest) -> None:
-    key = os.path.realpath(path)
+    key = _watch_key(path)
     if _WATCHED.get(key) is digest:
         del _WATCHED[key]
 
@@ -520,6 +531,10 @@ class AtomicOutput:
     :func:`nerbatch.io.atomic.is_stream`) is written in place as a stream, like stdout: it is never
     replaced. A symbolic link to a file is written through: the file it points to is replaced
     atomically and the link stays. A replaced file keeps its permissions.
+
+    A URL (:mod:`nerbatch.io.remote`) is written to a local spool file that each :meth:`sync` ships
+    as a chunk object and empties, and :meth:`commit` publishes through
+    :class:`nerbatch.io.remote.Upload` (assembled under a temporary key, moved into place).
     """
 
     def __init__(
@@ -535,12 +550,20 @@ class AtomicOutput:
         self._own = True  # the handle is ours to close (not stdout)
         self._closed = False
         self.segments = None  # the compressor of a compressed output (see nerbatch.io.compress)
+        self.upload = None  # a URL output's object-store side (nerbatch.io.remote.Upload); tmp is its spool
         if path == STDIO:
             self.stream, self._own = True, False
             self.handle: IO = sys.stdout.buffer if binary else sys.stdout
             return
+        from .remote import Upload, is_url
+
         try:
-            if is_stream(path):
+            if is_url(path):
+                self.upload = Upload(path, part=part, resume_bytes=resume_bytes)
+                spool, self.tmp = tempfile.mkstemp(prefix="nerbatch-", suffix=".spool")
+                os.close(spool)  # reopened to append: Upload.ship empties it under the open handle
+                fd = os.open(self.tmp, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            elif is_stream(path):
                 self.stream = True
                 alias = fd_alias(path)  # /dev/stdout: that descriptor itself (its offset, O_APPEND)
                 fd = os.dup(alias) if alias is not None else os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
@@ -574,7 +597,7 @@ class AtomicOutput:
             if part is not None:
                 os.lseek(fd, 0, os.SEEK_END)
             try:
-                self.segments = SegmentedCompressor(fd, kind, path)
+                self.segments = SegmentedCompressor(fd, kind, path, size=self.upload.bytes if self.upload else None)
             except BaseException:
                 os.close(fd)
                 if self.tmp is not None and part is None:
@@ -603,6 +626,8 @@ class AtomicOutput:
             self.handle.flush()
             if self.segments is not None:
                 self.segments.end_segment()  # a checkpoint ends on a complete compressed stream
+            if self.upload is not None:
+                return self.upload.ship(self.tmp)
             if self.tmp is not None:
                 os.fsync(self.handle.fileno())
                 return os.fstat(self.handle.fileno()).st_size
@@ -622,9 +647,13 @@ class AtomicOutput:
         try:
             from .atomic import kept_mode
 
-            mode = kept_mode(self.target, file_mode()) if self.tmp is not None else None
+            mode = kept_mode(self.target, file_mode()) if self.tmp is not None and self.upload is None else None
             self._settle(close=self._own, mode=mode)
-            if self.tmp is not None:
+            if self.upload is not None:
+                self.upload.publish(self.tmp, before_rename)
+                os.unlink(self.tmp)
+                self.tmp = None
+            elif self.tmp is not None:
                 if before_rename is not None:
                     before_rename(os.stat(self.tmp))
                 os.replace(self.tmp, self.target)
@@ -665,6 +694,8 @@ class AtomicOutput:
                 self.handle.close()
             except OSError:
                 pass
+            if self.upload is not None:  # the chunks up to the checkpoint stay; the spool goes
+                self._unlink_tmp()
             return
         self._remove_tmp()
 
@@ -674,6 +705,11 @@ class AtomicOutput:
                 self.handle.close()
             except (OSError, ValueError):
                 pass
+        if self.upload is not None:
+            self.upload.discard()
+        self._unlink_tmp()
+
+    def _unlink_tmp(self) -> None:
         if self.tmp is None:
             return
         try:

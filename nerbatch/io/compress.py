@@ -171,13 +171,15 @@ class SegmentedCompressor(io.RawIOBase):
     that it is a valid compressed file) and closes ``fd``.
     """
 
-    def __init__(self, fd: int, kind: str, path: str) -> None:
+    def __init__(self, fd: int, kind: str, path: str, size: int | None = None) -> None:
         super().__init__()
         self.fd = fd
         self.kind = kind
         self.path = path
         self._comp = None
-        self._size = os.fstat(fd).st_size  # bytes on disk (a resumed file starts at its checkpoint)
+        # bytes of the output so far (a resumed file starts at its checkpoint); ``size``: those not in
+        # ``fd`` (a URL output's spool holds only what came since the last chunk went up)
+        self._size = os.fstat(fd).st_size if size is None else size
         _compressor(kind, path)  # fail early (zstandard missing) rather than at the first write
 
     def writable(self) -> bool:

@@ -52,25 +52,33 @@ def _rows(batch, first_row: int, path: str):
 def read_parquet(path: str, options: ReadOptions = ReadOptions(), part: Slice | None = None) -> Iterator[Sentence]:
     """Stream sentences row by row; ``line`` is the 1-based row number. A parts folder
     (:mod:`nerbatch.io.parts`) reads as its part files' rows in order, numbered on; ``part``: the
-    row groups of that slice only, numbered as in the whole file."""
+    row groups of that slice only, numbered as in the whole file. A URL is read through fsspec."""
     from .base import open_binary
     from .parts import is_parts_folder, part_paths
+    from .remote import is_url
 
-    open_binary(path).close()  # uniform "no such file"/"permission denied" errors
-    files = part_paths(path) if is_parts_folder(path) else [path]
-    row = part.line - 1 if part is not None else 0
-    index = 0
-    for name in files:
-        for sent in _read_file(path, name, options, row, index, part.groups if part is not None else None):
-            if isinstance(sent, tuple):  # the file's end: the counts to go on from
-                row, index = sent
-            else:
-                yield sent
+    url = is_url(path)
+    handle = open_binary(path, decompress=False)  # uniform "no such file"/"permission denied" errors
+    if not url:
+        handle.close()  # a local file: pyarrow opens it itself
+    try:
+        files = part_paths(path) if not url and is_parts_folder(path) else [path]
+        row = part.line - 1 if part is not None else 0
+        index = 0
+        for name in files:
+            source = handle if url else name
+            for sent in _read_file(path, source, options, row, index, part.groups if part is not None else None):
+                if isinstance(sent, tuple):  # the file's end: the counts to go on from
+                    row, index = sent
+                else:
+                    yield sent
+    finally:
+        handle.close()
 
 
-def _read_file(path: str, name: str, options: ReadOptions, row: int, index: int, groups: tuple[int, int] | None):
-    """The sentences of one Parquet file (``groups``: of those row groups), then ``(rows, index)``
-    counted on from ``row`` and ``index``; errors name ``path``."""
+def _read_file(path: str, name, options: ReadOptions, row: int, index: int, groups: tuple[int, int] | None):
+    """The sentences of one Parquet file (a name, or an open file; ``groups``: of those row groups), then
+    ``(rows, index)`` counted on from ``row`` and ``index``; errors name ``path``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -154,13 +162,30 @@ class ParquetWriter(Writer):
         super().__init__(path, **kw)
         if self.part is not None:
             for stale in self._parts(from_index=self.sealed):
-                os.unlink(stale)
+                self._remove(stale)
 
-    # -- parts (resumable mode) ------------------------------------------------------------
+    # -- parts (resumable mode; beside a URL output they are objects) -----------------------
     def _part_name(self, i: int) -> str:
         return f"{self.part}.{i:05d}"
 
+    def _remote(self) -> bool:
+        from .remote import is_url
+
+        return is_url(self.part)
+
+    def _remove(self, name: str) -> None:
+        from .remote import remove
+
+        if self._remote():
+            remove(name)
+        else:
+            os.unlink(name)
+
     def _parts(self, from_index: int = 0) -> list[str]:
+        if self._remote():
+            from .remote import numbered
+
+            return numbered(self.part, from_index)
         folder, base = os.path.split(self.part)
         names = sorted(n for n in os.listdir(folder) if n.startswith(base + ".") and n[len(base) + 1 :].isdigit())
         return [os.path.join(folder, n) for n in names if int(n[len(base) + 1 :]) >= from_index]
@@ -258,8 +283,10 @@ class ParquetWriter(Writer):
             return self.writer
         if self.part_writer is None:  # a new file at the part's name, never through a planted link
             from .atomic import open_new
+            from .remote import open_write
 
-            self.part_file = os.fdopen(open_new(self._part_name(self.sealed)), "wb")
+            name = self._part_name(self.sealed)
+            self.part_file = open_write(name) if self._remote() else os.fdopen(open_new(name), "wb")
             self.part_writer = pq.ParquetWriter(self.part_file, self.schema)
         return self.part_writer
 
@@ -268,8 +295,9 @@ class ParquetWriter(Writer):
         self.part_writer.close()
         self.part_writer = None
         self.part_file.flush()
-        os.fsync(self.part_file.fileno())
-        self.part_file.close()
+        if not self._remote():
+            os.fsync(self.part_file.fileno())
+        self.part_file.close()  # an object: uploaded whole by now
         self.part_file = None
 
     def _flush(self) -> None:
@@ -291,22 +319,26 @@ class ParquetWriter(Writer):
             self._close_part()
             self.sealed += 1
         from .atomic import no_follow
+        from .remote import open_read
+
+        def opened(name: str):
+            return open_read(name) if self._remote() else open(name, "rb", opener=no_follow)  # never through a planted link
 
         parts = self._parts()
         if self.schema is None:
             if parts:
-                with open(parts[0], "rb", opener=no_follow) as fh:
+                with opened(parts[0]) as fh:
                     self.schema = pq.read_schema(fh)
             else:
                 self.schema = self._schema_for({})
         with pq.ParquetWriter(self.out.handle, self.schema) as joined:
             for name in parts:
-                with open(name, "rb", opener=no_follow) as fh:  # never read through a planted link
+                with opened(name) as fh:
                     pf = pq.ParquetFile(fh)
                     for i in range(pf.num_row_groups):
                         joined.write_table(pf.read_row_group(i))
         for name in parts:
-            os.unlink(name)
+            self._remove(name)
 
     def abort(self, keep: bool = False) -> None:
         if self.writer is not None:
@@ -324,5 +356,5 @@ class ParquetWriter(Writer):
             self.part_writer = None
         if not keep and self.part is not None:
             for name in self._parts():
-                os.unlink(name)
+                self._remove(name)
         super().abort(keep=keep)

@@ -62,10 +62,21 @@ def expand_inputs(
 
     from .hf import is_dataset, saved_dataset_part
     from .parts import is_parts_folder
+    from .remote import is_url, walk
 
     out: list[tuple[str, str]] = []
     for path in inputs:
-        if path == STDIO or not os.path.isdir(path) or input_fmt == "hf" or is_dataset(path) or is_parts_folder(path):
+        listed = walk(path, glob, input_fmt, _known_input) if is_url(path) else None
+        if listed is not None:  # a folder at a URL
+            if not listed:
+                raise InputError(
+                    f"no input files in this folder{f' match --glob {glob}' if glob else ' have a known extension'}",
+                    path=path,
+                    hint="pass --glob PATTERN (e.g. '*.txt') or --input-format",
+                )
+            out.extend(listed)
+            continue
+        if is_url(path) or path == STDIO or not os.path.isdir(path) or input_fmt == "hf" or is_dataset(path) or is_parts_folder(path):
             out.append((path, os.path.basename(os.path.normpath(path)) if path != STDIO else "stdin"))
             continue
         found = []
@@ -173,6 +184,11 @@ class PathKeys:
         known = self.seen.get(path)
         if known is not None:
             return known
+        from .remote import canonical, is_url
+
+        if is_url(path):  # an object: its one spelling (no inodes, no links)
+            info = self.seen[path] = (canonical(path), None, None)
+            return info
         folder, name = os.path.split(path)
         plain = name not in ("", os.curdir, os.pardir) and os.pardir not in path.split(os.sep)
         listed = self.listing(folder) if plain else None
@@ -201,8 +217,9 @@ class PathKeys:
 
 
 # names nerbatch gives its own files beside an output (manifest, partial output and its Parquet
-# parts, lock) and beside a model folder (training's work folder): never a target of a write
-OWN_NAME = re.compile(r"\..+\.nerbatch(\.(json|part|lock)(\.\d+)?|-train)")
+# parts or, beside a URL output, its chunk objects ``.part.c00000``; lock) and beside a model folder
+# (training's work folder): never a target of a write
+OWN_NAME = re.compile(r"\..+\.nerbatch(\.(json|part|lock)(\.c?\d+)?|-train)")
 
 
 def model_files(model: str | None) -> tuple[str | None, list[str]]:
@@ -271,8 +288,13 @@ def check_paths(jobs, extra=None, *, rejects=False, models=(), keys: PathKeys) -
             for k in keys(job.input):
                 if k is not None:
                     reads.setdefault(k, f"the input {job.input}")
+    from .remote import canonical, is_url
+
     model_dirs = set()
     for model in models:
+        if is_url(model):  # a model folder in object storage: no model file may be written into it
+            model_dirs.add(canonical(model).rstrip("/"))
+            continue
         folder, found = model_files(model)
         if folder is None:
             continue

@@ -24,7 +24,7 @@ from ..io.atomic import atomic_write, umask_mode
 
 __all__ = [
     "default_cache_dir", "content_stamp", "model_identity", "Entry", "CacheError", "entry_key", "find_entry",
-    "entry_meta", "save_entry",
+    "entry_meta", "save_entry", "fetch_model",
 ]
 
 
@@ -194,3 +194,57 @@ def save_entry(cache_dir: str, key: str, precision: str, tokenizer, meta: dict, 
         raise CacheError(f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# -- model folders at URLs ----------------------------------------------------------------------------
+
+
+def fetch_model(url: str, cache_dir: str | None = None) -> str:
+    """The local copy of the model folder at ``url`` (``s3://b/model``), downloaded once into
+    ``CACHE/models/KEY`` and loaded from there. ``KEY`` hashes the URL and each object's name, size
+    and ETag (else its modification time): a changed model is fetched again, an unchanged one never.
+    The copy is built in a temporary folder and renamed into place, so a killed download leaves
+    nothing a later run would take for complete. Raises :class:`nerbatch.errors.ModelError`."""
+    import shutil
+    import tempfile
+
+    from ..errors import ModelError
+    from ..io.remote import canonical, get_files, listing
+
+    try:
+        found = {name: info for name, info in listing(url).items() if not any(p.startswith(".") for p in name.split("/"))}
+    except OSError as exc:
+        what = "model folder not found" if isinstance(exc, FileNotFoundError) else f"cannot list the model folder: {exc.strerror or exc}"
+        raise ModelError(f"{url}: {what}", hint="check the URL and the storage credentials") from None
+    if not found:
+        raise ModelError(f"{url}: model folder not found (nothing under this URL)", hint="check the URL")
+    if "config.json" not in found:
+        raise ModelError(f"{url}: not a complete model folder (no config.json)",
+                         hint="give the URL of the folder that holds config.json (a model being uploaded gets it last)")
+    stamp = [canonical(url)] + [
+        [name, info.get("size"), str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("mtime")
+                                     or info.get("LastModified") or info.get("created") or "")]
+        for name, info in sorted(found.items())
+    ]
+    root = os.path.join(cache_dir or default_cache_dir(), "models")
+    final = os.path.join(root, hashlib.sha256(json.dumps(stamp, default=str).encode()).hexdigest()[:32])
+    if os.path.isfile(os.path.join(final, "config.json")):
+        return final
+    try:
+        os.makedirs(root, exist_ok=True)
+        work = tempfile.mkdtemp(prefix=".download.", dir=root)
+    except OSError as exc:
+        raise ModelError(f"cannot write to the cache {root}: {exc.strerror or exc}") from None
+    try:
+        get_files(url, sorted(found), work)
+        os.chmod(work, umask_mode(0o777))
+        try:
+            os.replace(work, final)
+        except OSError:
+            if not os.path.isfile(os.path.join(final, "config.json")):  # not another process's finished copy
+                raise
+    except OSError as exc:
+        raise ModelError(f"{url}: cannot download the model folder: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final

@@ -194,7 +194,12 @@ def append_log(path: str, record: dict) -> None:
     """Append one JSON record to the ``--log-json`` file."""
     import json
 
+    from ..io.remote import append_text, is_url
+
     try:
+        if is_url(path):  # an object cannot be appended to: rewritten whole, one output at a time
+            append_text(path, json.dumps(record) + "\n")
+            return
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
     except OSError as exc:

@@ -25,7 +25,13 @@ from ..io.atomic import atomic_write
 
 def sidecar(output: str, suffix: str) -> str:
     """``.NAME.nerbatch.SUFFIX`` beside the output (beside the file it links to, for a link:
-    the partial output is renamed onto that file, and its lock is that file's)."""
+    the partial output is renamed onto that file, and its lock is that file's; at a URL, an object
+    beside it)."""
+    from ..io.remote import is_url, join, split
+
+    if is_url(output):
+        folder, name = split(output)
+        return join(folder, f".{name}.nerbatch.{suffix}")
     folder, name = os.path.split(os.path.realpath(output) if os.path.islink(output) else os.path.abspath(output))
     return os.path.join(folder, f".{name}.nerbatch.{suffix}")
 
@@ -35,10 +41,14 @@ def fingerprint(input_path: str, model_id: str, options: dict[str, Any]) -> dict
     contents (see :func:`input_digest`); ``model_id``: see :func:`nerbatch.model.cache.model_identity`.
     Raises OSError when the input is missing."""
     from ..io.hf import split_ref
+    from ..io.remote import canonical, is_url, size
 
-    os.stat(split_ref(input_path)[0])  # a dataset named with its split (DIR@SPLIT): the folder
+    if is_url(input_path):
+        size(input_path)
+    else:
+        os.stat(split_ref(input_path)[0])  # a dataset named with its split (DIR@SPLIT): the folder
     return {
-        "input": os.path.realpath(input_path),
+        "input": canonical(input_path) if is_url(input_path) else os.path.realpath(input_path),
         "model": model_id,
         "nerbatch_version": __version__,
         "options": options,
@@ -59,11 +69,12 @@ def input_digest(path: str, limit: int | None = None, part=None) -> dict:
     from ..io.base import InputDigest
     from ..io.hf import split_ref
     from ..io.parts import is_parts_folder, part_paths
+    from ..io.remote import is_url, open_read
 
     def of_files(names: list[str], limit: int | None = None, start: int = 0, end: int | None = None) -> dict:
         digest = InputDigest()
         for name in names:
-            with open(name, "rb") as fh:
+            with open_read(name) if is_url(name) else open(name, "rb") as fh:
                 fh.seek(start)
                 left = None if end is None else end - start
                 while (limit is None or digest.bytes < limit) and (left is None or left > 0):
@@ -78,7 +89,7 @@ def input_digest(path: str, limit: int | None = None, part=None) -> dict:
     top = split_ref(path)[0]
     if part is not None:
         return of_files([top], limit, part.start, part.end)
-    if not os.path.isdir(top):
+    if is_url(top) or not os.path.isdir(top):
         return of_files([top], limit)
     if is_parts_folder(top):
         try:
@@ -101,12 +112,15 @@ def same_input(path: str, recorded: dict | None, whole: bool, part=None) -> bool
 
     This reads the input (or its first bytes) once without parsing it, far cheaper than tagging it."""
     from ..io.hf import split_ref
+    from ..io.remote import is_url, size
 
     if not isinstance(recorded, dict) or not isinstance(recorded.get("bytes"), int):
         return False
     top = split_ref(path)[0]
     try:
-        if whole and part is None and os.path.isfile(top) and os.stat(top).st_size != recorded["bytes"]:
+        if whole and part is None and is_url(top) and size(top) != recorded["bytes"]:
+            return False
+        if whole and part is None and not is_url(top) and os.path.isfile(top) and os.stat(top).st_size != recorded["bytes"]:
             return False  # changed size: no need to read it
         return input_digest(path, None if whole else recorded["bytes"], part) == recorded
     except OSError:
@@ -114,7 +128,11 @@ def same_input(path: str, recorded: dict | None, whole: bool, part=None) -> bool
 
 
 def load_manifest(output: str) -> dict | None:
+    from ..io.remote import is_url, read_bytes
+
     try:
+        if is_url(output):
+            return json.loads(read_bytes(sidecar(output, "json")) or b"null")
         with open(sidecar(output, "json"), encoding="utf-8") as fh:
             return json.load(fh)
     except (OSError, ValueError):
@@ -123,15 +141,25 @@ def load_manifest(output: str) -> dict | None:
 
 def save_manifest(output: str, manifest: dict) -> None:
     """Write the manifest atomically."""
+    from ..io.remote import is_url, write_bytes
+
     try:
-        atomic_write(sidecar(output, "json"), json.dumps(manifest))
+        if is_url(output):
+            write_bytes(sidecar(output, "json"), json.dumps(manifest).encode())
+        else:
+            atomic_write(sidecar(output, "json"), json.dumps(manifest))
     except OSError as exc:
         raise OutputError(f"{output}: cannot write the run manifest: {exc.strerror}") from None
 
 
 def remove_manifest(output: str) -> None:
+    from ..io.remote import is_url, remove
+
     try:
-        os.unlink(sidecar(output, "json"))
+        if is_url(output):
+            remove(sidecar(output, "json"))
+        else:
+            os.unlink(sidecar(output, "json"))
     except OSError:
         pass
 
@@ -145,19 +173,27 @@ class OutputLock:
     owner's pid and host for the error message only. After taking the lock we check that the path
     still names the file we locked (another run may have removed it on release), else retry.
     The lock file is never opened through a link, and a link, hard link or special file found at
-    its name (nerbatch never makes one) is removed, not written to.
+    its name (nerbatch never makes one) is removed, not written to. An output at a URL is locked by
+    an object created only if absent (:class:`nerbatch.io.remote.ObjectLock`).
     """
 
     def __init__(self, target: str) -> None:
+        from ..io.remote import ObjectLock, is_url
+
         self.path = sidecar(target, "lock")
         self.fd: int | None = None
+        self.remote = ObjectLock(self.path) if is_url(target) else None  # at a URL: a conditionally created object
 
     @property
     def held(self) -> bool:
-        return self.fd is not None
+        return self.fd is not None or self.remote is not None and self.remote.held
 
     def acquire(self) -> None:
         import fcntl
+
+        if self.remote is not None:
+            self.remote.acquire()
+            return
 
         for _ in range(100):
             try:
@@ -208,6 +244,8 @@ class OutputLock:
                 raise OutputError(f"{self.path}: is not a lock file and cannot be removed: {exc.strerror}") from None
 
     def release(self) -> None:
+        if self.remote is not None:
+            self.remote.release()
         if self.fd is not None:
             try:
                 os.unlink(self.path)  # while still holding it: see the inode check in acquire

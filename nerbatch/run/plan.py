@@ -112,7 +112,7 @@ def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> li
                     continue
                 note = f"{job.input}: its contents differ from those {job.output} was made from: tagging it again"
             ck = manifest.get("checkpoint")
-            if ck and _plain_file(sidecar(job.output, "part")):
+            if ck and _partial_output(sidecar(job.output, "part"), ck):
                 if same_input(job.input, ck.get("input"), whole=job.input_format not in HASHED_WHILE_READING, part=job.part):
                     planned.append(PlannedJob(job, "resume", fp, checkpoint=ck))
                     continue
@@ -122,17 +122,27 @@ def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> li
     return planned
 
 
-def _plain_file(path: str) -> bool:
-    """A regular file at ``path`` itself (a link there is not followed)."""
+def _partial_output(part: str, checkpoint: dict) -> bool:
+    """The partial output is there to continue: a regular file at ``part`` itself (a link there is
+    not followed); at a URL, the chunk objects that hold the checkpoint's bytes."""
+    from ..io.remote import chunks_upto, is_url
+
+    if is_url(part):
+        return isinstance(checkpoint.get("bytes"), int) and chunks_upto(part, checkpoint["bytes"]) is not None
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        return stat.S_ISREG(os.lstat(part).st_mode)
     except OSError:
         return False
 
 
 def _is_sealed(output: str, sealed: dict | None) -> bool:
-    """Whether ``output`` is the file the manifest declared complete (same inode and size)."""
+    """Whether ``output`` is the file the manifest declared complete (same inode and size; an
+    object at a URL: same size)."""
+    from ..io.remote import is_url, size
+
     try:
+        if is_url(output):
+            return not sealed or size(output) == sealed.get("size")
         st = os.stat(output)
     except OSError:
         return False
@@ -199,9 +209,10 @@ def plan_jobs(
         raise InputError("- (stdin) cannot be combined with other inputs")
     from ..io.hf import is_dataset
     from ..io.parts import is_parts_folder
+    from ..io.remote import is_url, makedirs
 
     walked = any(
-        p != STDIO and os.path.isdir(p) and input_fmt != "hf" and not is_dataset(p) and not is_parts_folder(p) for p in inputs
+        p != STDIO and _is_folder(p) and input_fmt != "hf" and not is_dataset(p) and not is_parts_folder(p) for p in inputs
     )
     named = expand_inputs(inputs, glob, input_fmt, skipped)
     many = len(named) > 1 or walked
@@ -211,7 +222,7 @@ def plan_jobs(
             hint="outputs are written one per input into the folder",
         )
     folder = output is not None and output != STDIO and (
-        many or (output_fmt != "hf" and (os.path.isdir(output) and not is_parts_folder(output) or output.endswith(os.sep)))
+        many or (output_fmt != "hf" and (output.endswith(("/", os.sep)) or (_is_folder(output) and not is_parts_folder(output))))
     )
     jobs: list[FileJob] = []
     seen: dict[str, str] = {}
@@ -234,6 +245,9 @@ def plan_jobs(
         seen[key] = path
         jobs.append(FileJob(path, target, in_fmt, out_fmt))
     for job in jobs:
+        if job.output_format == "hf" and is_url(job.output):
+            raise InputError("a Hugging Face dataset output cannot go to a URL", path=job.output,
+                             hint="write Parquet or JSONL there, or the dataset to a local folder")
         mode = keys.info(job.output)[2] if folder else None
         if mode is not None and not stat.S_ISREG(mode) and job.output_format != "hf" and not is_parts_folder(job.output):
             check_own_output(job.output, f"the output of {job.input}")  # names nerbatch chose: plain files only
@@ -253,11 +267,21 @@ def plan_jobs(
     if folder:
         assert output is not None
         for made in sorted({os.path.dirname(job.output) for job in jobs} | {output}):
+            if is_url(made):
+                makedirs(made)  # object stores have no folders to make
+                continue
             try:
                 os.makedirs(made, exist_ok=True)
             except OSError as exc:
                 raise InputError(f"cannot create output folder: {exc.strerror}", path=made) from None
     return jobs
+
+
+def _is_folder(path: str) -> bool:
+    """A local folder, or a folder at a URL (a prefix with objects under it)."""
+    from ..io.remote import is_url, isdir
+
+    return isdir(path) if is_url(path) else os.path.isdir(path)
 
 
 def _replaceable_dataset(path: str) -> bool:

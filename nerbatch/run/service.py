@@ -152,7 +152,7 @@ def tag_files(
 
         scores = sink.scorer.result()
         scores["files"] = list(inputs)
-        scores["model"] = tagger.model_name
+        scores["model"] = model if model is not None else tagger.model_name  # a URL as given, not its local copy
         write_report(scores, text_path=report, json_path=report_json)
         if not scores["sentences"]:
             note("the inputs hold no sentences: the report counts nothing")

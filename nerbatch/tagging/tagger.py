@@ -135,6 +135,12 @@ class Tagger:
             raise ModelError(f"unknown precision {options.precision!r}", hint=f"use one of {AUTO}, {', '.join(PRECISIONS)}")
         if options.decode not in DECODERS:
             raise ModelError(f"unknown decoder {options.decode!r}", hint=f"use one of {', '.join(DECODERS)}")
+        from ..io.remote import is_url
+
+        if is_url(model):  # a model folder in object storage: loaded from its copy in the cache
+            from ..model.cache import fetch_model
+
+            model = fetch_model(model)
         self.model_name = model
         self.options = options
         self.forward_seconds = 0.0

@@ -244,3 +244,53 @@ def save_best(checkpoint: str, *, work: str, step: int) -> None:
     final = best_dir(work, step)
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
+
+
+# -- a model folder at a URL (-o s3://bucket/model) -------------------------------------------------
+
+MARKERS = ("nerbatch.json", "config.json")  # uploaded last, config.json the very last: their presence means complete
+
+
+def staging_dir(url: str, cache_dir: str) -> str:
+    """The local folder a training for the URL ``url`` builds its model in (its work folder beside
+    it), under the cache: ``--resume`` on this machine continues there."""
+    import hashlib
+
+    return os.path.join(cache_dir, "uploads", hashlib.sha256(url.encode()).hexdigest()[:24], "model")
+
+
+def check_remote_target(url: str, force: bool) -> None:
+    """:func:`check_target` for a URL: nothing there, or a nerbatch model (replaced only with ``force``)."""
+    from ..io.remote import listing
+
+    try:
+        names = set(listing(url))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"{url}: cannot list the output: {exc.strerror or exc}") from None
+    if not names:
+        return
+    foreign = sorted(n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in MODEL_FILES))
+    if set(MARKERS) <= names and not foreign:
+        if not force:
+            raise OutputError(f"{url}: already holds a nerbatch model",
+                              hint="pass --force to replace it (its config.json goes first, the new one comes last)")
+        return
+    shown = ("it holds " + ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")) if foreign else "no nerbatch.json"
+    raise OutputError(f"{url}: is a folder that is not a nerbatch model ({shown}); nerbatch train never writes into it",
+                      hint="choose a new -o URL")
+
+
+def upload(folder: str, url: str, force: bool) -> None:
+    """Upload the finished model folder to ``url``: every file but the markers first, then
+    ``nerbatch.json`` and ``config.json``; a model there (``force``) loses its markers before any
+    new file goes up. So a reader that finds config.json finds a whole model, never a mix."""
+    from ..io.remote import put_folder
+
+    check_remote_target(url, force)  # again: the folder may have changed during a long training
+    try:
+        put_folder(folder, url, last=MARKERS, replace=True)
+    except OSError as exc:
+        raise OutputError(f"{url}: cannot upload the model folder: {exc.strerror or exc}",
+                          hint=f"the trained model is kept in {folder}; run the same command with --resume to upload it") from None

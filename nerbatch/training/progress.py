@@ -95,7 +95,12 @@ class Report:
             return
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "output": self.output, **record}
         line = (json.dumps(record) + "\n").encode()
+        from ..io.remote import append_text, is_url
+
         try:
+            if is_url(self.log_json):
+                append_text(self.log_json, line.decode())
+                return
             fd = os.open(self.log_json, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
                 os.write(fd, line)  # one write of one line: records of concurrent runs do not interleave

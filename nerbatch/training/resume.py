@@ -24,15 +24,16 @@ def _file_id(path: str) -> dict:
     if path.startswith("hf:"):  # a hub dataset: its id (the hub revision is not looked up)
         return {"path": path, "sha256": None}
     from ..io.hf import split_ref
+    from ..io.remote import is_url, open_read
 
     # a dataset folder (save_to_disk, data files; DIR@SPLIT): every file in it, by relative path
     top = split_ref(path)[0]
-    names = [top] if not os.path.isdir(top) else sorted(os.path.join(d, n) for d, _, fs in os.walk(top) for n in fs)
+    names = [top] if is_url(top) or not os.path.isdir(top) else sorted(os.path.join(d, n) for d, _, fs in os.walk(top) for n in fs)
     try:
         for name in names:
             if name != top:
                 h.update(os.path.relpath(name, top).encode() + b"\0")
-            with open(name, "rb") as fh:
+            with open_read(name) if is_url(name) else open(name, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
     except OSError as exc:

@@ -64,8 +64,11 @@ def train(opts: TrainOptions) -> dict:
     options, base model or output, :class:`~nerbatch.errors.LockedError` (exit 75) when another
     training holds the output, :class:`TrainingInterrupted` on Ctrl-C (the checkpoint stays).
     """
+    from ..io.remote import is_url
     from ..run.manifest import OutputLock
 
+    if is_url(opts.output_dir):
+        return _train_to_url(opts)
     select = check_options(opts)
     check_log_path(opts)
     output = opts.output_dir
@@ -84,7 +87,35 @@ def train(opts: TrainOptions) -> dict:
         lock.release()
 
 
+def _train_to_url(opts: TrainOptions) -> dict:
+    """Train for ``-o URL``: the model is built in a local staging folder under the cache (its
+    checkpoints beside it, so ``--resume`` continues on this machine), then uploaded with
+    :func:`nerbatch.training.output.upload` (config.json last) and the staging folder removed. The
+    URL's lock object is held throughout."""
+    from dataclasses import replace
+
+    from ..model.cache import default_cache_dir
+    from ..run.manifest import OutputLock
+
+    url = opts.output_dir
+    check_options(opts)
+    work_folder.check_remote_target(url, opts.force)
+    stage = work_folder.staging_dir(url, default_cache_dir())
+    lock = OutputLock(url)
+    lock.acquire()
+    try:
+        if not opts.resume and os.path.isdir(stage) and work_folder.is_model_folder(stage):
+            shutil.rmtree(stage)  # an earlier training's model that never went up: not this one's
+        result = train(replace(opts, output_dir=stage))
+        work_folder.upload(stage, url, opts.force)
+        shutil.rmtree(os.path.dirname(stage), ignore_errors=True)
+        return result
+    finally:
+        lock.release()
+
+
 def _train_locked(opts: TrainOptions, select: str, work: str) -> dict:
+    from ..io.remote import is_url
     from ..model.loading import hub_reachable, resolve_model
 
     base = opts.base_model or default_base_model()
@@ -96,7 +127,7 @@ def _train_locked(opts: TrainOptions, select: str, work: str) -> dict:
         bf16 = (read_json(os.path.join(work, work_folder.RUN_FILE)) or {}).get("options", {}).get("bf16")
     if bf16 is None:
         bf16 = bf16_is_fast(base, opts.threads)
-    if opts.log_json:
+    if opts.log_json and not is_url(opts.log_json):  # (an object is written whole at each record)
         try:
             open(opts.log_json, "a").close()
         except OSError as exc:
