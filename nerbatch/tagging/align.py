@@ -500,6 +500,10 @@ class Rows:
     def lengths(self, specials: Specials) -> "np.ndarray":
         return self.end - self.start + len(specials)
 
+    def row_ids(self, row: int, specials: Specials) -> list[int]:
+        """Row ``row``'s model input ids, specials included."""
+        return [*specials.prefix, *self.ids[self.start[row] : self.end[row]].tolist(), *specials.suffix]
+
     def take(self, rows: "np.ndarray") -> tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
         """``(row of each word, its position, its word)`` for the given rows, rows in the given order."""
         import numpy as np

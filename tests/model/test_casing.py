@@ -66,9 +66,11 @@ def shaped_model(tmp_path_factory):
 
 
 def _probs(tagger: Tagger, words: list[str]):
+    import numpy as np
+
     (block,) = tagger.prepare([Sentence(tokens=words, path="<t>", line=1)])
-    (probs,) = tagger.predict(block.features)
-    return probs
+    probs, order = tagger.predict_rows(block.rows, np.arange(len(block.rows)))
+    return probs[np.argsort(order)]  # one row per word, in word order
 
 
 def test_the_shape_reaches_the_model(shaped_model):
@@ -80,8 +82,9 @@ def test_the_shape_reaches_the_model(shaped_model):
     assert not np.allclose(lower[0], upper[0], atol=1e-4)  # the first word's shape changed its prediction
     # the same ids reach the model either way: only the token type differs
     (a,), (b,) = t.prepare([Sentence(tokens=["turku"], path="<t>", line=1)]), t.prepare([Sentence(tokens=["Turku"], path="<t>", line=1)])
-    ids_a, types_a = casing.split(a.features[0].input_ids)
-    ids_b, types_b = casing.split(b.features[0].input_ids)
+    specials = t.backend.specials
+    ids_a, types_a = casing.split(a.rows.row_ids(0, specials))
+    ids_b, types_b = casing.split(b.rows.row_ids(0, specials))
     assert ids_a.tolist() == ids_b.tolist()
     assert set(types_a.tolist()) == {NONE} and types_b.tolist()[1:-1] == [CAPITALISED] * (len(ids_b) - 2)
     assert types_b[0] == types_b[-1] == NONE  # [CLS] and [SEP]
@@ -129,7 +132,7 @@ def test_training_features_carry_the_same_ids_as_tagging(tmp_path, tiny_encoder)
     shutil.copytree(build_tiny_model(tmp_path / "tagmodel", max_positions=64), model)
     casing_model(model)
     t = Tagger(str(model), TaggerOptions(device="cpu", compile=False))
-    rows = [casing.split(f.input_ids) for b in t.prepare(list(read(str(data)))) for f in b.features]
+    rows = [casing.split(b.rows.row_ids(r, t.backend.specials)) for b in t.prepare(list(read(str(data)))) for r in range(len(b.rows))]
     assert [r[0].tolist() for r in rows] == [f["input_ids"] for f in feats]
     assert [r[1].tolist() for r in rows] == [f["token_type_ids"] for f in feats]
 
