@@ -219,6 +219,7 @@ def _start_ray(ray, address: str | None, quiet: bool) -> bool:
 
 def _cuts(ray, jobs: list[FileJob], options: ReadOptions, part_size: int, need: bool) -> dict[int, list]:
     """The slices of each job whose input is cut (job index -> slices), found by Ray tasks."""
+    from ..io.remote import is_url
     from ..io.split import chunks, join_scans, parquet_slices, scan_chunk, splittable
 
     scan = ray.remote(num_cpus=0)(scan_chunk)
@@ -226,6 +227,8 @@ def _cuts(ray, jobs: list[FileJob], options: ReadOptions, part_size: int, need: 
     pending: dict[int, Any] = {}
     for i, job in enumerate(jobs):
         if streamed(job.output) or not splittable(job.input, job.input_format, job.output_format):
+            continue
+        if is_url(job.input) or is_url(job.output):  # object-store files are tagged whole: parts need a filesystem
             continue
         size = os.path.getsize(job.input)
         if size <= part_size:

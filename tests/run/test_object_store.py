@@ -161,6 +161,22 @@ def test_tag_on_s3_gives_the_bytes_of_a_local_run(s3, tagged):
     assert [r["output"].rsplit("/", 1)[1] for r in log] == sorted(outputs)
 
 
+def test_ray_engine_on_s3_gives_the_bytes_of_a_local_run(s3, tagged, model_url):
+    """`--engine ray` on the same S3 inputs, model and output folder kind: each worker reads its input and
+    writes its output object itself; the outputs equal the local engine's on local files, and no
+    partial object is ever listed under a final name."""
+    pytest.importorskip("ray")
+    local, _ = tagged
+    outputs = {p.name: p.read_bytes() for p in sorted((local / "out").iterdir()) if not p.name.startswith(".")}
+    with Watcher("rayout") as watcher:
+        res = CliRunner().invoke(cli, ["tag", f"s3://{BUCKET}/in/", "-o", f"s3://{BUCKET}/rayout/", "--model", model_url,
+                                       "--engine", "ray", "--workers", "2", "--checkpoint-every", "13", *TAG])
+    assert res.exit_code == 0, res.output
+    assert visible(s3, "rayout") == outputs
+    assert watcher.seen and all(seen == {outputs[name]} for name, seen in watcher.seen.items())
+    assert not [k for k in s3.find(f"{BUCKET}/rayout") if k.endswith((".lock", ".part")) or ".part.c" in k]
+
+
 def test_resume_on_s3_skips_complete_outputs(s3, tagged, model_url):
     res = CliRunner().invoke(cli, ["tag", f"s3://{BUCKET}/in/", "-o", f"s3://{BUCKET}/out/", "--model", model_url,
                                    "--resume", "--checkpoint-every", "13", "--precision", "fp32", "--no-compile"])
