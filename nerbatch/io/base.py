@@ -192,17 +192,32 @@ def unwatch_input(path: str, digest: InputDigest) -> None:
         del _WATCHED[key]
 
 
-class _Window(io.RawIOBase):
-    """Bytes ``[start, end)`` of a raw file (not seekable)."""
+class _Wrapped(io.RawIOBase):
+    """A raw file read through another one (which it closes)."""
 
-    def __init__(self, raw, start: int, end: int) -> None:
+    def __init__(self, raw) -> None:
         super().__init__()
         self._raw = raw
-        raw.seek(start)
-        self._left = max(0, end - start)
 
     def readable(self) -> bool:
         return True
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _Window(_Wrapped):
+    """Bytes ``[start, end)`` of a raw file (not seekable)."""
+
+    def __init__(self, raw, start: int, end: int) -> None:
+        super().__init__(raw)
+        raw.seek(start)
+        self._left = max(0, end - start)
 
     def readinto(self, buffer) -> int:
         if self._left <= 0:
@@ -212,39 +227,19 @@ class _Window(io.RawIOBase):
         self._left -= n
         return n
 
-    def fileno(self) -> int:
-        return self._raw.fileno()
 
-    def close(self) -> None:
-        if not self.closed:
-            self._raw.close()
-        super().close()
-
-
-class _Hashing(io.RawIOBase):
+class _Hashing(_Wrapped):
     """A raw file that feeds an :class:`InputDigest` with every byte read from it (not seekable)."""
 
     def __init__(self, raw, digest: InputDigest) -> None:
-        super().__init__()
-        self._raw = raw
+        super().__init__(raw)
         self._digest = digest
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer) -> int:
         n = self._raw.readinto(buffer)
         if n:
             self._digest.update(memoryview(buffer)[:n])
         return n
-
-    def fileno(self) -> int:
-        return self._raw.fileno()
-
-    def close(self) -> None:
-        if not self.closed:
-            self._raw.close()
-        super().close()
 
 
 _SNIFF = 1 << 16  # bytes read to find the first line end

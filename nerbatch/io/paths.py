@@ -45,6 +45,15 @@ def _known_input(path: str) -> bool:
     return format_of_name(path) in WALKED_FORMATS
 
 
+def no_inputs(folder: str, glob: str | None) -> InputError:
+    """The error for a folder that holds no input nerbatch can read."""
+    return InputError(
+        f"no input files in this folder{f' match --glob {glob}' if glob else ' have a known extension'}",
+        path=folder,
+        hint="pass --glob PATTERN (e.g. '*.txt') or --input-format",
+    )
+
+
 def expand_inputs(
     inputs: list[str], glob: str | None = None, input_fmt: str | None = None, skipped: list[str] | None = None
 ) -> list[tuple[str, str]]:
@@ -69,11 +78,7 @@ def expand_inputs(
         listed = walk(path, glob, input_fmt, _known_input) if is_url(path) else None
         if listed is not None:  # a folder at a URL
             if not listed:
-                raise InputError(
-                    f"no input files in this folder{f' match --glob {glob}' if glob else ' have a known extension'}",
-                    path=path,
-                    hint="pass --glob PATTERN (e.g. '*.txt') or --input-format",
-                )
+                raise no_inputs(path, glob)
             out.extend(listed)
             continue
         if is_url(path) or path == STDIO or not os.path.isdir(path) or input_fmt == "hf" or is_dataset(path) or is_parts_folder(path):
@@ -107,11 +112,7 @@ def expand_inputs(
                     raise problem
                 found.append((full, rel))
         if not found:
-            raise InputError(
-                f"no input files in this folder{f' match --glob {glob}' if glob else ' have a known extension'}",
-                path=path,
-                hint="pass --glob PATTERN (e.g. '*.txt') or --input-format",
-            )
+            raise no_inputs(path, glob)
         out.extend(found)
     return out
 
