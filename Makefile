@@ -45,6 +45,9 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench.py
+	# the work around the model (a near-free model on CoNLL-2003 train x5), and Ray workers against the local engine
+	$(BIN)/python benchmarks/pipeline_ceiling.py --x5
+	$(BIN)/python benchmarks/ray_io.py --times 5 --workers 2
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
