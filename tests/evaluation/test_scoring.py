@@ -617,3 +617,36 @@ def test_count_chunks_counts_what_conll_chunks_finds():
     for n in range(4):
         for seq in product(tags, repeat=n):
             assert count_chunks(seq) == len(conll_chunks(seq)), seq
+
+
+def _reference_chunks(tags):
+    """conll_chunks as a plain port of conlleval's loop, split and checked at every word (the oracle for
+    the remembered-pairs version)."""
+    from nerbatch.core.schemes import end_of_chunk, split_tag, start_of_chunk
+
+    chunks, prev_tag, prev_type, open_type, open_start = [], "O", "", None, 0
+    for i, raw in enumerate(tags):
+        if raw == "O" and prev_tag == "O":
+            continue
+        tag, type_ = split_tag(raw)
+        starts = start_of_chunk(prev_tag, tag, prev_type, type_)
+        if open_type is not None and (starts or end_of_chunk(prev_tag, tag, prev_type, type_)):
+            chunks.append((open_type, open_start, i))
+            open_type = None
+        if starts:
+            open_type, open_start = type_, i
+        prev_tag, prev_type = tag, type_
+    if open_type is not None:
+        chunks.append((open_type, open_start, len(tags)))
+    return chunks
+
+
+def test_conll_chunks_equal_the_word_by_word_port_on_every_short_sequence():
+    from itertools import product
+
+    from nerbatch.core.schemes import conll_chunks
+
+    tags = ["O", "B-PER", "I-PER", "I-LOC", "E-LOC", "S-PER", "B-0", "PER", "O-X", "[", "]", ".", "B"]
+    for n in range(5):
+        for seq in product(tags, repeat=n):
+            assert conll_chunks(list(seq)) == _reference_chunks(seq), seq
