@@ -35,7 +35,7 @@ from typing import Sequence
 from .schemes import OUTSIDE, conll_chunks
 
 __all__ = [
-    "Calibration", "REVIEW_MARGIN", "entity_scores", "calibrate_scores", "fit", "entity_outcomes", "reliability",
+    "Calibration", "REVIEW_MARGIN", "span_score", "entity_scores", "calibrate_scores", "fit", "entity_outcomes", "reliability",
     "expected_calibration_error", "apply_min_score", "Judged",
 ]
 
@@ -43,14 +43,16 @@ REVIEW_MARGIN = 0.1  # an entity kept by --min-score S with a score below S + th
 DIGITS = 4  # scores are written with 4 decimals
 
 
+def span_score(scores: Sequence[float], start: int, end: int) -> float:
+    """The score of the entity over words ``start:end``: the mean of its words' scores, rounded to 4 decimals
+    (the ``score`` of the ``entities`` that ``tag`` writes)."""
+    return round(sum(scores[start:end]) / (end - start), DIGITS)
+
+
 def entity_scores(pred: Sequence[str], scores: Sequence[float] | None) -> list[tuple[str, int, int, float | None]]:
     """The predicted entities of one sentence (conlleval chunks) as ``(type, start, end, score)``, end
-    exclusive; the score is the mean of the words' scores, rounded to 4 decimals (None without scores)."""
-    out = []
-    for label, start, end in conll_chunks(pred):
-        score = None if scores is None else round(sum(scores[start:end]) / (end - start), DIGITS)
-        out.append((label, start, end, score))
-    return out
+    exclusive, with :func:`span_score` (None without scores)."""
+    return [(label, a, b, None if scores is None else span_score(scores, a, b)) for label, a, b in conll_chunks(pred)]
 
 
 @dataclass(frozen=True)

@@ -95,18 +95,16 @@ def start_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
 
 
 class _ChunkSteps(dict):
-    """What conlleval does at a tag after a tag, per pair of raw tags, remembered: ``(skip, starts, ends,
-    type)``: ``skip`` for an ``O`` after a tag whose prefix is ``O`` (nothing starts, ends or changes),
-    ``starts``/``ends`` conlleval's ``startOfChunk``/``endOfChunk``, ``type`` the tag's type. Tags come
-    from a label set, so the pairs are few; computing them once per pair instead of once per word makes
-    the chunk loop of a writer or a scorer about ten times faster."""
+    """What conlleval does at a tag after a tag, per pair of raw tags, remembered: ``(starts, ends, type)``,
+    conlleval's ``startOfChunk``/``endOfChunk`` and the tag's type. Tags come from a label set, so the pairs
+    are few; working them out once per pair instead of once per word makes the chunk loop of a writer or a
+    scorer about three times faster."""
 
-    def __missing__(self, pair: tuple[str, str]) -> tuple[bool, bool, bool, str]:
+    def __missing__(self, pair: tuple[str, str]) -> tuple[bool, bool, str]:
         if len(self) > 4096:  # bounded anyway
             self.clear()
         (prev_tag, prev_type), (tag, type_) = split_tag(pair[0]), split_tag(pair[1])
-        skip = pair[1] == OUTSIDE and prev_tag == OUTSIDE
-        value = (skip, start_of_chunk(prev_tag, tag, prev_type, type_), end_of_chunk(prev_tag, tag, prev_type, type_), type_)
+        value = (start_of_chunk(prev_tag, tag, prev_type, type_), end_of_chunk(prev_tag, tag, prev_type, type_), type_)
         self[pair] = value
         return value
 
@@ -133,13 +131,11 @@ def conll_chunks(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     """
     chunks: list[tuple[str, int, int]] = []
     steps = _CHUNK_STEPS
-    prev = OUTSIDE  # the last tag that changed conlleval's state (an O after an O-prefixed tag does not)
+    prev = OUTSIDE  # conlleval starts as after an O
     open_type: str | None = None
     open_start = 0
     for i, raw in enumerate(tags):
-        skip, starts, ends, type_ = steps[prev, raw]
-        if skip:
-            continue
+        starts, ends, type_ = steps[prev, raw]
         if open_type is not None and (starts or ends):
             chunks.append((open_type, open_start, i))
             open_type = None

@@ -1,7 +1,7 @@
 """Entity scores against correctness: expected calibration error, a reliability table, precision and recall at
 each score threshold, and the lowest threshold that reaches a precision asked for.
 
-Every predicted entity counts once, at its score (:func:`entity_score`, from the scores the predictions carry:
+Every predicted entity counts once, at its score (:func:`nerbatch.core.calibration.span_score`, from the scores the predictions carry:
 the tagger's per-word scores, a ``pred_scores`` list (Parquet outputs) or ``entities[].score`` (JSONL outputs));
 it is correct when a gold entity has the same type and span (seqeval's strict rule on IOB2 tags, IOB1 converted
 first), whatever rules the rest of the report counts by. Recall is over every gold entity. Scores are counted in
@@ -15,12 +15,13 @@ the result says why in one line.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
+from ..core.calibration import span_score
 from ..core.record import Sentence
 from ..core.schemes import iob1_to_iob2, strict_entities
 
-__all__ = ["Calibration", "entity_score", "format_calibration", "BINS", "THRESHOLDS"]
+__all__ = ["Calibration", "format_calibration", "BINS", "THRESHOLDS"]
 
 BINS = 10  # equal-width score bins of the reliability table and the calibration error
 THRESHOLDS = tuple(k / 20 for k in range(20))  # the thresholds of the text table: 0.00, 0.05, ..., 0.95
@@ -29,12 +30,6 @@ CURVE_STEPS = 1_000  # the precision/recall curve of the JSON and HTML reports: 
 
 NO_SCORES = ("the predictions carry no entity scores (a CoNLL file has none: tag to JSONL or Parquet, "
              "or evaluate with --model)")
-
-
-def entity_score(token_scores: Sequence[float], start: int, end: int) -> float:
-    """The score of the entity over words ``start:end``: the mean of its words' scores (the ``score`` of the
-    ``entities`` that ``tag`` writes)."""
-    return sum(token_scores[start:end]) / (end - start)
 
 
 def _number(value: object) -> bool:
@@ -46,7 +41,7 @@ def span_scores(sent: Sentence, offset: int = 0) -> tuple[Callable[[int, int], f
     carries no scores. ``offset``: where the sentence starts in its record (a raw text cut into sentences)."""
     if sent.scores is not None:
         words = sent.scores
-        return (lambda s, e: entity_score(words, s, e)), None
+        return (lambda s, e: span_score(words, s, e)), None
     source = sent.source
     if not isinstance(source, dict):
         return None, None
@@ -56,7 +51,7 @@ def span_scores(sent: Sentence, offset: int = 0) -> tuple[Callable[[int, int], f
             return None, "'pred_scores' is not a list of numbers"
         if offset + len(sent.tokens) > len(values):
             return None, f"'pred_scores' holds {len(values)} scores for {offset + len(sent.tokens)} words"
-        return (lambda s, e: entity_score(values, offset + s, offset + e)), None
+        return (lambda s, e: span_score(values, offset + s, offset + e)), None
     items = source.get("entities")
     if isinstance(items, list) and any(isinstance(x, dict) and "score" in x for x in items):
         table = {

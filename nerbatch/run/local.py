@@ -36,6 +36,18 @@ class TagSummary:
     stage_seconds: dict = field(default_factory=dict)  # seconds per stage (STAGES), summed over files
     per_file: list[dict] = field(default_factory=list)
 
+    def add(self, stats: dict) -> None:
+        """Count one job's record (a :class:`JobRun`'s stats) into the summary; both engines do."""
+        self.per_file.append(stats)
+        if stats["status"] == "up to date":
+            self.up_to_date += 1
+        else:
+            self.files += 1
+        for key in COUNTS:
+            setattr(self, key, getattr(self, key) + stats[key])
+        for key, value in stats.get("stage_seconds", {}).items():
+            self.stage_seconds[key] = self.stage_seconds.get(key, 0.0) + value
+
     def line(self) -> str:
         rate = self.sentences / self.seconds if self.seconds else 0.0
         extra = ""
@@ -157,15 +169,7 @@ def run_local(
             else:
                 with OutputLock(item.job.output):
                     stats = job.run()
-            summary.per_file.append(stats)
-            if stats["status"] == "up to date":
-                summary.up_to_date += 1
-            else:
-                summary.files += 1
-            for key in ("sentences", "tokens", "entities", "skipped"):
-                setattr(summary, key, getattr(summary, key) + stats[key])
-            for key, value in stats.get("stage_seconds", {}).items():
-                summary.stage_seconds[key] = summary.stage_seconds.get(key, 0.0) + value
+            summary.add(stats)
             if run.log_json:
                 append_log(run.log_json, stats)
         if thresholds is not None:

@@ -495,22 +495,9 @@ def _dispatch(ray, actors: list, items: list[_Job], units: list, scored: bool, s
                         queue.appendleft(("score", n))
             elif scored:
                 sinks[n] = result.get("sink")
-            _add(summary, stats)
+            summary.add(stats)
             if run.log_json:
                 append_log(run.log_json, stats)
     if error is not None:
         _raise(error)
     return [sinks[n] for n in sorted(sinks) if sinks[n] is not None]
-
-
-def _add(summary: TagSummary, stats: dict) -> None:
-    """Count one job's record into the summary, as the local engine does."""
-    summary.per_file.append(stats)
-    if stats["status"] == "up to date":
-        summary.up_to_date += 1
-    else:
-        summary.files += 1
-    for key in COUNTS:
-        setattr(summary, key, getattr(summary, key) + stats[key])
-    for key, value in stats.get("stage_seconds", {}).items():
-        summary.stage_seconds[key] = summary.stage_seconds.get(key, 0.0) + value

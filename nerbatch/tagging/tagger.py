@@ -291,7 +291,6 @@ class Tagger:
         ``left_cut``/``right_cut``: that side was cut short by whoever carried it, so it must still
         hold a full context budget of subwords (checked).
         """
-
         self.load()
         t0 = time.perf_counter()
         budget = self.context_budget()
@@ -377,7 +376,7 @@ class Tagger:
             batch_probs, words = self.predict_rows(prepared.rows, rows)
             t0 = time.perf_counter()
             probs[words] = batch_probs
-            seen[words] += 1
+            np.add.at(seen, words, 1)  # (``seen[words] += 1`` would count a word twice in one batch once)
             self.stage_seconds["decode"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         if (seen > 1).any():  # the core invariant: each word predicted at most once

@@ -621,13 +621,11 @@ def test_count_chunks_counts_what_conll_chunks_finds():
 
 def _reference_chunks(tags):
     """conll_chunks as a plain port of conlleval's loop, split and checked at every word (the oracle for
-    the remembered-pairs version)."""
+    the remembered-pairs version): every word moves the state on, an ``O`` after ``O-PER`` too."""
     from nerbatch.core.schemes import end_of_chunk, split_tag, start_of_chunk
 
     chunks, prev_tag, prev_type, open_type, open_start = [], "O", "", None, 0
     for i, raw in enumerate(tags):
-        if raw == "O" and prev_tag == "O":
-            continue
         tag, type_ = split_tag(raw)
         starts = start_of_chunk(prev_tag, tag, prev_type, type_)
         if open_type is not None and (starts or end_of_chunk(prev_tag, tag, prev_type, type_)):
@@ -645,6 +643,8 @@ def test_conll_chunks_equal_the_word_by_word_port_on_every_short_sequence():
     from itertools import product
 
     from nerbatch.core.schemes import conll_chunks
+
+    assert conll_chunks(["O-PER", "O", "PER"]) == []  # the O moves conlleval's type on: PER starts nothing
 
     tags = ["O", "B-PER", "I-PER", "I-LOC", "E-LOC", "S-PER", "B-0", "PER", "O-X", "[", "]", ".", "B"]
     for n in range(5):
