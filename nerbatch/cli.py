@@ -280,7 +280,7 @@ def cli() -> None:
 @click.option("--log-json", default=None, help="Append one JSON record per file (counts, seconds, status) to this file, for monitoring.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: this process. ray: Ray actors read, tag and write the files (pip install 'nerbatch[ray]'); same outputs.")
 @click.option("--address", default=None, help="With --engine ray: join this cluster ('auto' or ray://HOST:10001); default starts a local Ray.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="With --engine ray: tagger actors (default: one per GPU, else one per CPU).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes that tag. Local engine: this process reads and writes, N worker processes (one model copy each, on the CPU) do word pieces, the model and decoding; same outputs, for when one process cannot keep the cores busy (see the 'bound by' stage on the summary line) [default: 1, none]. With --engine ray: tagger actors (default: one per GPU, else one per CPU).")
 @click.option("--label-map", "label_map", default=None, help="Rename, merge or drop predicted entity types: a JSON object {\"SOURCE\": \"TARGET\"} or a two-column file (SOURCE<TAB>TARGET a line), TARGET O drops the type; or the name of a shipped map (ontonotes-conll, wnut17-conll). Applied in every output format; adjacent entities merged into one type stay two.")
 @click.option("--part-size", type=ByteSize(), default=None, help="With --engine ray: an input larger than this (CoNLL, JSONL, Parquet) is cut into parts that the workers tag at once, written as a folder named after the output (part-00000.conll, ... and parts.json) that every command reads as one file. Takes K, M, G suffixes. [default: 256M]")
 @click.option("--min-score", type=FiniteFloat(0, 1), default=None, help="Entities scored below this (0 to 1) become O; the output stays well-formed IOB2. With a calibrated model (nerbatch.json holds a map: `train` with --dev, or `nerbatch calibrate`) a score is the estimated probability that the entity is right.")
@@ -301,6 +301,7 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
       nerbatch tag a.jsonl b.parquet -o tagged/ --model model/
       nerbatch tag news.txt -o news.html --model model/
       cat sentences.txt | nerbatch tag - --model model/
+      nerbatch tag big.conll -o big.out.conll --model model/ --workers 2
       nerbatch tag corpus/*.parquet -o tagged/ --model model/ --engine ray --workers 4
       nerbatch tag news.txt -o news.jsonl --model ontonotes-model/ --label-map ontonotes-conll
     """

@@ -115,49 +115,59 @@ def tag_files(
     )
     if tagger is None:
         tagger = Tagger(model, tagger_options)
-    read_options = _text_contract(tagger.model_name, read_options, [j.input_format for j in jobs],
-                                  tokenizer_given=tokenizer_given, note=note)
-    uncalibrated = not tagger.options.raw_scores and _uncalibrated(tagger.model_name)
-    sink = None
-    if report or report_json or score:
-        from ..evaluation.evaluate import ReportSink, check_report_inputs
-        from ..evaluation.scoring import Scorer
+    pool = None
+    try:
+        read_options = _text_contract(tagger.model_name, read_options, [j.input_format for j in jobs],
+                                      tokenizer_given=tokenizer_given, note=note)
+        uncalibrated = not tagger.options.raw_scores and _uncalibrated(tagger.model_name)
+        sink = None
+        if report or report_json or score:
+            from ..evaluation.evaluate import ReportSink, check_report_inputs
+            from ..evaluation.scoring import Scorer
 
-        check_report_inputs(jobs, read_options, labels=tagger.labels, resume=resume)  # before tagging anything
-        sink = ReportSink(Scorer(), read_options, scores=scores)
-    run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json, min_score=min_score,
-                     review=review, scores=scores)
-    if engine == "ray":  # each Ray worker plans its own part of the run, where it reads the inputs
-        from .ray import run_ray
+            check_report_inputs(jobs, read_options, labels=tagger.labels, resume=resume)  # before tagging anything
+            sink = ReportSink(Scorer(), read_options, scores=scores)
+        run = RunOptions(resume=resume, checkpoint_every=checkpoint_every, log_json=log_json, min_score=min_score,
+                         review=review, scores=scores)
+        if engine == "ray":  # each Ray worker plans its own part of the run, where it reads the inputs
+            from .ray import run_ray
 
-        summary = run_ray(jobs, tagger, options=read_options, scores=sink, progress=progress, run=run,
-                          workers=workers, address=address, **({"part_size": part_size} if part_size else {}))
-    else:
-        from ..io.parts import is_parts_folder
+            summary = run_ray(jobs, tagger, options=read_options, scores=sink, progress=progress, run=run,
+                              workers=workers, address=address, **({"part_size": part_size} if part_size else {}))
+        else:
+            from ..io.parts import is_parts_folder
 
-        for job in jobs:
-            if job.output != STDIO and is_parts_folder(job.output):
-                raise InputError(
-                    "is a parts folder (an --engine ray output): the local engine writes one file and never replaces a folder",
-                    path=job.output, hint="tag with --engine ray again, or choose another -o",
-                )
-        planned = plan(jobs, tagger, read_options, run)  # what is up to date, resumed or fresh
-        summary = run_local(planned, tagger, options=read_options, scores=sink, progress=progress, run=run)
-    if uncalibrated:  # said after the run, so that an error stays the only line
-        note(f"{tagger.model_name} has no calibration map: entity scores are the mean of their words' probabilities, "
-             f"not calibrated probabilities (`nerbatch calibrate --model {tagger.model_name} --dev DEV` fits one)")
-    result = TagResult(summary, notes=notes)
-    if sink is not None:
-        from ..evaluation.evaluate import write_report
+            for job in jobs:
+                if job.output != STDIO and is_parts_folder(job.output):
+                    raise InputError(
+                        "is a parts folder (an --engine ray output): the local engine writes one file and never replaces a folder",
+                        path=job.output, hint="tag with --engine ray again, or choose another -o",
+                    )
+            runner = tagger
+            if workers is not None and workers > 1:  # the tagger's work in worker processes
+                from ..tagging.pool import TaggerPool
 
-        scores = sink.scorer.result()
-        scores["files"] = list(inputs)
-        scores["model"] = model if model is not None else tagger.model_name  # a URL as given, not its local copy
-        write_report(scores, text_path=report, json_path=report_json)
-        if not scores["sentences"]:
-            note("the inputs hold no sentences: the report counts nothing")
-        result.report = scores
-    return result
+                runner = pool = TaggerPool(tagger, workers, threads=tagger.options.threads)
+            planned = plan(jobs, runner, read_options, run)  # what is up to date, resumed or fresh
+            summary = run_local(planned, runner, options=read_options, scores=sink, progress=progress, run=run)
+        if uncalibrated:  # said after the run, so that an error stays the only line
+            note(f"{tagger.model_name} has no calibration map: entity scores are the mean of their words' probabilities, "
+                 f"not calibrated probabilities (`nerbatch calibrate --model {tagger.model_name} --dev DEV` fits one)")
+        result = TagResult(summary, notes=notes)
+        if sink is not None:
+            from ..evaluation.evaluate import write_report
+
+            scores = sink.scorer.result()
+            scores["files"] = list(inputs)
+            scores["model"] = model if model is not None else tagger.model_name  # a URL as given, not its local copy
+            write_report(scores, text_path=report, json_path=report_json)
+            if not scores["sentences"]:
+                note("the inputs hold no sentences: the report counts nothing")
+            result.report = scores
+        return result
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 def _text_contract(model: str, read_options: ReadOptions, formats: list[str], *, tokenizer_given: bool,

@@ -1,0 +1,313 @@
+"""The tagger spread over worker processes: ``nerbatch tag --workers N`` with the local engine.
+
+Data flow::
+
+    this process   reader ──▶ blocks (Tagger.blocks: core sentences + context neighbours) ──▶ task queue
+                                                                                                 │
+    N workers      a Tagger each (its own model copy, 1 thread unless --threads): word pieces,   ◀┘
+                   windows, batches, model, decoding of one block ──▶ each sentence's tags and scores
+                                                                                                 │
+    this process   results, back in block order ──▶ the sentences get pred/scores ──▶ writer  ◀──┘
+
+Only what the tagger reads of a sentence travels (its words, document, position and line), and only
+its tags and scores come back, so the reading process stays light. Everything the local engine does
+around the tagger (atomic outputs, locks, manifests, checkpoints, ``--resume``, rejects, reports,
+``--min-score``) is unchanged: :class:`TaggerPool` is a
+:class:`~nerbatch.run.local.SentenceTagger`, and each block is tagged by
+:meth:`~nerbatch.tagging.tagger.Tagger.tag_block`, exactly as the whole stream tags it, so outputs are
+the same bytes as with one process (tested).
+
+**Starting the workers.** On Linux the workers are forked when the pool is made. A process that has
+run OpenMP work (the ``auto`` precision's measurement, an earlier model in the same process) cannot
+safely fork a child that runs it with several threads: libgomp's thread team does not survive a
+fork, and the child hangs (seen here); with one thread OpenMP never starts a team. So a forked
+worker runs torch with one intra-op thread, which is what one worker per core wants; where more
+threads per worker are asked for (``--threads``, or more cores than workers) the workers are started with
+``forkserver`` (a clean process that imports nerbatch once, then forks the workers). The slow
+imports (torch, transformers and the model's own module) happen once, before the workers start. The
+first worker loads the model before the others, so a compiled or int8 copy is built once into the cache.
+
+**A GPU** runs one model: ``--workers`` above 1 is refused there (the model is never copied per
+worker onto a device).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import traceback
+from collections import deque
+from dataclasses import replace
+from typing import Iterable, Iterator
+
+from ..core.record import Sentence
+from ..errors import NerbatchError
+
+__all__ = ["TaggerPool", "usable_cores"]
+
+COUNTERS = ("forward_seconds", "tokens_seen", "padded_tokens", "sentences_tagged")
+POLL = 1.0  # seconds between checks that the other side is still alive
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class WorkerDied(NerbatchError):
+    """A worker process ended without being asked to (killed, out of memory)."""
+
+
+def _worker(tasks, control, results, parent: int) -> None:
+    """A worker's loop: wait for its model, then tag blocks from ``tasks`` until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the reading process's to handle
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # no Rust thread pool after a fork (and no warning about it)
+    tagger = None
+    while tagger is None:
+        try:
+            msg = control.get(timeout=POLL)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return
+            continue
+        if msg is None:
+            return
+        try:
+            from .tagger import Tagger
+
+            tagger = Tagger(*msg)
+            tagger.load()
+            results.put(("ready", None, None))
+        except BaseException as exc:  # noqa: BLE001 - any failure travels back to be raised there
+            results.put(("error", None, _portable(exc)))
+            return
+    while True:
+        try:
+            msg = tasks.get(timeout=POLL)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return
+            continue
+        if msg is None:
+            return
+        k, path, items, n_left, n_core, left_cut, right_cut = msg
+        try:
+            before = [getattr(tagger, c) for c in COUNTERS]
+            stages = dict(tagger.stage_seconds)
+            sents = [Sentence(tokens, doc_id=doc, index=index, path=path, line=line) for tokens, doc, index, line in items]
+            core = sents[n_left : n_left + n_core]
+            tagger.tag_block(core, sents[:n_left], sents[n_left + n_core :], left_cut=left_cut, right_cut=right_cut)
+            counts = [getattr(tagger, c) - b for c, b in zip(COUNTERS, before)]
+            spent = {key: tagger.stage_seconds[key] - stages.get(key, 0.0) for key in tagger.stage_seconds}
+            results.put(("done", k, ([s.pred for s in core], [s.scores for s in core], counts, spent)))
+        except BaseException as exc:  # noqa: BLE001
+            results.put(("error", k, _portable(exc)))
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def preload_modules(model: str, precision: str) -> list[str]:
+    """The modules a worker's back-end imports for this model and precision (the slow ones)."""
+    import json
+
+    names = ["transformers"] if precision == "int8" else ["torch", "transformers"]
+    if precision == "int8":
+        names.append("onnxruntime")
+    try:
+        with open(os.path.join(model, "config.json"), encoding="utf-8") as fh:
+            model_type = json.load(fh).get("model_type")
+        from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
+
+        if precision != "int8" and model_type in MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES:
+            names.append(f"transformers.models.{model_type.replace('-', '_')}.modeling_{model_type.replace('-', '_')}")
+    except (OSError, ValueError, ImportError, AttributeError):
+        pass  # a hub id, or no config: the worker imports what it needs
+    return names
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it pickles (nerbatch's errors do), else a :class:`NerbatchError` with its traceback."""
+    import pickle
+
+    if isinstance(exc, NerbatchError):
+        try:
+            pickle.loads(pickle.dumps(exc))
+            return exc
+        except Exception:  # noqa: BLE001
+            pass
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    return NerbatchError(f"a tagging worker failed: {type(exc).__name__}: {exc}\n{text}")
+
+
+class TaggerPool:
+    """``workers`` processes that tag blocks of sentences for this one (see the module docstring).
+
+    Make it before the :class:`~nerbatch.tagging.tagger.Tagger` it will run (the workers are forked
+    then), :meth:`start` it with that tagger, pass it to the local engine as the tagger, and
+    :meth:`close` it (or use it as a context manager). ``threads``: torch threads per worker (default:
+    the usable cores divided among the workers, at least 1).
+    """
+
+    def __init__(self, tagger, workers: int, threads: int | None = None) -> None:
+        if workers < 2:
+            raise ValueError("a pool has at least 2 workers")
+        options = tagger.options
+        if str(options.device).startswith("cuda") or (options.device == "auto" and _cuda()):
+            raise NerbatchError("--workers above 1 runs on the CPU: a GPU runs one copy of the model",
+                                hint="drop --workers, or pass --device cpu")
+        self.tagger = tagger
+        self.workers = workers
+        self.threads = threads or max(1, usable_cores() // workers)
+        methods = multiprocessing.get_all_start_methods()
+        # a forked child runs OpenMP safely with one thread only (module docstring)
+        method = "fork" if self.threads == 1 and "fork" in methods else "forkserver" if "forkserver" in methods else "spawn"
+        modules = preload_modules(tagger.model_name, options.precision)
+        ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            ctx.set_forkserver_preload(["nerbatch.tagging.tagger", *modules])
+        else:
+            import importlib
+
+            for name in modules:  # imported once here, not once per worker (torch and transformers: seconds)
+                importlib.import_module(name)
+        self.message = (tagger.model_name, replace(options, threads=self.threads, device="cpu"))
+        self.tasks = ctx.Queue()
+        self.results = ctx.Queue()
+        self.controls = [ctx.Queue() for _ in range(workers)]
+        self.procs = [
+            ctx.Process(target=_worker, args=(self.tasks, c, self.results, os.getpid()), daemon=True, name=f"nerbatch-tagger-{i}")
+            for i, c in enumerate(self.controls)
+        ]
+        for proc in self.procs:
+            proc.start()
+        self.controls[0].put(self.message)  # the first loads alone: a compiled/int8 copy is built once
+        self.started = 0
+        self.next = 0
+        for c in COUNTERS:
+            setattr(self, c, 0 if c != "forward_seconds" else 0.0)
+        self.stage_seconds = {"prepare": 0.0, "model": 0.0, "decode": 0.0}
+
+    # -- what the local engine reads of a tagger ---------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self.tagger.model_name
+
+    @property
+    def options(self):
+        return self.tagger.options
+
+    @property
+    def settings(self):
+        return self.tagger.settings
+
+    @property
+    def labels(self) -> list[str]:
+        return self.tagger.labels
+
+    @property
+    def precision_choice(self):
+        return getattr(self.tagger, "precision_choice", None)
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def _get(self):
+        while True:
+            try:
+                return self.results.get(timeout=POLL)
+            except queue.Empty:
+                dead = [p for p in self.procs if p.exitcode is not None]
+                if dead:
+                    raise WorkerDied(
+                        f"tagging worker {dead[0].name} ended with exit code {dead[0].exitcode}",
+                        hint="out of memory? try fewer --workers; --resume continues from the last checkpoint",
+                    ) from None
+
+    def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0, block: int | None = None) -> Iterator[Sentence]:
+        """What :meth:`~nerbatch.tagging.tagger.Tagger.tag_sentences` yields, tagged by the workers:
+        blocks go out as soon as they are read (at most two per worker at a time) and come back in order."""
+        stream = iter(sentences)
+        first = next(stream, None)
+        if first is None:
+            return
+        if self.started < 1:
+            self._ready_first()
+        from itertools import chain
+
+        pending: deque = deque()
+        done: dict[int, tuple] = {}
+        for left, core, right, left_cut, right_cut in self.tagger.blocks(chain([first], stream), skip, block):
+            k = self.next
+            self.next += 1
+            items = [(s.tokens, s.doc_id, s.index, s.line) for s in (*left, *core, *right)]
+            path = core[0].path if core else ""
+            self.tasks.put((k, path, items, len(left), len(core), left_cut, right_cut))
+            pending.append((k, core))
+            while len(pending) > 2 * max(1, self.started):
+                yield from self._collect(pending.popleft(), done)
+        while pending:
+            yield from self._collect(pending.popleft(), done)
+
+    def _ready_first(self) -> None:
+        kind, _k, payload = self._get()
+        if kind == "error":
+            raise payload
+        self.started = 1
+        for control in self.controls[1:]:
+            control.put(self.message)
+
+    def _collect(self, item: tuple, done: dict) -> list[Sentence]:
+        k, core = item
+        while k not in done:
+            kind, j, payload = self._get()
+            if kind == "ready":
+                self.started += 1
+            elif kind == "error":
+                raise payload
+            else:
+                done[j] = payload
+        preds, scores, counts, spent = done.pop(k)
+        for sent, pred, score in zip(core, preds, scores):
+            sent.pred, sent.scores = pred, score
+        for c, n in zip(COUNTERS, counts):
+            setattr(self, c, getattr(self, c) + n)
+        for key, value in spent.items():
+            self.stage_seconds[key] = self.stage_seconds.get(key, 0.0) + value
+        return core
+
+    def close(self) -> None:
+        """Stop the workers (those busy are terminated)."""
+        for _ in self.procs:
+            try:
+                self.tasks.put(None)
+            except (OSError, ValueError):
+                pass
+        for control in self.controls:
+            try:
+                control.put(None)
+            except (OSError, ValueError):
+                pass
+        for proc in self.procs:
+            proc.join(timeout=2)
+            if proc.exitcode is None:
+                proc.terminate()
+                proc.join(timeout=2)
+        for q in (self.tasks, self.results, *self.controls):
+            q.cancel_join_thread()
+            q.close()
+
+    def __enter__(self) -> "TaggerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+

@@ -1,0 +1,165 @@
+"""`nerbatch tag --workers N` (local engine): the tagger's work in worker processes gives the same bytes as
+one process in every format, with document context across blocks, `--min-score`, rejects; a killed run
+(or a killed worker) resumes to the same bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from nerbatch.run.service import tag_files
+from nerbatch.tagging.tagger import Tagger, TaggerOptions
+
+from ..conftest import SAMPLE
+
+INPUTS = ["test.conll", "test.jsonl", "test.parquet", "sentences.txt"]
+EXTENSIONS = {"test.conll": ".conll", "test.jsonl": ".jsonl", "test.parquet": ".parquet", "sentences.txt": ".html"}
+
+
+@pytest.fixture(scope="module")
+def context_model(tiny_model, tmp_path_factory) -> str:
+    """The tiny model with document context in 64-subword windows (as in test_ray.py)."""
+    folder = tmp_path_factory.mktemp("ctx") / "model"
+    shutil.copytree(tiny_model, folder)
+    (folder / "nerbatch.json").write_text(json.dumps({"context": True, "max_length": 64}), encoding="utf-8")
+    return str(folder)
+
+
+def _outputs(folder: Path) -> dict[str, object]:
+    out = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        out[p.name] = pq.read_table(p).to_pylist() if p.suffix == ".parquet" else p.read_bytes()
+    return out
+
+
+def _tag_all(out: Path, model: str, workers: int | None, **kw):
+    results = []
+    out.mkdir()
+    for name in INPUTS:
+        target = out / (Path(name).stem + EXTENSIONS[name])
+        options = kw.pop("options", None) or TaggerOptions(device="cpu", precision="fp32", block=8)
+        results.append(tag_files([str(SAMPLE / name)], str(target), model=model, tagger_options=options,
+                                 workers=workers, **kw))
+        kw["options"] = options
+    return results
+
+
+@pytest.mark.parametrize("which", ["plain", "context"])
+def test_same_bytes_as_one_process_in_every_format(tiny_model, context_model, tmp_path, which):
+    """Blocks of 8 sentences, so the blocks of a file go to both workers and come back out of order;
+    with document context most sentences borrow context from a neighbour in another block."""
+    model = context_model if which == "context" else tiny_model
+    one = _tag_all(tmp_path / "one", model, None)
+    two = _tag_all(tmp_path / "two", model, 2)
+    assert _outputs(tmp_path / "one") == _outputs(tmp_path / "two")
+    assert len(_outputs(tmp_path / "two")) == len(INPUTS)
+    for a, b in zip(one, two, strict=True):
+        sa, sb = a.summary, b.summary
+        assert (sa.files, sa.sentences, sa.tokens, sa.entities, sa.tagged) == (sb.files, sb.sentences, sb.tokens, sb.entities, sb.tagged)
+        assert sb.sentences > 0 and sb.stage_seconds["model"] > 0  # the workers' counters came back
+
+
+def test_min_score_review_and_rejects_are_the_same(tiny_model, tmp_path):
+    src = tmp_path / "in.conll"
+    good = (SAMPLE / "test.conll").read_bytes()
+    src.write_bytes(good + b"\nbad\xff O\n\n" + good)  # a sentence with undecodable bytes: rejected
+    runs = {}
+    for workers in (None, 2):
+        out = tmp_path / f"w{workers}"
+        out.mkdir()
+        options = TaggerOptions(device="cpu", precision="fp32", block=16)
+        tag_files([str(src)], str(out / "o.conll"), model=tiny_model, tagger_options=options, workers=workers,
+                  min_score=0.3, review=str(out / "review.jsonl"), on_error="skip")
+        runs[workers] = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if not p.name.startswith(".")}
+    assert runs[None] == runs[2]
+    assert "review.jsonl" in runs[2] and runs[2]["o.conll"]
+    assert b"invalid utf-8" in runs[2]["o.conll.rejects.jsonl"]
+
+
+def test_a_loaded_tagger_in_this_process_does_not_hang_the_workers(tiny_model, tmp_path):
+    """The workers are forked from a process that has run the model with two threads (OpenMP started):
+    they run with one thread each, which is safe (more would hang in libgomp)."""
+    tagger = Tagger(tiny_model, TaggerOptions(device="cpu", precision="fp32", threads=2, block=8))
+    tagger.tag(["Anna lives in Berlin ."])
+    out = tmp_path / "o.jsonl"
+    t0 = time.time()
+    result = tag_files([str(SAMPLE / "test.conll")], str(out), tagger=tagger, workers=2)
+    assert time.time() - t0 < 120
+    ref = tmp_path / "ref.jsonl"
+    tag_files([str(SAMPLE / "test.conll")], str(ref), tagger=tagger)
+    assert out.read_bytes() == ref.read_bytes() and result.summary.sentences > 0
+
+
+def nerbatch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "nerbatch", *args]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("kill", ["the run", "a worker"])
+def test_killed_then_resumed_gives_the_same_bytes(tiny_model, tmp_path, kill):
+    src = tmp_path / "big.conll"
+    src.write_text((SAMPLE / "test.conll").read_text(encoding="utf-8") * 12, encoding="utf-8")
+    ref = tmp_path / "ref.conll"
+    base = ["--model", tiny_model, "-q", "--checkpoint-every", "97", "--precision", "fp32", "--batch-tokens", "512"]
+    done = subprocess.run(nerbatch("tag", str(src), "-o", str(ref), *base), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out.conll"
+    args = nerbatch("tag", str(src), "-o", str(out), *base, "--workers", "2")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    manifest = tmp_path / ".out.conll.nerbatch.json"
+    deadline = time.time() + 240
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            sentences = json.loads(manifest.read_text()).get("checkpoint", {}).get("sentences", 0)
+        except (OSError, ValueError):
+            sentences = 0
+        if sentences >= 97 * 3:
+            victims = [proc.pid] if kill == "the run" else _children(proc.pid)[-1:]
+            assert victims
+            for pid in victims:
+                os.kill(pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=120)
+    assert killed, "the run ended before the kill point"
+    assert not out.exists()  # never a partial output under the final name
+    if kill == "the run":
+        assert proc.returncode == -signal.SIGKILL
+    else:  # the run notices, says so in one line and keeps the checkpoint
+        assert proc.returncode == 1, err
+        assert "tagging worker" in err and "ended" in err and "Traceback" not in err
+    for pid in _children(proc.pid):  # pragma: no cover - workers follow their parent out
+        os.kill(pid, signal.SIGKILL)
+    log = tmp_path / "log.jsonl"
+    resumed = subprocess.run(args + ["--resume", "--log-json", str(log)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert out.read_bytes() == ref.read_bytes()
+    assert json.loads(log.read_text().splitlines()[-1])["status"].startswith("resumed after ")
+
+
+def test_workers_on_a_gpu_device_are_refused(tiny_model, tmp_path):
+    from nerbatch.errors import NerbatchError
+
+    with pytest.raises(NerbatchError, match="--workers above 1 runs on the CPU"):
+        tag_files([str(SAMPLE / "test.conll")], str(tmp_path / "o.conll"), model=tiny_model,
+                  tagger_options=TaggerOptions(device="cuda", precision="fp32"), workers=2)
+    assert not (tmp_path / "o.conll").exists()
