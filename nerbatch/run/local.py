@@ -144,6 +144,14 @@ def run_local(
     locked for the run; every ``run.checkpoint_every`` sentences the partial output is made durable
     so ``run.resume`` can continue it. ``scores``: every output is scored there (``tag --report``).
     """
+    from ..core.collector import fewer_collections
+
+    with fewer_collections():
+        return _run_local(planned, tagger, options, scores, progress, run)
+
+
+def _run_local(planned: list[PlannedJob], tagger: SentenceTagger, options: ReadOptions, scores: ScoreSink | None,
+               progress: bool, run: RunOptions) -> TagSummary:
     from tqdm import tqdm
 
     from .manifest import OutputLock, probe_locks

@@ -118,6 +118,9 @@ class TagWorker:
 
             self.tagger = Tagger(model, options)
             self.tagger.load()  # weights now, once per actor
+            from ..core.collector import for_this_process
+
+            for_this_process()
         except NerbatchError as exc:  # travels as data, so the driver raises it as the local engine would
             self.error = exc
 

@@ -82,6 +82,9 @@ def _worker(tasks, control, results, parent: int) -> None:
 
             tagger = Tagger(*msg)
             tagger.load()
+            from ..core.collector import for_this_process
+
+            for_this_process()
             results.put(("ready", None, None))
         except BaseException as exc:  # noqa: BLE001 - any failure travels back to be raised there
             results.put(("error", None, _portable(exc)))
