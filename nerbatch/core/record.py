@@ -50,12 +50,15 @@ class Sentence:
         return len(self.tokens)
 
 
+_STR = {str}
+
+
 def rough_bytes(value: Any) -> int:
     """A rough size of a value's data: string and binary lengths, 8 bytes a scalar or reference."""
     if isinstance(value, str | bytes):
         return len(value) + 8
     if isinstance(value, list | tuple):
-        if all(type(v) is str for v in value):  # the common case (tokens, lines), without a call per item
+        if set(map(type, value)) <= _STR:  # the common case (tokens, lines), without a Python call per item
             return sum(map(len, value)) + 8 * len(value) + 8
         return sum(map(rough_bytes, value)) + 8
     if isinstance(value, dict):

@@ -352,9 +352,25 @@ def decoded_lines(path: str, options: ReadOptions, part: Slice | None = None) ->
     replacement characters), and with ``errors="replace"`` they are replaced silently.
     A byte-order mark at the start of a later line (files joined with ``cat``) is an error too.
     A line longer than ``options.max_line_bytes`` is an error the same way (under skip its text is
-    empty: it is never held). Reads the file lazily, a batch of lines at a time: a batch without
-    anything to report is decoded in one call (for UTF-8, ASCII and Latin-1, strict), others line by line.
+    empty: it is never held). Reads the file lazily, a batch of lines at a time (:func:`decoded_batches`).
     """
+    for first, texts, lines in decoded_batches(path, options, part):
+        if texts is None:
+            yield from lines
+        else:
+            for lineno, text in enumerate(texts, first):
+                yield lineno, text, None
+
+
+def decoded_batches(
+    path: str, options: ReadOptions, part: Slice | None = None, until_blank: bool = False
+) -> Iterator[tuple[int, list[str] | None, Iterator[tuple[int, str, str | None]] | None]]:
+    """The lines of :func:`decoded_lines` a batch at a time: ``(first line number, texts, None)`` for
+    a batch with nothing to report, decoded in one call (for UTF-8, ASCII and Latin-1, strict), else
+    ``(first line number, None, (line_number, text, error) ...)``, an iterator to use up before asking
+    for the next batch (errors are raised in line order). ``until_blank``: a batch goes on
+    to the next empty line (within :data:`_BATCH_MORE` more lines), so that most batches end where a
+    sentence does (the CoNLL reader's fast path)."""
     from .compress import compression_of, decompress_errors
 
     stream = open_binary(path, part=part)
@@ -369,6 +385,14 @@ def decoded_lines(path: str, options: ReadOptions, part: Slice | None = None) ->
             broken = None
             try:
                 batch.extend(itertools.islice(lines, _BATCH_LINES))
+                if until_blank and batch:
+                    more = 0
+                    while more < _BATCH_MORE and not _blank_raw(batch[-1]):
+                        line = next(lines, None)
+                        if line is None:
+                            break
+                        batch.append(line)
+                        more += 1
             except decompress_errors() as exc:  # the lines before it still come, as they would one by one
                 broken = exc
             if not batch and broken is None:
@@ -378,11 +402,10 @@ def decoded_lines(path: str, options: ReadOptions, part: Slice | None = None) ->
                 at[1] += 3
             texts = _decode_batch(batch, options.encoding, at[2] is None) if fast else None
             if texts is None:
-                yield from _decode_lines(batch, at, path, options)
+                yield at[0] + 1, None, _decode_lines(batch, at, path, options)  # consumed before the next batch
             else:
-                for text in texts:  # nothing to report in the batch
-                    at[0] += 1
-                    yield at[0], text, None
+                yield at[0] + 1, texts, None  # nothing to report in the batch
+                at[0] += len(texts)
                 at[1] += sum(map(len, batch))
             if broken is not None:
                 raise broken
@@ -403,6 +426,11 @@ def decoded_lines(path: str, options: ReadOptions, part: Slice | None = None) ->
             stream.close()
 
 
+def _blank_raw(line) -> bool:
+    return type(line) is bytes and not line.strip(b" \t\r\n")
+
+
+_BATCH_MORE = 8192  # lines a batch may go on for to end at a blank line (decoded_batches)
 _BATCH_LINES = 2048  # lines decoded together
 
 
@@ -416,11 +444,14 @@ def _plain_codec(encoding: str) -> bool:
         return False
 
 
+_BYTES = {bytes}
+
+
 def _decode_batch(batch: list, encoding: str, clean_start: bool) -> list[str] | None:
     """The texts of a batch of raw lines decoded in one call, without line ends; None when the batch
     has something to report (an over-long line, undecodable bytes, a byte-order mark), or follows an
     over-long line still being read past: then it goes line by line."""
-    if not batch or not clean_start or not all(type(r) is bytes for r in batch):
+    if not batch or not clean_start or set(map(type, batch)) != _BYTES:
         return None
     try:
         text = b"".join(batch).decode(encoding)
@@ -433,7 +464,7 @@ def _decode_batch(batch: list, encoding: str, clean_start: bool) -> list[str] | 
         texts.pop()  # after the last line end
     if len(texts) != len(batch):  # pragma: no cover - a line end inside a line: cannot happen
         return None
-    return [t.rstrip("\r") for t in texts]
+    return [t.rstrip("\r") for t in texts] if "\r" in text else texts
 
 
 def _decode_lines(batch: list, at: list, path: str, options: ReadOptions) -> Iterator[tuple[int, str, str | None]]:

@@ -1023,7 +1023,8 @@ def test_stdin_is_text():
 # property tests
 # --------------------------------------------------------------------------- #
 
-NO_SPACE = st.text(min_size=1, max_size=8).filter(lambda t: not any(c.isspace() for c in t))
+# a word starting with U+FEFF would put a byte-order mark at a line start: refused by design (test_bom_*)
+NO_SPACE = st.text(min_size=1, max_size=8).filter(lambda t: not any(c.isspace() for c in t) and not t.startswith("\ufeff"))
 TAG = st.one_of(
     st.sampled_from(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "S-MISC", "E-ORG"]),
     NO_SPACE,
