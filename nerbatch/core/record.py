@@ -80,13 +80,13 @@ def sentence_bytes(sentence: Sentence) -> int:
 
 
 def token_offsets(tokens: Sequence[str]) -> list[tuple[int, int]]:
-    """Character offsets of ``tokens`` in ``" ".join(tokens)``."""
-    offsets = []
-    pos = 0
-    for tok in tokens:
-        offsets.append((pos, pos + len(tok)))
-        pos += len(tok) + 1
-    return offsets
+    """Character offsets of ``tokens`` in ``" ".join(tokens)`` (in C calls: the JSONL writer asks per sentence)."""
+    from itertools import accumulate
+    from operator import add
+
+    lens = list(map(len, tokens))
+    starts = [0, *accumulate(map((1).__add__, lens))][: len(lens)]
+    return list(zip(starts, map(add, starts, lens)))
 
 
 # A document id made up for the sentences of one record that has none of its own (so they share
