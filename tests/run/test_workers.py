@@ -112,7 +112,7 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-@pytest.mark.parametrize("kill", ["the run", "a worker"])
+@pytest.mark.parametrize("kill", ["the run", "the workers"])
 def test_killed_then_resumed_gives_the_same_bytes(tiny_model, tmp_path, kill):
     src = tmp_path / "big.conll"
     src.write_text((SAMPLE / "test.conll").read_text(encoding="utf-8") * 12, encoding="utf-8")
@@ -132,7 +132,7 @@ def test_killed_then_resumed_gives_the_same_bytes(tiny_model, tmp_path, kill):
         except (OSError, ValueError):
             sentences = 0
         if sentences >= 97 * 3:
-            victims = [proc.pid] if kill == "the run" else _children(proc.pid)[-1:]
+            victims = [proc.pid] if kill == "the run" else _children(proc.pid)
             assert victims
             for pid in victims:
                 os.kill(pid, signal.SIGKILL)
@@ -163,3 +163,19 @@ def test_workers_on_a_gpu_device_are_refused(tiny_model, tmp_path):
         tag_files([str(SAMPLE / "test.conll")], str(tmp_path / "o.conll"), model=tiny_model,
                   tagger_options=TaggerOptions(device="cuda", precision="fp32"), workers=2)
     assert not (tmp_path / "o.conll").exists()
+
+
+def test_a_model_the_workers_cannot_load_is_the_error_one_process_gives(tiny_model, tmp_path):
+    from nerbatch.errors import ModelError
+
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    messages = []
+    for workers in (None, 2):
+        with pytest.raises(ModelError) as info:
+            tag_files([str(SAMPLE / "test.conll")], str(tmp_path / f"o{workers}.conll"), model=str(broken),
+                      tagger_options=TaggerOptions(device="cpu", precision="fp32"), workers=workers)
+        messages.append(str(info.value))
+        assert not (tmp_path / f"o{workers}.conll").exists()
+    assert messages[0] == messages[1]
