@@ -42,14 +42,17 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, max_batch: int, batch_
     best = np.zeros(n + 1, dtype=np.int64)
     back = np.zeros(n + 1, dtype=np.int64)
     max_batch = max(1, max_batch)
+    positions = np.arange(n + 1, dtype=np.int64)
+    widths = ls.tolist()
     for j in range(1, n + 1):
-        width = int(ls[j - 1])  # the longest row of any batch ending at sorted position j
-        rows = min(max_batch, max(1, max_tokens // max(1, width)), j)
-        starts = np.arange(j - rows, j)
-        cost = best[j - rows : j] + width * (j - starts) + batch_cost
-        k = int(np.argmin(cost))  # first minimum: the largest batch among equal costs
-        best[j] = cost[k]
-        back[j] = j - rows + k
+        width = widths[j - 1]  # the longest row of any batch ending at sorted position j
+        lo = j - min(max_batch, max(1, max_tokens // max(1, width)), j)
+        # a batch of rows lo+k .. j-1 costs best[lo+k] + width * (j - lo - k) + batch_cost: the terms
+        # that do not depend on k are added after the argmin (integers: the same minimum, found sooner)
+        part = best[lo:j] - width * positions[lo:j]
+        k = int(part.argmin())  # first minimum: the largest batch among equal costs
+        best[j] = part[k] + width * j + batch_cost
+        back[j] = lo + k
     batches: list[list[int]] = []
     j = n
     while j > 0:

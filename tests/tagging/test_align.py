@@ -167,3 +167,32 @@ def test_plan_batches_pads_little_on_sentence_like_lengths():
     batches = plan_batches(lengths, 4096, 128)
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     assert 1 - sum(lengths) / padded < 0.06
+
+
+def _reference_plan(lengths, max_tokens, max_batch, batch_cost):
+    """plan_batches' rule written plainly: the cheapest cut of the length-sorted rows (padded size plus
+    batch_cost a batch), batches within both budgets, the largest batch among equal costs."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    ls = [lengths[i] for i in order]
+    best, back = [0], [0]
+    for j in range(1, len(ls) + 1):
+        width = ls[j - 1]
+        rows = min(max(1, max_batch), max(1, max_tokens // max(1, width)), j)
+        costs = [(best[i] + width * (j - i) + batch_cost, i) for i in range(j - rows, j)]
+        cost, i = min(costs)  # ties: the smallest i, the largest batch
+        best.append(cost)
+        back.append(i)
+    out, j = [], len(ls)
+    while j > 0:
+        out.append(order[back[j]:j])
+        j = back[j]
+    return out[::-1]
+
+
+@given(
+    lengths=st.lists(st.one_of(st.integers(1, 70), st.integers(1, 8), st.just(600)), max_size=200),
+    max_tokens=st.sampled_from([64, 512, 4096]), max_batch=st.sampled_from([1, 3, 128]),
+    batch_cost=st.sampled_from([0, 128, 1000]),
+)
+def test_plan_batches_is_the_cheapest_cut(lengths, max_tokens, max_batch, batch_cost):
+    assert plan_batches(lengths, max_tokens, max_batch, batch_cost) == _reference_plan(lengths, max_tokens, max_batch, batch_cost)
