@@ -20,7 +20,7 @@ the same bytes as with one process (tested).
 **Starting the workers.** On Linux the workers are forked when the pool is made. A process that has
 run OpenMP work (the ``auto`` precision's measurement, an earlier model in the same process) cannot
 safely fork a child that runs it with several threads: libgomp's thread team does not survive a
-fork, and the child hangs (seen here); with one thread OpenMP never starts a team. So a forked
+fork, and the child hangs (so it does with torch's libgomp); with one thread OpenMP never starts a team. So a forked
 worker runs torch with one intra-op thread, which is what one worker per core wants; where more
 threads per worker are asked for (``--threads``, or more cores than workers) the workers are started with
 ``forkserver`` (a clean process that imports nerbatch once, then forks the workers). The slow
@@ -173,6 +173,7 @@ class TaggerPool:
         methods = multiprocessing.get_all_start_methods()
         # a forked child runs OpenMP safely with one thread only (module docstring)
         method = "fork" if self.threads == 1 and "fork" in methods else "forkserver" if "forkserver" in methods else "spawn"
+        self.method = method  # how the workers were started
         modules = preload_modules(tagger.model_name, options.precision)
         ctx = multiprocessing.get_context(method)
         if method == "forkserver":

@@ -90,9 +90,17 @@ def test_min_score_review_and_rejects_are_the_same(tiny_model, tmp_path):
 def test_a_loaded_tagger_in_this_process_does_not_hang_the_workers(tiny_model, tmp_path):
     """The workers are forked from a process that has run the model with two threads (OpenMP started):
     they run with one thread each, which is safe (more would hang in libgomp)."""
-    tagger = Tagger(tiny_model, TaggerOptions(device="cpu", precision="fp32", threads=2, block=8))
+    import torch
+
+    torch.set_num_threads(2)
+    (torch.randn(512, 512) @ torch.randn(512, 512)).sum()  # a product large enough to start the thread team
+    tagger = Tagger(tiny_model, TaggerOptions(device="cpu", precision="fp32", block=8))
     tagger.tag(["Anna lives in Berlin ."])
     out = tmp_path / "o.jsonl"
+    from nerbatch.tagging.pool import TaggerPool
+
+    with TaggerPool(tagger, 2, threads=1) as pool:  # what tag_files makes on 2 cores
+        assert pool.method == "fork" and pool.threads == 1
     t0 = time.time()
     result = tag_files([str(SAMPLE / "test.conll")], str(out), tagger=tagger, workers=2)
     assert time.time() - t0 < 120
@@ -179,3 +187,18 @@ def test_a_model_the_workers_cannot_load_is_the_error_one_process_gives(tiny_mod
         messages.append(str(info.value))
         assert not (tmp_path / f"o{workers}.conll").exists()
     assert messages[0] == messages[1]
+
+
+def test_workers_with_two_threads_each_start_from_a_forkserver(tiny_model, tmp_path):
+    """More than one thread per worker: the workers come from a clean forkserver process (a forked child
+    of a process that ran OpenMP work would hang), with the same output."""
+    from nerbatch.tagging.pool import TaggerPool
+
+    options = TaggerOptions(device="cpu", precision="fp32", threads=2, block=8)
+    tagger = Tagger(tiny_model, options)
+    with TaggerPool(tagger, 2, threads=2) as pool:
+        assert pool.method == "forkserver" and all(p.is_alive() for p in pool.procs)
+    out, ref = tmp_path / "o.conll", tmp_path / "ref.conll"
+    tag_files([str(SAMPLE / "test.conll")], str(out), model=tiny_model, tagger_options=options, workers=2)
+    tag_files([str(SAMPLE / "test.conll")], str(ref), model=tiny_model, tagger_options=options)
+    assert out.read_bytes() == ref.read_bytes()
