@@ -63,6 +63,18 @@ def tiny_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def context_model(tiny_model, tmp_path_factory) -> str:
+    """The tiny model, trained (so to speak) with document context in 64-subword windows."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("ctx") / "model"
+    shutil.copytree(tiny_model, folder)
+    (folder / "nerbatch.json").write_text(json.dumps({"context": True, "max_length": 64}), encoding="utf-8")
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> str:
     """A tiny random encoder without NER labels: a base model for `train`."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-enc") / "model", max_positions=128, labels=None)

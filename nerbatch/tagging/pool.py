@@ -63,39 +63,36 @@ class WorkerDied(NerbatchError):
     """A worker process ended without being asked to (killed, out of memory)."""
 
 
+def _receive(q, parent: int):
+    """The next message on ``q``; None when told to stop, or once the reading process is gone."""
+    while True:
+        try:
+            return q.get(timeout=POLL)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return None
+
+
 def _worker(tasks, control, results, parent: int) -> None:
     """A worker's loop: wait for its model, then tag blocks from ``tasks`` until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the reading process's to handle
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # no Rust thread pool after a fork (and no warning about it)
-    tagger = None
-    while tagger is None:
-        try:
-            msg = control.get(timeout=POLL)
-        except queue.Empty:
-            if os.getppid() != parent:
-                return
-            continue
-        if msg is None:
-            return
-        try:
-            from .tagger import Tagger
+    msg = _receive(control, parent)
+    if msg is None:
+        return
+    try:
+        from ..core.collector import for_this_process
+        from .tagger import Tagger
 
-            tagger = Tagger(*msg)
-            tagger.load()
-            from ..core.collector import for_this_process
-
-            for_this_process()
-            results.put(("ready", None, None))
-        except BaseException as exc:  # noqa: BLE001 - any failure travels back to be raised there
-            results.put(("error", None, _portable(exc)))
-            return
+        tagger = Tagger(*msg)
+        tagger.load()
+        for_this_process()
+        results.put(("ready", None, None))
+    except BaseException as exc:  # noqa: BLE001 - any failure travels back to be raised there
+        results.put(("error", None, _portable(exc)))
+        return
     while True:
-        try:
-            msg = tasks.get(timeout=POLL)
-        except queue.Empty:
-            if os.getppid() != parent:
-                return
-            continue
+        msg = _receive(tasks, parent)
         if msg is None:
             return
         k, path, items, n_left, n_core, left_cut, right_cut = msg

@@ -91,15 +91,6 @@ def ray_local(tmp_path_factory):
             os.environ[CRASH_ENV] = old
 
 
-@pytest.fixture(scope="module")
-def context_model(tiny_model, tmp_path_factory) -> str:
-    """The tiny model, trained (so to speak) with document context in 64-subword windows."""
-    folder = tmp_path_factory.mktemp("ctx") / "model"
-    shutil.copytree(tiny_model, folder)
-    (folder / "nerbatch.json").write_text(json.dumps({"context": True, "max_length": 64}), encoding="utf-8")
-    return str(folder)
-
-
 def _inputs(names=INPUTS) -> list[str]:
     return [str(SAMPLE / n) for n in names]
 

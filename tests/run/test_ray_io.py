@@ -31,7 +31,6 @@ from ..conftest import ROOT, SAMPLE  # noqa: E402
 from . import test_ray  # noqa: E402
 
 ray_local = test_ray.ray_local  # the module's local Ray with 2 CPUs, as in test_ray.py
-context_model = test_ray.context_model
 tag_files = test_ray.tag_files
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

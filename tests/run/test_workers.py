@@ -25,15 +25,6 @@ INPUTS = ["test.conll", "test.jsonl", "test.parquet", "sentences.txt"]
 EXTENSIONS = {"test.conll": ".conll", "test.jsonl": ".jsonl", "test.parquet": ".parquet", "sentences.txt": ".html"}
 
 
-@pytest.fixture(scope="module")
-def context_model(tiny_model, tmp_path_factory) -> str:
-    """The tiny model with document context in 64-subword windows (as in test_ray.py)."""
-    folder = tmp_path_factory.mktemp("ctx") / "model"
-    shutil.copytree(tiny_model, folder)
-    (folder / "nerbatch.json").write_text(json.dumps({"context": True, "max_length": 64}), encoding="utf-8")
-    return str(folder)
-
-
 def _outputs(folder: Path) -> dict[str, object]:
     out = {}
     for p in sorted(folder.iterdir()):
