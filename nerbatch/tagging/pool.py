@@ -24,8 +24,8 @@ fork, and the child hangs (so it does with torch's libgomp); with one thread Ope
 worker runs torch with one intra-op thread, which is what one worker per core wants; where more
 threads per worker are asked for (``--threads``, or more cores than workers) the workers are started with
 ``forkserver`` (a clean process that imports nerbatch once, then forks the workers). The slow
-imports (torch, transformers and the model's own module) happen once, before the workers start. The
-first worker loads the model before the others, so a compiled or int8 copy is built once into the cache.
+imports (torch, transformers and the model's own module) happen once, before the workers start. For
+int8 the first worker loads the model before the others, so the ONNX copy is quantised once into the cache.
 
 **A GPU** runs one model: ``--workers`` above 1 is refused there (the model is never copied per
 worker onto a device).
@@ -190,7 +190,11 @@ class TaggerPool:
         ]
         for proc in self.procs:
             proc.start()
-        self.controls[0].put(self.message)  # the first loads alone: a compiled/int8 copy is built once
+        # int8: the first worker loads alone, so the ONNX copy is quantised once into the cache (a compiled copy
+        # is built once anyway: a second build joins the first); else all load at once
+        self.staggered = options.precision == "int8"
+        for control in self.controls[: 1 if self.staggered else workers]:
+            control.put(self.message)
         self.started = 0
         self.next = 0
         for c in COUNTERS:
@@ -265,8 +269,9 @@ class TaggerPool:
         if kind == "error":
             raise payload
         self.started = 1
-        for control in self.controls[1:]:
-            control.put(self.message)
+        if self.staggered:
+            for control in self.controls[1:]:
+                control.put(self.message)
 
     def _collect(self, item: tuple, done: dict) -> list[Sentence]:
         k, core = item

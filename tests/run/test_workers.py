@@ -193,3 +193,16 @@ def test_workers_with_two_threads_each_start_from_a_forkserver(tiny_model, tmp_p
     tag_files([str(SAMPLE / "test.conll")], str(out), model=tiny_model, tagger_options=options, workers=2)
     tag_files([str(SAMPLE / "test.conll")], str(ref), model=tiny_model, tagger_options=options)
     assert out.read_bytes() == ref.read_bytes()
+
+
+def test_int8_workers_give_the_bytes_of_one_int8_process(tiny_model, tmp_path):
+    """int8 quantises activations per batch, so the same bytes need the same batches: each block is tagged
+    as in one process. The first worker quantises the model into the cache; the other loads that copy."""
+    pytest.importorskip("onnxruntime", reason="int8 needs onnxruntime (pip install 'nerbatch[int8]')")
+    pytest.importorskip("onnxscript", reason="the int8 export needs onnxscript")
+    options = TaggerOptions(device="cpu", precision="int8", block=8, cache_dir=str(tmp_path / "cache"))
+    out, ref = tmp_path / "o.jsonl", tmp_path / "ref.jsonl"
+    tag_files([str(SAMPLE / "test.conll")], str(out), model=tiny_model, tagger_options=options, workers=2)
+    tag_files([str(SAMPLE / "test.conll")], str(ref), model=tiny_model, tagger_options=options)
+    assert out.read_bytes() == ref.read_bytes() and out.stat().st_size > 0
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.name.startswith("int8-")]) == 1
