@@ -555,6 +555,49 @@ def enough(sentences: Sequence[Sentence], budget: int, backwards: bool = False) 
     return out[::-1] if backwards else out
 
 
+def _long_windows(long_k, core_idx, word_start, counts, sub_start, s_start, s_end, body: int, stride: int | None, w0: int):
+    """The window rows of the long sentences ``core_idx[long_k]`` (core positions ``long_k``), as
+    :func:`windows` makes them one sentence at a time: per row its first and end subword in the block,
+    the sentence's core position and the window's number; then per owned word (rows in order, words in
+    order within a row) its block word number and its position in the row (without the prefix); and
+    the words per row. Vectorised: on a corpus where a third of the sentences need windows this was
+    half of the prepare stage as a loop."""
+    import numpy as np
+
+    step = min(stride or max(1, body // 2), body)
+    sent = core_idx[long_k]
+    total = s_end[sent] - s_start[sent]
+    n_win = 1 + np.maximum(0, -(-(total - body) // step))  # windows start at 0, step, ... until one reaches the end
+    row_first = np.zeros(len(sent) + 1, dtype=np.int64)
+    np.cumsum(n_win, out=row_first[1:])
+    row_sent = np.repeat(np.arange(len(sent), dtype=np.int64), n_win)  # each row's long sentence
+    row_j = np.arange(int(row_first[-1]), dtype=np.int64) - row_first[row_sent]  # its window number
+    row_ws = row_j * step
+    starts = s_start[sent][row_sent] + row_ws
+    ends = np.minimum(starts + body, s_end[sent][row_sent])
+    # the words (with subwords) of the long sentences, and the windows that hold each one's first subword
+    wa, wb = word_start[sent], word_start[sent + 1]
+    widx = ragged_index(wa, wb - wa)
+    word_sent = np.repeat(np.arange(len(sent), dtype=np.int64), wb - wa)
+    has = counts[widx] > 0
+    widx, word_sent = widx[has], word_sent[has]
+    f = sub_start[widx] - s_start[sent][word_sent]  # the word's first subword within its sentence
+    last = n_win[word_sent] - 1
+    lo = np.minimum(np.maximum(0, (f - body) // step + 1), last)  # first window whose end is past f
+    hi = np.minimum(f // step, last)  # last window that starts at or before f
+    span = int((hi - lo).max()) + 1 if len(f) else 1
+    cand = lo[:, None] + np.arange(span, dtype=np.int64)[None, :]
+    ws = cand * step
+    room = np.minimum(f[:, None] - ws, ws + body - 1 - f[:, None])  # room on the word's tighter side
+    room = np.where(cand <= hi[:, None], room, -1)
+    best = cand[np.arange(len(f)), np.argmax(room, axis=1)]  # the first window with the most room
+    row = row_first[word_sent] + best
+    order = np.argsort(row, kind="stable")  # rows in order, words in order within a row
+    row, widx, f, best = row[order], widx[order], f[order], best[order]
+    per_row = np.bincount(row, minlength=int(row_first[-1]))
+    return starts, ends, long_k[row_sent], row_j, widx - w0, f - best * step, per_row
+
+
 def block_rows(
     items: Sequence[Sentence],
     core: range,
@@ -624,21 +667,12 @@ def block_rows(
     positions = [sub_start[widx] - start[row_of_word] + len(specials.prefix)]
     per_row = [np.bincount(row_of_word, minlength=len(k_fit))]
     starts_l, ends_l, ks, js = [start], [end], [key_sent], [key_win]
-    for k in np.flatnonzero(sizes[core_idx] > body).tolist():  # long sentences: windows (rare)
-        i = core.start + k
-        a, b = int(word_start[i]), int(word_start[i + 1])
-        c = counts[a:b]
-        first = np.where(c > 0, sub_start[a:b] - s_start[i], -1).tolist()
-        wstarts, owned = windows(first, int(sizes[i]), body, stride)
-        for j, (ws, own) in enumerate(zip(wstarts, owned)):
-            own_a = np.asarray(own, dtype=np.int64)
-            starts_l.append(np.array([s_start[i] + ws]))
-            ends_l.append(np.array([min(s_start[i] + ws + body, s_end[i])]))
-            ks.append(np.array([k]))
-            js.append(np.array([j]))
-            words.append(own_a + (a - w0))
-            positions.append(np.asarray([first[w] for w in own], dtype=np.int64) - ws + len(specials.prefix))
-            per_row.append(np.array([len(own)]))
+    long_k = np.flatnonzero(sizes[core_idx] > body)
+    if len(long_k):  # long sentences: windows, all of them at once (what windows() gives, word by word)
+        win = _long_windows(long_k, core_idx, word_start, counts, sub_start, s_start, s_end, body, stride, w0)
+        for part, value in zip((starts_l, ends_l, ks, js, words, positions, per_row), win):
+            part.append(value)
+        positions[-1] = positions[-1] + len(specials.prefix)
     order = np.lexsort((np.concatenate(js), np.concatenate(ks)))  # rows in sentence order, then window order
     per_row_all = np.concatenate(per_row)
     offs = np.zeros(len(per_row_all) + 1, dtype=np.int64)
