@@ -147,21 +147,22 @@ def _read_error(url: str, exc: OSError) -> InputError:
     return InputError(f"cannot read: {exc.strerror or exc}", path=url)
 
 
-def isdir(url: str) -> bool:
-    """A folder (a prefix with objects under it) at ``url``; storage errors are an :class:`InputError`."""
+def _probe(url: str, test: str) -> bool:
+    """``fs.isdir`` or ``fs.isfile`` (``test``) of ``url``; storage errors are an :class:`InputError`."""
     fs, path = filesystem(url)
     try:
-        return bool(_storage(fs.isdir)(path))
+        return bool(_storage(getattr(fs, test))(path))
     except OSError as exc:
         raise _read_error(url, exc) from None
+
+
+def isdir(url: str) -> bool:
+    """A folder (a prefix with objects under it) at ``url``; storage errors are an :class:`InputError`."""
+    return _probe(url, "isdir")
 
 
 def isfile(url: str) -> bool:
-    fs, path = filesystem(url)
-    try:
-        return bool(_storage(fs.isfile)(path))
-    except OSError as exc:
-        raise _read_error(url, exc) from None
+    return _probe(url, "isfile")
 
 
 @_storage

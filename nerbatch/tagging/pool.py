@@ -252,6 +252,7 @@ class TaggerPool:
 
         pending: deque = deque()
         done: dict[int, tuple] = {}
+        floor = self.next  # blocks before it belong to a stream given up on (its file failed): their results are dropped
         for left, core, right, left_cut, right_cut in self.tagger.blocks(chain([first], stream), skip, block):
             k = self.next
             self.next += 1
@@ -260,9 +261,9 @@ class TaggerPool:
             self.tasks.put((k, path, items, len(left), len(core), left_cut, right_cut))
             pending.append((k, core))
             while len(pending) > 2 * max(1, self.started):
-                yield from self._collect(pending.popleft(), done)
+                yield from self._collect(pending.popleft(), done, floor)
         while pending:
-            yield from self._collect(pending.popleft(), done)
+            yield from self._collect(pending.popleft(), done, floor)
 
     def _ready_first(self) -> None:
         kind, _k, payload = self._get()
@@ -273,12 +274,14 @@ class TaggerPool:
             for control in self.controls[1:]:
                 control.put(self.message)
 
-    def _collect(self, item: tuple, done: dict) -> list[Sentence]:
+    def _collect(self, item: tuple, done: dict, floor: int) -> list[Sentence]:
         k, core = item
         while k not in done:
             kind, j, payload = self._get()
             if kind == "ready":
                 self.started += 1
+            elif j is not None and j < floor:
+                continue
             elif kind == "error":
                 raise payload
             else:

@@ -206,3 +206,22 @@ def test_int8_workers_give_the_bytes_of_one_int8_process(tiny_model, tmp_path):
     tag_files([str(SAMPLE / "test.conll")], str(ref), model=tiny_model, tagger_options=options)
     assert out.read_bytes() == ref.read_bytes() and out.stat().st_size > 0
     assert len([p for p in (tmp_path / "cache").iterdir() if p.name.startswith("int8-")]) == 1
+
+
+def test_a_stream_given_up_on_leaves_nothing_for_the_next(tiny_model):
+    """A file that fails after a few sentences leaves blocks in flight; the next file's sentences get their
+    own tags, not the late results of those blocks."""
+    from nerbatch.io import read
+    from nerbatch.tagging.pool import TaggerPool
+
+    options = TaggerOptions(device="cpu", precision="fp32", block=4)
+    tagger = Tagger(tiny_model, options)
+    first = [s for s in read(str(SAMPLE / "test.conll")) if s.tokens]
+    second = [s for s in read(str(SAMPLE / "dev.conll")) if s.tokens]
+    want = [(s.pred, s.scores) for s in tagger.tag_sentences([s for s in read(str(SAMPLE / "dev.conll")) if s.tokens])]
+    with TaggerPool(tagger, 2, threads=1) as pool:
+        stream = pool.tag_sentences(first)
+        next(stream)
+        stream.close()  # given up on with blocks still in flight
+        got = [(s.pred, s.scores) for s in pool.tag_sentences(second)]
+    assert got == want and len(got) == len(second)
