@@ -24,7 +24,8 @@ fork, and the child hangs (so it does with torch's libgomp); with one thread Ope
 worker runs torch with one intra-op thread, which is what one worker per core wants; where more
 threads per worker are asked for (``--threads``, or more cores than workers) the workers are started with
 ``forkserver`` (a clean process that imports nerbatch once, then forks the workers). The slow
-imports (torch, transformers and the model's own module) happen once, before the workers start. For
+imports (torch, transformers and the model's own module; for a cached compiled copy torch alone,
+for a cached int8 copy onnxruntime alone) happen once, before the workers start. For
 int8 the first worker loads the model before the others, so the ONNX copy is quantised once into the cache.
 
 **A GPU** runs one model: ``--workers`` above 1 is refused there (the model is never copied per
@@ -39,7 +40,7 @@ import queue
 import signal
 import traceback
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
 from ..core.record import Sentence
@@ -61,6 +62,13 @@ def usable_cores() -> int:
 
 class WorkerDied(NerbatchError):
     """A worker process ended without being asked to (killed, out of memory)."""
+
+
+@dataclass(frozen=True)
+class WorkerBackend:
+    """What the reading process knows of the workers' back-end: its kind ("eager", "compiled", "int8")."""
+
+    kind: str
 
 
 def _receive(q, parent: int):
@@ -87,7 +95,7 @@ def _worker(tasks, control, results, parent: int) -> None:
         tagger = Tagger(*msg)
         tagger.load()
         for_this_process()
-        results.put(("ready", None, None))
+        results.put(("ready", None, tagger.backend.kind))
     except BaseException as exc:  # noqa: BLE001 - any failure travels back to be raised there
         results.put(("error", None, _portable(exc)))
         return
@@ -115,10 +123,18 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def preload_modules(model: str, precision: str) -> list[str]:
-    """The modules a worker's back-end imports for this model and precision (the slow ones)."""
+def preload_modules(model: str, options) -> list[str]:
+    """The modules a worker's back-end imports for this model and options (the slow ones): only
+    those of the cached copy it will load when there is one (a compiled package: torch alone; an
+    int8 model: onnxruntime alone), else torch, transformers and the model's own module."""
     import json
 
+    precision = options.precision
+    cached = _cached_kind(model, options)
+    if cached == "int8":
+        return ["onnxruntime", "tokenizers"]
+    if cached == "compiled":
+        return ["torch", "tokenizers"]
     names = ["transformers"] if precision == "int8" else ["torch", "transformers"]
     if precision == "int8":
         names.append("onnxruntime")
@@ -132,6 +148,25 @@ def preload_modules(model: str, precision: str) -> list[str]:
     except (OSError, ValueError, ImportError, AttributeError):
         pass  # a hub id, or no config: the worker imports what it needs
     return names
+
+
+def _cached_kind(model: str, options) -> str | None:
+    """"int8" or "compiled" when the workers will load a cached copy of ``model`` (see
+    :func:`nerbatch.tagging.backends.load_backend`), else None."""
+    if not os.path.isdir(model) or options.device not in ("auto", "cpu"):
+        return None
+    from ..model.cache import default_cache_dir, entry_key, find_entry
+    from .backends import compile_wanted
+
+    cache = options.cache_dir or default_cache_dir()
+    try:
+        if options.precision == "int8":
+            return "int8" if find_entry(cache, entry_key(model, "int8"), "int8") else None
+        if compile_wanted(model, options.precision, options.compile):
+            return "compiled" if find_entry(cache, entry_key(model, options.precision), options.precision) else None
+    except Exception:  # noqa: BLE001 - anything odd: the workers import what they need
+        return None
+    return None
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -171,7 +206,7 @@ class TaggerPool:
         # a forked child runs OpenMP safely with one thread only (module docstring)
         method = "fork" if self.threads == 1 and "fork" in methods else "forkserver" if "forkserver" in methods else "spawn"
         self.method = method  # how the workers were started
-        modules = preload_modules(tagger.model_name, options.precision)
+        modules = preload_modules(tagger.model_name, options)
         ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             ctx.set_forkserver_preload(["nerbatch.tagging.tagger", *modules])
@@ -196,6 +231,7 @@ class TaggerPool:
         for control in self.controls[: 1 if self.staggered else workers]:
             control.put(self.message)
         self.started = 0
+        self.backend: WorkerBackend | None = None  # what the first worker ready runs
         self.next = 0
         for c in COUNTERS:
             setattr(self, c, 0 if c != "forward_seconds" else 0.0)
@@ -246,7 +282,7 @@ class TaggerPool:
         first = next(stream, None)
         if first is None:
             return
-        if self.started < 1:
+        if self.staggered and self.started < 1:  # the others load once the first has filled the cache
             self._ready_first()
         from itertools import chain
 
@@ -270,6 +306,7 @@ class TaggerPool:
         if kind == "error":
             raise payload
         self.started = 1
+        self.backend = WorkerBackend(payload)
         if self.staggered:
             for control in self.controls[1:]:
                 control.put(self.message)
@@ -280,6 +317,7 @@ class TaggerPool:
             kind, j, payload = self._get()
             if kind == "ready":
                 self.started += 1
+                self.backend = self.backend or WorkerBackend(payload)
             elif j is not None and j < floor:
                 continue
             elif kind == "error":

@@ -511,6 +511,7 @@ def _conlleval_script() -> Path | None:
     candidates = [
         os.environ.get("CONLLEVAL_PL", ""),
         str(Path(__file__).parent / "data" / "conlleval.pl"),
+        str(Path(__file__).resolve().parents[3] / "shared" / "tools" / "conlleval.pl"),  # ../shared beside the checkout
     ]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
@@ -524,7 +525,7 @@ def _run_conlleval(text: str) -> str:
     if script is None or perl is None:
         pytest.skip(
             "perl or conlleval.pl missing "
-            "(set CONLLEVAL_PL or add tests/data/conlleval.pl)"
+            "(set CONLLEVAL_PL, add tests/data/conlleval.pl or put ../shared/tools/conlleval.pl beside the checkout)"
         )
     done = subprocess.run(
         [perl, str(script)], input=text, capture_output=True, text=True, check=True, timeout=30
