@@ -206,6 +206,17 @@ def test_int8_workers_give_the_bytes_of_one_int8_process(tiny_model, tmp_path):
     tag_files([str(SAMPLE / "test.conll")], str(ref), model=tiny_model, tagger_options=options)
     assert out.read_bytes() == ref.read_bytes() and out.stat().st_size > 0
     assert len([p for p in (tmp_path / "cache").iterdir() if p.name.startswith("int8-")]) == 1
+    # with the copy cached, this process imports neither transformers nor torch before the workers fork
+    again = tmp_path / "again.jsonl"
+    code = (
+        "import sys; from nerbatch.run.service import tag_files; from nerbatch.tagging.tagger import TaggerOptions\n"
+        f"o = TaggerOptions(device='cpu', precision='int8', block=8, cache_dir={str(tmp_path / 'cache')!r})\n"
+        f"tag_files([{str(SAMPLE / 'test.conll')!r}], {str(again)!r}, model={tiny_model!r}, tagger_options=o, workers=2)\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]" and again.read_bytes() == ref.read_bytes()
 
 
 def test_a_stream_given_up_on_leaves_nothing_for_the_next(tiny_model):

@@ -97,6 +97,30 @@ def test_cached_start_does_not_import_transformers(tiny_model, cache, built, tmp
     assert loaded == "False" and int(count) == len(sentences())
 
 
+def test_workers_start_from_the_cached_package_without_transformers(tiny_model, cache, built, tmp_path):
+    """`--workers 2` with a cached package: this process imports torch alone before forking the workers
+    (not transformers: seconds of start-up), the workers run the package, and the output is the bytes of
+    one compiled process."""
+    built(cache)
+    out, ref = tmp_path / "w.conll", tmp_path / "one.conll"
+    code = (
+        "import sys; from nerbatch.run.service import tag_files; from nerbatch.tagging.tagger import TaggerOptions\n"
+        f"o = TaggerOptions(device='cpu', precision='fp32', block=8)\n"
+        f"tag_files([{str(SAMPLE / 'test.conll')!r}], {str(out)!r}, model={tiny_model!r}, tagger_options=o, workers=2,\n"
+        f"          log_json={str(tmp_path / 'log.jsonl')!r})\n"
+        "print('transformers' in sys.modules)"
+    )
+    env = {**os.environ, "NERBATCH_CACHE_DIR": str(cache)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"
+    assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["backend"] == "compiled"
+    from nerbatch.run.service import tag_files
+
+    tag_files([str(SAMPLE / "test.conll")], str(ref), model=tiny_model, tagger_options=TaggerOptions(device="cpu", precision="fp32", block=8))
+    assert out.read_bytes() == ref.read_bytes() and out.stat().st_size > 0
+
+
 def test_bf16_compiled_keeps_every_word(tiny_model, cache):
     t, out = tag(tiny_model, compile=True, precision="bf16")
     assert t.compiled
