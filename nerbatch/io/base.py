@@ -342,14 +342,16 @@ def raw_lines(stream: BinaryIO, max_bytes: int | None = None) -> Iterator[bytes 
             long.length += len(line)
 
 
-def raw_line_chunks(stream: BinaryIO, max_bytes: int | None = None, chunk: int = 1 << 18) -> Iterator[list[bytes | Overlong]]:
+def raw_line_chunks(stream: BinaryIO, max_bytes: int | None = None, chunk: int = _SNIFF) -> Iterator[list[bytes | Overlong]]:
     """The lines of :func:`raw_lines`, the same bytes and :class:`Overlong` markers, as lists: one list
     per ``chunk`` bytes read (a file's lines end in LF or CRLF), or per :data:`_BATCH_LINES` lines
     (an old Mac file, split on CR too, goes through :func:`raw_lines`).
 
     Why not :func:`raw_lines` in a loop: a Python step per line was a third of reading CoNLL-2003
     (measured); here a chunk is split into lines in C calls. An over-long line is found the same way:
-    at most ``chunk`` + ``max_bytes`` + 1 of its bytes are held before it is read past.
+    at most ``chunk`` + ``max_bytes`` + 1 of its bytes are held before it is read past. The chunk is
+    the size of the buffered reads of a line at a time (64 KiB), so a checkpoint's digest of the input
+    read so far (:func:`watch_input`) covers no more of the file than it did then.
     """
     read = stream.read
     head = read(_SNIFF)

@@ -50,6 +50,8 @@ __all__ = ["TaggerPool", "usable_cores"]
 
 COUNTERS = ("forward_seconds", "tokens_seen", "padded_tokens", "sentences_tagged")
 POLL = 1.0  # seconds between checks that the other side is still alive
+AHEAD_WORDS = 250_000  # words this process may read ahead of the workers (some 25 MB of sentences) ...
+AHEAD_BLOCKS = 64  # ... in at most this many blocks
 
 
 def usable_cores() -> int:
@@ -196,7 +198,8 @@ class TaggerPool:
         if workers < 2:
             raise ValueError("a pool has at least 2 workers")
         options = tagger.options
-        if str(options.device).startswith("cuda") or (options.device == "auto" and _cuda()):
+        # (int8 runs on the CPU with or without a GPU, so that run need not import torch to look for one)
+        if str(options.device).startswith("cuda") or (options.device == "auto" and options.precision != "int8" and _cuda()):
             raise NerbatchError("--workers above 1 runs on the CPU: a GPU runs one copy of the model",
                                 hint="drop --workers, or pass --device cpu")
         self.tagger = tagger
@@ -277,7 +280,8 @@ class TaggerPool:
 
     def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0, block: int | None = None) -> Iterator[Sentence]:
         """What :meth:`~nerbatch.tagging.tagger.Tagger.tag_sentences` yields, tagged by the workers:
-        blocks go out as soon as they are read (at most two per worker at a time) and come back in order."""
+        blocks go out as soon as they are read (two per worker in flight, more while they hold fewer than
+        :data:`AHEAD_WORDS` words) and come back in order."""
         stream = iter(sentences)
         first = next(stream, None)
         if first is None:
@@ -289,14 +293,20 @@ class TaggerPool:
         pending: deque = deque()
         done: dict[int, tuple] = {}
         floor = self.next  # blocks before it belong to a stream given up on (its file failed): their results are dropped
+        held = 0  # words in the blocks sent and not yet collected
         for left, core, right, left_cut, right_cut in self.tagger.blocks(chain([first], stream), skip, block):
             k = self.next
             self.next += 1
             items = [(s.tokens, s.doc_id, s.index, s.line) for s in (*left, *core, *right)]
             path = core[0].path if core else ""
             self.tasks.put((k, path, items, len(left), len(core), left_cut, right_cut))
-            pending.append((k, core))
-            while len(pending) > 2 * max(1, self.started):
+            words = sum(len(s.tokens) for s in core)
+            pending.append((k, core, words))
+            held += words
+            # two blocks per worker in flight; more while they hold few words (the workers are still
+            # loading, or this process reads faster than they tag): memory stays bounded either way
+            while len(pending) > 2 * max(1, self.started) and (held > AHEAD_WORDS or len(pending) > AHEAD_BLOCKS):
+                held -= pending[0][2]
                 yield from self._collect(pending.popleft(), done, floor)
         while pending:
             yield from self._collect(pending.popleft(), done, floor)
@@ -312,7 +322,7 @@ class TaggerPool:
                 control.put(self.message)
 
     def _collect(self, item: tuple, done: dict, floor: int) -> list[Sentence]:
-        k, core = item
+        k, core, _words = item
         while k not in done:
             kind, j, payload = self._get()
             if kind == "ready":
