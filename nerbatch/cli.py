@@ -533,9 +533,15 @@ def calibrate(dev, quiet, **kw):
 
 
 def main() -> None:
-    """The ``nerbatch`` command. Ends without the interpreter's teardown (see :func:`exit_now`)."""
+    """The ``nerbatch`` command (ends in ``SystemExit``, as a click command does)."""
+    cli(prog_name="nerbatch")
+
+
+def entry() -> None:
+    """The ``nerbatch`` program (the console script, ``python -m nerbatch``): :func:`main`, then the
+    process ends without the interpreter's teardown (see :func:`exit_now`)."""
     try:
-        cli(prog_name="nerbatch")  # (standalone: it always ends in SystemExit)
+        main()  # (standalone: it always ends in SystemExit)
     except SystemExit as exc:
         exit_now(exc.code)
     exit_now(0)
@@ -547,7 +553,8 @@ def exit_now(code) -> None:
     process that imported torch took 0.5-0.6 s after every run (measured with the micro model of the
     pipeline-ceiling benchmark: 11 % of a `tag --workers 2` run of 70,000 sentences), freeing objects
     the process is about to give back anyway. Outputs are complete by then (written, synced and renamed
-    by the command). Where a non-daemon thread is still running, the ordinary exit waits for it."""
+    by the command). Under a profiler or a debugger, or while a non-daemon thread is still running, the
+    process ends the ordinary way."""
     import atexit
     import os
     import threading
@@ -557,8 +564,10 @@ def exit_now(code) -> None:
     elif not isinstance(code, int):  # sys.exit("message")
         print(code, file=sys.stderr)
         code = 1
-    if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
-        sys.exit(code)
+    if sys.getprofile() is not None or sys.gettrace() is not None or any(
+        t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()
+    ):
+        sys.exit(code)  # a profiler or debugger writes its results after the command returns
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -228,28 +228,38 @@ def read_conll(path: str, options: ReadOptions = ReadOptions(), part: Slice | No
             # Anything else (tabs, runs of blanks, -DOCSTART-, other column counts, a sentence
             # longer than the limit or cut by the batch) goes line by line and says what is wrong.
             joined = "\n".join(group)
-            cols = [g.split(" ") for g in group] if (
-                j < n and (limit is None or j - i <= limit) and "\t" not in joined and "  " not in joined
+            lines = j - i
+            # the columns of all its lines in one list, a "\n" field between lines: every line has ncols
+            # columns exactly when the "\n" fields fall every ncols + 1 fields
+            flat = joined.replace("\n", " \n ").split(" ") if (
+                j < n and (limit is None or lines <= limit) and "\t" not in joined and "  " not in joined
                 and " \n" not in joined and "\n " not in joined and joined[0] != " " and joined[-1] != " "
                 and DOCSTART not in joined
             ) else None
-            if cols is None or set(map(len, cols)) != {ncols}:
+            step = ncols + 1
+            if flat is None or len(flat) != lines * step - 1 or flat[ncols::step].count("\n") != lines - 1:
                 for k in range(i, j):
                     yield from one(first + k, texts[k], None)
                 i = j
                 continue
             if getters is None:
-                from operator import itemgetter
-
-                getters = (itemgetter(token_column), itemgetter(tag_column) if has_tags and ncols > 1 else None,
-                           itemgetter(options.pred_column) if has_pred else None)
+                try:  # the columns as offsets into a line's fields (negative ones count from its end)
+                    getters = tuple(None if c is None else range(ncols)[c] for c in (
+                        token_column, tag_column if has_tags and ncols > 1 else None, options.pred_column if has_pred else None))
+                except IndexError:
+                    getters = ()  # out of range: line by line, which says so
+            if not getters:
+                for k in range(i, j):
+                    yield from one(first + k, texts[k], None)
+                i = j
+                continue
             start = first + i
             raw = group
-            tokens = list(map(getters[0], cols))
+            tokens = flat[getters[0] :: step]
             if getters[1] is not None:
-                tags = list(map(getters[1], cols))
+                tags = flat[getters[1] :: step]
             if getters[2] is not None:
-                preds = list(map(getters[2], cols))
+                preds = flat[getters[2] :: step]
             yield flush()
             i = j
     if raw:
