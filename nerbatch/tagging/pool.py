@@ -17,24 +17,19 @@ around the tagger (atomic outputs, locks, manifests, checkpoints, ``--resume``, 
 :meth:`~nerbatch.tagging.tagger.Tagger.tag_block`, exactly as the whole stream tags it, so outputs are
 the same bytes as with one process (tested).
 
-**Starting the workers.** The slow imports (torch, transformers and the model's own module; for a
-cached compiled copy torch alone, for a cached int8 copy onnxruntime alone) happen once, not once per
-worker. A worker with several torch threads is never forked from a process that has run OpenMP work: such
-a child hangs in libgomp when it starts a thread team of its own. Three ways, by what this process has done:
-
-* it has not imported them (the ``nerbatch`` command): a child is forked at once (the "zygote"); it
-  does the imports while this process goes on reading the input, then forks the workers, which find
-  blocks waiting (measured: a second of torch imports no longer holds the run up). Any thread count is
-  safe: no OpenMP has run anywhere before the workers;
-* it has imported them (a program that loaded a model), one thread per worker: the workers are forked
-  from this process (with one thread OpenMP never starts a team);
-* it has imported them, more threads per worker (``--threads``, or more cores than workers): a
-  ``forkserver`` (a clean process) imports them and forks the workers.
-
-For int8 the first worker loads the model before the others, so the ONNX copy is quantised once into the cache.
+**Starting the workers.** On Linux the workers are forked when the pool is made. A process that has
+run OpenMP work (the ``auto`` precision's measurement, an earlier model in the same process) cannot
+safely fork a child that runs it with several threads: libgomp's thread team does not survive a
+fork, and the child hangs (so it does with torch's libgomp); with one thread OpenMP never starts a team. So a forked
+worker runs torch with one intra-op thread, which is what one worker per core wants; where more
+threads per worker are asked for (``--threads``, or more cores than workers) the workers are started with
+``forkserver`` (a clean process that imports nerbatch once, then forks the workers). The slow
+imports (torch, transformers and the model's own module; for a cached compiled copy torch alone,
+for a cached int8 copy onnxruntime alone) happen once, before the workers start. For
+int8 the first worker loads the model before the others, so the ONNX copy is quantised once into the cache.
 
 **A GPU** runs one model: ``--workers`` above 1 is refused there (the model is never copied per
-worker onto a device; under ``--device auto`` the zygote looks for one before forking the workers).
+worker onto a device).
 """
 
 from __future__ import annotations
@@ -43,7 +38,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import sys
 import traceback
 from collections import deque
 from dataclasses import dataclass, replace
@@ -70,11 +64,6 @@ def usable_cores() -> int:
 
 class WorkerDied(NerbatchError):
     """A worker process ended without being asked to (killed, out of memory)."""
-
-
-def _died(name: str, code) -> WorkerDied:
-    return WorkerDied(f"tagging worker {name} ended with exit code {code}",
-                      hint="out of memory? try fewer --workers; --resume continues from the last checkpoint")
 
 
 @dataclass(frozen=True)
@@ -130,56 +119,10 @@ def _worker(tasks, control, results, parent: int) -> None:
             results.put(("error", k, _portable(exc)))
 
 
-def _zygote(modules: list[str], look: bool, tasks, controls, results, parent: int) -> None:
-    """The workers' parent (``method`` "zygote"): forked from the reading process before the slow imports,
-    it does them (while that process reads the input), then forks the workers, which share them. It ends
-    when they have; a worker that ends without being asked to is reported (``("died", name, exit code)``)
-    and the others are stopped; if the reading process goes, everything goes."""
-    from multiprocessing.connection import wait
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        _import_all(modules)
-        if look and _cuda():
-            raise _gpu_refused()
-    except BaseException as exc:  # noqa: BLE001 - raised in the reading process
-        results.put(("error", None, _portable(exc)))
-        results.close()
-        results.join_thread()
-        return
-    ctx = multiprocessing.get_context("fork")
-    me = os.getpid()
-    procs = [ctx.Process(target=_worker, args=(tasks, c, results, me), daemon=True, name=f"nerbatch-tagger-{i}")
-             for i, c in enumerate(controls)]
-    for proc in procs:
-        proc.start()
-    alive = {proc.sentinel: proc for proc in procs}
-    while alive:
-        for sentinel in wait(list(alive), timeout=POLL):
-            proc = alive.pop(sentinel)
-            proc.join()
-            if proc.exitcode != 0:  # killed, out of memory: the run cannot go on without its blocks
-                results.put(("died", proc.name, proc.exitcode))
-                results.close()
-                results.join_thread()
-                for other in alive.values():
-                    other.terminate()
-                return
-        if os.getppid() != parent:  # the reading process is gone
-            for other in alive.values():
-                other.terminate()
-            return
-
-
 def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _gpu_refused() -> NerbatchError:
-    return NerbatchError("--workers above 1 runs on the CPU: a GPU runs one copy of the model",
-                         hint="drop --workers, or pass --device cpu")
 
 
 def preload_modules(model: str, options) -> list[str]:
@@ -197,7 +140,7 @@ def preload_modules(model: str, options) -> list[str]:
     names = ["transformers"] if precision == "int8" else ["torch", "transformers"]
     if precision == "int8":
         names.append("onnxruntime")
-    try:  # (named, not looked up in transformers: that would import it here; one that is not there is skipped)
+    try:  # (named, not looked up in transformers' tables; one that is not there is skipped)
         with open(os.path.join(model, "config.json"), encoding="utf-8") as fh:
             model_type = json.load(fh).get("model_type")
         if precision != "int8" and isinstance(model_type, str) and model_type.replace("-", "_").isidentifier():
@@ -206,17 +149,6 @@ def preload_modules(model: str, options) -> list[str]:
     except (OSError, ValueError, AttributeError):
         pass  # a hub id, or no config: the worker imports what it needs
     return names
-
-
-def _import_all(names: list[str]) -> None:
-    """Import these modules (one that cannot be imported is left to the worker that needs it to say why)."""
-    import importlib
-
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
 
 
 def _cached_kind(model: str, options) -> str | None:
@@ -265,41 +197,37 @@ class TaggerPool:
         if workers < 2:
             raise ValueError("a pool has at least 2 workers")
         options = tagger.options
-        if str(options.device).startswith("cuda"):
-            raise _gpu_refused()
+        # (int8 runs on the CPU with or without a GPU, so that run need not import torch to look for one)
+        if str(options.device).startswith("cuda") or (options.device == "auto" and options.precision != "int8" and _cuda()):
+            raise NerbatchError("--workers above 1 runs on the CPU: a GPU runs one copy of the model",
+                                hint="drop --workers, or pass --device cpu")
         self.tagger = tagger
         self.workers = workers
         self.threads = threads or max(1, usable_cores() // workers)
-        modules = preload_modules(tagger.model_name, options)
         methods = multiprocessing.get_all_start_methods()
-        if "fork" in methods and not any(name in sys.modules for name in ("torch", "onnxruntime")):
-            method = "zygote"  # nothing here can have run OpenMP; the imports happen in a child while this process reads
-        elif self.threads == 1 and "fork" in methods:
-            method = "fork"  # a forked child runs OpenMP safely with one thread only (module docstring)
-        else:
-            method = "forkserver" if "forkserver" in methods else "spawn"
+        # a forked child runs OpenMP safely with one thread only (module docstring)
+        method = "fork" if self.threads == 1 and "fork" in methods else "forkserver" if "forkserver" in methods else "spawn"
         self.method = method  # how the workers were started
-        # --device auto: no GPU (int8 runs on the CPU with or without one: no need to import torch to look)
-        look = options.device == "auto" and options.precision != "int8"
-        ctx = multiprocessing.get_context("fork" if method == "zygote" else method)
+        modules = preload_modules(tagger.model_name, options)
+        ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             ctx.set_forkserver_preload(["nerbatch.tagging.tagger", *modules])
-        elif method == "fork":
-            _import_all(modules)  # once here, not once per worker (torch and transformers: seconds)
-        if look and method != "zygote" and _cuda():
-            raise _gpu_refused()
+        else:
+            import importlib
+
+            for name in modules:  # imported once here, not once per worker (torch and transformers: seconds)
+                try:
+                    importlib.import_module(name)
+                except ImportError:  # left to the worker that needs it to say why
+                    pass
         self.message = (tagger.model_name, replace(options, threads=self.threads, device="cpu"))
         self.tasks = ctx.Queue()
         self.results = ctx.Queue()
         self.controls = [ctx.Queue() for _ in range(workers)]
-        if method == "zygote":  # its own children are the workers; it reports their end (see _zygote)
-            self.procs = [ctx.Process(target=_zygote, args=(modules, look, self.tasks, self.controls, self.results, os.getpid()),
-                                      daemon=False, name="nerbatch-tagger-parent")]
-        else:
-            self.procs = [
-                ctx.Process(target=_worker, args=(self.tasks, c, self.results, os.getpid()), daemon=True, name=f"nerbatch-tagger-{i}")
-                for i, c in enumerate(self.controls)
-            ]
+        self.procs = [
+            ctx.Process(target=_worker, args=(self.tasks, c, self.results, os.getpid()), daemon=True, name=f"nerbatch-tagger-{i}")
+            for i, c in enumerate(self.controls)
+        ]
         for proc in self.procs:
             proc.start()
         # int8: the first worker loads alone, so the ONNX copy is quantised once into the cache (a compiled copy
@@ -344,14 +272,13 @@ class TaggerPool:
         while True:
             dead = [p for p in self.procs if p.exitcode is not None]
             try:
-                message = self.results.get(timeout=0.1 if dead else POLL)  # a dead worker's last words first
+                return self.results.get(timeout=0.1 if dead else POLL)  # a dead worker's last words first
             except queue.Empty:
                 if dead:
-                    raise _died(dead[0].name, dead[0].exitcode) from None
-                continue
-            if message[0] == "died":  # (reported by the workers' parent)
-                raise _died(message[1], message[2])
-            return message
+                    raise WorkerDied(
+                        f"tagging worker {dead[0].name} ended with exit code {dead[0].exitcode}",
+                        hint="out of memory? try fewer --workers; --resume continues from the last checkpoint",
+                    ) from None
 
     def tag_sentences(self, sentences: Iterable[Sentence], skip: int = 0, block: int | None = None) -> Iterator[Sentence]:
         """What :meth:`~nerbatch.tagging.tagger.Tagger.tag_sentences` yields, tagged by the workers:
@@ -420,7 +347,7 @@ class TaggerPool:
 
     def close(self) -> None:
         """Stop the workers (those busy are terminated)."""
-        for _ in range(self.workers):
+        for _ in self.procs:
             try:
                 self.tasks.put(None)
             except (OSError, ValueError):

@@ -196,33 +196,6 @@ def test_workers_with_two_threads_each_start_from_a_forkserver(tiny_model, tmp_p
     assert out.read_bytes() == ref.read_bytes()
 
 
-def test_a_fresh_process_forks_its_workers_from_a_zygote_that_imports(tiny_model, tmp_path):
-    """Where torch is not imported yet (the `nerbatch` command), a child does the imports and forks the
-    workers while this process reads: nothing slow is imported here, the workers get two threads each
-    (safe: no OpenMP ran before them), the bytes are those of one process, and a worker killed mid-run
-    is reported by the zygote in one line."""
-    out = tmp_path / "o.conll"
-    code = (
-        "import sys; from nerbatch.run.service import tag_files; from nerbatch.tagging.tagger import TaggerOptions\n"
-        "from nerbatch.tagging import pool\n"
-        "made = []\n"
-        "class Spy(pool.TaggerPool):\n"
-        "    def __init__(self, *a, **k):\n"
-        "        super().__init__(*a, **k); made.append(self)\n"
-        "pool.TaggerPool = Spy\n"
-        "o = TaggerOptions(device='cpu', precision='fp32', block=8, threads=2)\n"
-        f"tag_files([{str(SAMPLE / 'test.conll')!r}], {str(out)!r}, model={tiny_model!r}, tagger_options=o, workers=2)\n"
-        "print(made[0].method, made[0].threads, sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[-2] == "zygote 2 []"
-    ref = tmp_path / "ref.conll"
-    tag_files([str(SAMPLE / "test.conll")], str(ref), model=tiny_model,
-              tagger_options=TaggerOptions(device="cpu", precision="fp32", block=8, threads=2))
-    assert out.read_bytes() == ref.read_bytes() and out.stat().st_size > 0
-
-
 def test_int8_workers_give_the_bytes_of_one_int8_process(tiny_model, tmp_path):
     """int8 quantises activations per batch, so the same bytes need the same batches: each block is tagged
     as in one process. The first worker quantises the model into the cache; the other loads that copy."""
