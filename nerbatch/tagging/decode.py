@@ -36,6 +36,7 @@ from ..core.schemes import allowed_transitions, as_tags, is_well_formed, scheme_
 __all__ = ["DECODERS", "Decoder"]
 
 DECODERS = ("viterbi", "argmax")
+VITERBI_CELLS = 1 << 21  # back pointers held at once by Decoder._viterbi_many (8 MiB)
 
 
 
@@ -55,6 +56,18 @@ class Decoder:
         self.allowed, self.start, self.end = allowed_transitions(self.labels)
         self.constrained = not (self.allowed.all() and self.start.all() and self.end.all())
         self.outside = self.labels.index("O") if "O" in self.labels else None
+        # the labels that may precede each label, by how many they are: (labels x their predecessors, or None
+        # for "every label"; those labels); a label that nothing may precede is left out (-inf, pointing at 0)
+        by_count: dict[int, list[tuple[int, list[int]]]] = {}
+        for j in range(len(self.labels)):
+            prev = np.flatnonzero(self.allowed[:, j]).tolist()
+            if prev:
+                by_count.setdefault(len(prev), []).append((j, prev))
+        self.predecessors = [
+            (None if count == len(self.labels) else np.asarray([prev for _, prev in items], dtype=np.int64),
+             np.asarray([j for j, _ in items], dtype=np.int64))
+            for count, items in by_count.items()
+        ]
         with np.errstate(divide="ignore"):
             self.log_allowed = np.where(self.allowed, 0.0, -np.inf)
             self.log_start = np.where(self.start, 0.0, -np.inf)
@@ -103,16 +116,71 @@ class Decoder:
             bad = (first & ~self.start[best]) | (last & ~self.end[best])
             bad[1:] |= ~first[1:] & ~self.allowed[best[:-1], best[1:]]
             todo = np.unique(sent[bad])
-            starts, ends = np.searchsorted(sent, todo, "left"), np.searchsorted(sent, todo, "right")
-            by_length: dict[int, list[int]] = {}
-            for a, b in zip(starts.tolist(), ends.tolist()):
-                by_length.setdefault(b - a, []).append(a)
-            for n_words, firsts in by_length.items():  # sentences of one length: one Viterbi over all
-                at = np.asarray(firsts)[:, None] + np.arange(n_words)
-                best[at] = self._viterbi(p[at])
+            if len(todo):
+                starts, ends = np.searchsorted(sent, todo, "left"), np.searchsorted(sent, todo, "right")
+                self._viterbi_many(p, best, starts, ends - starts)
         ids[rows] = best
         scores[rows] = p[np.arange(len(best)), best]
         return ids, scores
+
+    def _viterbi_many(self, p: np.ndarray, best: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
+        """:meth:`_viterbi` of many sentences of any lengths at once (sentence ``i`` is ``p[starts[i] :
+        starts[i] + lengths[i]]``; its path is written into ``best`` there): the same paths (tested).
+
+        Why not :meth:`_viterbi` per length: with a random model most sentences need Viterbi, and its
+        numpy calls per time step per length were most of the decoding (measured: 0.14 of 0.18 s per
+        CoNLL-2003 train). Here the sentences step together, longest first: at step ``t`` the first
+        ``a`` (those longer than ``t``) advance and the others get back pointers to the label they
+        ended on, so each path reads back from the last step through its own end. And the step itself
+        takes each label's best allowed predecessor from the labels that may precede it (a few groups:
+        in IOB2 all labels may precede ``O`` and ``B-X``, only ``B-X``/``I-X`` precede ``I-X``), not from
+        a sentences x labels x labels sum. Groups of sentences hold at most :data:`VITERBI_CELLS` back pointers.
+        """
+        order = np.argsort(-lengths, kind="stable")
+        lengths, starts = lengths[order], starts[order]
+        k = p.shape[1]
+        labels = np.arange(k)
+        i = 0
+        while i < len(order):
+            n = int(lengths[i])
+            m = max(1, min(len(order) - i, VITERBI_CELLS // max(1, n * k)))
+            group_len, group_start = lengths[i : i + m], starts[i : i + m]
+            at = group_start[:, None] + np.minimum(np.arange(n), group_len[:, None] - 1)  # (padding: the last word again)
+            with np.errstate(divide="ignore"):
+                logp = np.log(np.maximum(p[at].astype(np.float64), 1e-30))
+            back = np.empty((m, n, k), dtype=np.int32)
+            back[:, 0] = labels
+            score = logp[:, 0] + self.log_start
+            active = np.searchsorted(-group_len, -np.arange(n), "left")  # rows longer than t: a prefix
+            step = np.full((m, k), -np.inf)
+            pointers = np.zeros((m, k), dtype=np.int32)
+            for t in range(1, n):
+                a = int(active[t])
+                before = score[:a]
+                for prev, nexts in self.predecessors:
+                    if prev is None:  # any label may come before these
+                        step[:a, nexts] = before.max(1)[:, None]
+                        pointers[:a, nexts] = before.argmax(1)[:, None]
+                    else:  # sentences x these labels x their predecessors
+                        sub = before[:, prev]
+                        j = sub.argmax(2)
+                        step[:a, nexts] = sub.max(2)
+                        pointers[:a, nexts] = prev[np.arange(len(nexts)), j]
+                score[:a] = step[:a] + logp[:a, t]
+                back[:a, t] = pointers[:a]
+                back[a:, t] = labels  # ended: stay on the label it ended with
+            score = score + self.log_end
+            path = np.empty((m, n), dtype=np.int64)
+            path[:, -1] = score.argmax(-1)
+            rows = np.arange(m)
+            for t in range(n - 1, 0, -1):
+                path[:, t - 1] = back[rows, t, path[:, t]]
+            stuck = ~np.isfinite(score.max(-1))  # no allowed sequence at all (a label set without O or E- tags)
+            if stuck.any():
+                path[stuck] = p[at[stuck]].argmax(-1)
+            real = np.arange(n) < group_len[:, None]
+            best[at[real]] = path[real]
+            i += m
 
     def _viterbi(self, p: np.ndarray) -> np.ndarray:
         """The best allowed label path of one sentence (``p``: words x labels), or of several

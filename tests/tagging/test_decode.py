@@ -136,3 +136,37 @@ def test_round4_rounds_as_python_round():
         assert round4(values) == [round(float(v), 4) for v in values]
     odd = [0.1 + 1e-12, 0.33333333333]  # not float32 values: Python's round itself
     assert round4(odd) == [round(v, 4) for v in odd]
+
+
+IOBES = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
+IO = ["O", "PER", "LOC"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 60), min_size=1, max_size=80), st.integers(0, 2**32 - 1),
+       st.sampled_from([LABELS, IOBES, ["B-PER", "I-PER", "B-LOC", "I-LOC"], IO]), st.sampled_from([1 << 21, 64, 1]))
+def test_many_sentences_at_once_decode_as_one_at_a_time(lengths, seed, labels, cells):
+    """Viterbi over many sentences of mixed lengths at once (longest first, ended ones standing still),
+    in groups as small as one sentence, gives each sentence the path of the plain one-sentence Viterbi, for
+    IOB2, IOBES, a label set without O (where some sentences have no allowed path) and IO labels."""
+    import nerbatch.tagging.decode as decode
+
+    saved, decode.VITERBI_CELLS = decode.VITERBI_CELLS, cells  # (a module bound, restored below)
+    try:
+        _check_block_against_sentences(lengths, seed, labels)
+    finally:
+        decode.VITERBI_CELLS = saved
+
+
+def _check_block_against_sentences(lengths, seed, labels):
+    rng = np.random.default_rng(seed)
+    dec = Decoder(labels)
+    sents = [_probs(rng.normal(0, 2, (n, len(labels)))) for n in lengths]
+    block = np.concatenate(sents)
+    ids, scores = dec.decode_block(block, lengths)
+    k = 0
+    for p in sents:
+        want_ids, want_scores = dec.decode(p)
+        assert ids[k : k + len(p)].tolist() == want_ids
+        assert scores[k : k + len(p)].tolist() == want_scores
+        k += len(p)
