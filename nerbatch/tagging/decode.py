@@ -36,7 +36,7 @@ from ..core.schemes import allowed_transitions, as_tags, is_well_formed, scheme_
 __all__ = ["DECODERS", "Decoder"]
 
 DECODERS = ("viterbi", "argmax")
-VITERBI_CELLS = 1 << 21  # back pointers held at once by Decoder._viterbi_many (8 MiB)
+VITERBI_CELLS = 1 << 19  # back pointers held at once by Decoder._viterbi_many (2 MiB; with the log-probabilities, 8 MiB)
 
 
 
