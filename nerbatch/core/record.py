@@ -73,10 +73,6 @@ def sentence_bytes(sentence: Sentence) -> int:
     return size
 
 
-
-
-
-
 def token_offsets(tokens: Sequence[str]) -> list[tuple[int, int]]:
     """Character offsets of ``tokens`` in ``" ".join(tokens)`` (in C calls: the JSONL writer asks per sentence)."""
     from itertools import accumulate

@@ -589,8 +589,6 @@ def output_read_options(
     return ReadOptions(pred_column=-1, **limits)
 
 
-
-
 def score_output(
     path: str, output_fmt: str, scorer: Scorer, *, input_fmt: str, options: ReadOptions = ReadOptions(),
     scores: bool = False,

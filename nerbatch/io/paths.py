@@ -117,8 +117,6 @@ def expand_inputs(
     return out
 
 
-
-
 def skipped_note(skipped: list[str]) -> str:
     """The one-line notice for the files of input folders left out for not being regular files."""
     shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")

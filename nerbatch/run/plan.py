@@ -151,8 +151,6 @@ def _is_sealed(output: str, sealed: dict | None) -> bool:
     return st.st_ino == sealed.get("inode") and st.st_size == sealed.get("size")
 
 
-
-
 def _output_format(path: str, explicit: str | None, in_fmt: str) -> str:
     if explicit:
         return explicit
@@ -162,10 +160,6 @@ def _output_format(path: str, explicit: str | None, in_fmt: str) -> str:
     if in_fmt == "hf":  # a dataset to a file or stdout: JSON lines, every column kept
         return "jsonl"
     return "conll" if in_fmt == "text" else in_fmt
-
-
-
-
 
 
 def _output_name(rel: str, in_path: str, out_fmt: str) -> str:

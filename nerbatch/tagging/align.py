@@ -60,8 +60,6 @@ class Specials:
         return len(self.prefix) + len(self.suffix)
 
 
-
-
 def byte_level(tokenizer) -> bool:
     """Whether a fast tokenizer (transformers', or a ``tokenizers.Tokenizer`` behind ``backend_tokenizer``)
     is byte-level BPE (RoBERTa, ModernBERT, GPT-2 style), whose pieces carry the space before a word

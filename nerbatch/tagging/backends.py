@@ -123,18 +123,6 @@ class OnnxBackend:
         return (picked / picked.sum(-1, keepdims=True)).astype(np.float32)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 # -- choosing a back-end ----------------------------------------------------------------------------
 
 

@@ -39,10 +39,6 @@ DECODERS = ("viterbi", "argmax")
 VITERBI_CELLS = 1 << 19  # back pointers held at once by Decoder._viterbi_many (2 MiB; with the log-probabilities, 8 MiB)
 
 
-
-
-
-
 class Decoder:
     """Decode sentences for one label set; ``method`` is "viterbi" or "argmax"."""
 

@@ -245,8 +245,6 @@ def _quiet_libraries() -> None:
     datasets.logging.set_verbosity_error()
 
 
-
-
 def _load_base(base: str, local: bool, labels: list[str]):
     """Tokenizer and a token-classification model with a fresh head for ``labels``. Never runs
     code from the model folder (``trust_remote_code=False``); an architecture transformers does
