@@ -250,9 +250,12 @@ def _sentence_spans(masked: str, start: int, end: int) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for s, e in raw:
         # Untrained Punkt has no statistics on which abbreviations start sentences, so it breaks
-        # after "U.S." in "the U.S. ambassador"; a sentence does not start in lower case.
+        # after "U.S." in "the U.S. ambassador"; a sentence does not start in lower case. Nor does
+        # one start inside a word: Punkt can break "U.S.'Finland" after "U.S.", where no space is
+        # (the word would straddle two sentences).
         m = _OPENING.match(masked, s, e)
-        if out and m and masked[m.start(1)].islower():
+        inside = bool(out) and out[-1][1] == s and 0 < s < len(masked) and not masked[s - 1].isspace() and not masked[s].isspace()
+        if out and (inside or (m and masked[m.start(1)].islower())):
             out[-1] = (out[-1][0], e)
         else:
             out.append((s, e))

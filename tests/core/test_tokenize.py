@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import nerbatch.core.tokenize as nt
@@ -78,6 +78,7 @@ def test_spans_round_trip_across_piece_seams(text):
 
 @settings(max_examples=60, deadline=None)
 @given(text=texts)
+@example(text="U.S.'Finland")  # Punkt broke it after "U.S.", inside the word: the word straddled two spans
 def test_sentence_spans_match_split_sentences(text):
     sentences = split_sentences(text)
     spans = sentence_spans(text)
