@@ -31,11 +31,26 @@ _UMASK: int | None = None
 
 
 def umask_mode(mode: int = 0o666) -> int:
-    """``mode`` less this process's umask (read once: ``os.umask`` can only be read by setting it)."""
+    """``mode`` less this process's umask, as any Unix tool creates files (0o666 for a file, 0o777 for a folder).
+
+    The umask is read once: from ``/proc/self/status`` where there is one (no window in which
+    another thread could create a file under a changed umask), else by setting it and back.
+    """
     global _UMASK
     if _UMASK is None:
-        _UMASK = os.umask(0)
-        os.umask(_UMASK)
+        mask = None
+        try:
+            with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("Umask:"):
+                        mask = int(line.split()[1], 8)
+                        break
+        except (OSError, ValueError, IndexError):
+            mask = None
+        if mask is None:
+            mask = os.umask(0)
+            os.umask(mask)
+        _UMASK = mask
     return mode & ~_UMASK
 
 

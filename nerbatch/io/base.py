@@ -608,33 +608,6 @@ def _decode_lines(batch: list, at: list, path: str, options: ReadOptions) -> Ite
         yield lineno, text.rstrip("\r\n"), error
 
 
-_UMASK: int | None = None
-
-
-def file_mode() -> int:
-    """The mode a new file gets from the user's umask (0o666 & ~umask), like any Unix tool's.
-
-    The umask is read once: from ``/proc/self/status`` where there is one (no window in which
-    another thread could create a file under a changed umask), else by setting it and back.
-    """
-    global _UMASK
-    if _UMASK is None:
-        mask = None
-        try:
-            with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
-                for line in fh:
-                    if line.startswith("Umask:"):
-                        mask = int(line.split()[1], 8)
-                        break
-        except (OSError, ValueError, IndexError):
-            mask = None
-        if mask is None:
-            mask = os.umask(0)
-            os.umask(mask)
-        _UMASK = mask
-    return 0o666 & ~_UMASK
-
-
 class AtomicOutput:
     """A file written under a temporary name in the target folder and renamed into place on commit.
 
@@ -656,7 +629,7 @@ class AtomicOutput:
     def __init__(
         self, path: str, *, binary: bool = False, part: str | None = None, resume_bytes: int | None = None
     ) -> None:
-        from .atomic import fd_alias, is_stream, open_new, open_own, replace_target
+        from .atomic import fd_alias, is_stream, open_new, open_own, replace_target, umask_mode
 
         self.path = path
         self.binary = binary
@@ -693,11 +666,11 @@ class AtomicOutput:
                         os.ftruncate(fd, resume_bytes)
                         os.lseek(fd, resume_bytes, os.SEEK_SET)
                     else:
-                        fd = open_new(part, file_mode())
+                        fd = open_new(part, umask_mode())
                 else:
                     fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}.", suffix=".part", dir=folder)
                     try:  # mkstemp creates 0600; the output gets the mode the umask gives
-                        os.fchmod(fd, file_mode())
+                        os.fchmod(fd, umask_mode())
                     except OSError:
                         pass
         except FileNotFoundError:
@@ -761,9 +734,9 @@ class AtomicOutput:
         if self._closed:
             return
         try:
-            from .atomic import kept_mode
+            from .atomic import kept_mode, umask_mode
 
-            mode = kept_mode(self.target, file_mode()) if self.tmp is not None and self.upload is None else None
+            mode = kept_mode(self.target, umask_mode()) if self.tmp is not None and self.upload is None else None
             self._settle(close=self._own, mode=mode)
             if self.upload is not None:
                 self.upload.publish(self.tmp, before_rename)

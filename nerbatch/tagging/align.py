@@ -4,7 +4,7 @@ Pure functions over lists of ids, shared by training and tagging so both see the
 Conventions:
 - a word's prediction (and training label) sits on its first subword; other subwords get -100;
 - a word that the tokenizer turns into zero subwords gets no position and the tag ``O``;
-- predictions come back as label probabilities per word (:func:`word_probs`) for the decoder;
+- predictions come back as label probabilities per word (each word exactly once) for the decoder;
 - a sentence longer than the model's window is split into overlapping windows; each word is owned by
   the window where its first subword has the most context on both sides, so every word is predicted
   exactly once;
@@ -278,23 +278,6 @@ def label_ids(feature: Feature, tags: Sequence[str], label2id: dict[str, int]) -
     for w, pos in zip(feature.words, feature.positions):
         labels[pos] = label2id[tags[w]]
     return labels
-
-
-def word_probs(n_words: int, parts: Iterable[tuple[Feature, "np.ndarray"]], n_labels: int) -> "np.ndarray":
-    """A sentence's words x labels probabilities from its features' predictions (one row per
-    position, in the feature's word order). Words without subwords get a row of NaN (the decoder
-    gives them ``O``). Raises if a word would be predicted twice."""
-    import numpy as np
-
-    out = np.full((n_words, n_labels), np.nan, dtype=np.float32)
-    seen = np.zeros(n_words, dtype=bool)
-    for feat, probs in parts:
-        words = np.asarray(feat.words, dtype=np.int64)
-        if seen[words].any():
-            raise AssertionError(f"word {int(words[seen[words]][0])} predicted twice")
-        seen[words] = True
-        out[words] = probs
-    return out
 
 
 def assign(

@@ -8,8 +8,8 @@ Stages, each a named step of :class:`Tagger` built from the stage modules:
    and windows (:mod:`nerbatch.tagging.align`), a padding-minimising batch plan (:mod:`nerbatch.tagging.batching`);
 3. **predict** (:meth:`Tagger.predict`): the back-end (:mod:`nerbatch.tagging.backends`) gives the label
    probabilities at each word's first subword;
-4. **decode** (:meth:`Tagger.run`): each word's probabilities (:func:`nerbatch.tagging.align.word_probs`,
-   every token exactly once) become a well-formed tag sequence (:mod:`nerbatch.tagging.decode`); a model's
+4. **decode** (:meth:`Tagger.run`): each word's probabilities (every token exactly once, checked
+   there) become a well-formed tag sequence (:mod:`nerbatch.tagging.decode`); a model's
    plain labels (``LOC``, no ``B-``/``I-``) come out as the IO tags ``I-LOC``. A model with a calibration
    map then gives each entity's words the entity's calibrated score
    (:func:`nerbatch.core.calibration.calibrate_scores`): here, after every back-end, so eager, compiled
