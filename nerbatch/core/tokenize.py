@@ -254,7 +254,7 @@ def _sentence_spans(masked: str, start: int, end: int) -> list[tuple[int, int]]:
         # one start inside a word: Punkt can break "U.S.'Finland" after "U.S.", where no space is
         # (the word would straddle two sentences).
         m = _OPENING.match(masked, s, e)
-        inside = bool(out) and out[-1][1] == s and 0 < s < len(masked) and not masked[s - 1].isspace() and not masked[s].isspace()
+        inside = out and out[-1][1] == s and not masked[s - 1].isspace() and not masked[s].isspace()
         if out and (inside or (m and masked[m.start(1)].islower())):
             out[-1] = (out[-1][0], e)
         else:

@@ -309,6 +309,18 @@ def _split_any_eol(chunks: Iterable[bytes], max_bytes: int | None = None) -> Ite
         yield from finish()
 
 
+def _cr_lines(first: bytes) -> bool:
+    """Whether a file whose first line (at most :data:`_SNIFF` bytes, with its LF) is ``first`` ends its
+    lines in CR only (an old Mac file): a CR in it that does not end a CRLF."""
+    body = first[:-1] if first.endswith(b"\n") else first
+    return b"\r" in body.removesuffix(b"\r") or (body.endswith(b"\r") and not first.endswith(b"\n"))
+
+
+def _body_length(line: bytes) -> int:
+    """A line's length without its line end (LF or CRLF)."""
+    return len(line) - (2 if line.endswith(b"\r\n") else line.endswith(b"\n"))
+
+
 def raw_lines(stream: BinaryIO, max_bytes: int | None = None) -> Iterator[bytes | Overlong]:
     """The lines of ``stream`` with their line ends, read lazily.
 
@@ -321,8 +333,7 @@ def raw_lines(stream: BinaryIO, max_bytes: int | None = None) -> Iterator[bytes 
     first = stream.readline(_SNIFF)
     if not first:
         return
-    body = first[:-1] if first.endswith(b"\n") else first
-    if b"\r" in body.removesuffix(b"\r") or (body.endswith(b"\r") and not first.endswith(b"\n")):
+    if _cr_lines(first):
         read = getattr(stream, "read1", stream.read)
         yield from _split_any_eol(itertools.chain([first], iter(lambda: read(_SNIFF), b"")), max_bytes)
         return
@@ -330,7 +341,7 @@ def raw_lines(stream: BinaryIO, max_bytes: int | None = None) -> Iterator[bytes 
     if not first.endswith(b"\n") and (limit < 0 or len(first) < limit):
         first += stream.readline(limit - len(first) if limit > 0 else -1)  # the rest of a long first line
     for line in itertools.chain([first], iter(lambda: stream.readline(limit), b"")):
-        if max_bytes is None or len(line) - (2 if line.endswith(b"\r\n") else line.endswith(b"\n")) <= max_bytes:
+        if max_bytes is None or len(line) <= max_bytes or _body_length(line) <= max_bytes:
             yield line
             continue
         long = Overlong(len(line))
@@ -363,9 +374,7 @@ def raw_line_chunks(stream: BinaryIO, max_bytes: int | None = None, chunk: int =
     if not head:
         return
     nl = head.find(b"\n", 0, _SNIFF)
-    first = head[: nl + 1] if nl >= 0 else head[:_SNIFF]
-    body = first[:-1] if first.endswith(b"\n") else first
-    if b"\r" in body.removesuffix(b"\r") or (body.endswith(b"\r") and not first.endswith(b"\n")):
+    if _cr_lines(head[: nl + 1] if nl >= 0 else head[:_SNIFF]):
         read_any = getattr(stream, "read1", read)
         lines = _split_any_eol(itertools.chain([head], iter(lambda: read_any(_SNIFF), b"")), max_bytes)
         while batch := list(itertools.islice(lines, _BATCH_LINES)):
@@ -387,16 +396,13 @@ def raw_line_chunks(stream: BinaryIO, max_bytes: int | None = None, chunk: int =
         cut = buf.rfind(b"\n") + 1
         carry = buf[cut:]
         if cut:
-            done = buf[:cut] if cut < len(buf) else buf
+            done = buf[:cut]
             if b"\r" not in done or done.count(b"\r") == done.count(b"\r\n"):
                 lines: list = done.splitlines(keepends=True)  # (exact: every CR here ends a CRLF)
             else:
                 lines = [line + b"\n" for line in done.split(b"\n")[:-1]]  # a lone CR stays inside its line
             if max_bytes is not None and max(map(len, lines)) > max_bytes + 1:
-                lines = [
-                    Overlong(len(line)) if len(line) - (2 if line.endswith(b"\r\n") else 1) > max_bytes else line
-                    for line in lines
-                ]
+                lines = [Overlong(len(line)) if _body_length(line) > max_bytes else line for line in lines]
             yield lines
         if max_bytes is not None and len(carry) > max_bytes + 1:  # no line end yet: over-long in any case
             over, carry = Overlong(len(carry)), b""

@@ -28,8 +28,8 @@ DOCSTART = "-DOCSTART-"
 DOCSTART_SCORE = "1.0000"  # the --scores column of a -DOCSTART- line (its O is certain)
 _BLANKS = " \t"  # the only column separators (and what is stripped from line ends)
 FAST_PATH = True  # whole sentences split in C calls where nothing is odd (read_conll); tests compare both paths
-PASSTHROUGH_RUN = 1024
-_STR = {str}  # lines between two sentences held at most (a block holds 2,048 such runs)
+PASSTHROUGH_RUN = 1024  # lines between two sentences held at most (a block holds 2,048 such runs)
+_STR = {str}
 
 
 def split_columns(line: str) -> list[str]:
@@ -204,7 +204,7 @@ def read_conll(path: str, options: ReadOptions = ReadOptions(), part: Slice | No
             preds.append(pred)
 
     fast = FAST_PATH and not conllu and (limit is None or limit > 0)
-    getters = None
+    columns: tuple | None = None
     for first, texts, slow in decoded_batches(path, options, part, until_blank=fast):
         if texts is None:
             for lineno, line, decode_error in slow:
@@ -237,29 +237,25 @@ def read_conll(path: str, options: ReadOptions = ReadOptions(), part: Slice | No
                 and DOCSTART not in joined
             ) else None
             step = ncols + 1
-            if flat is None or len(flat) != lines * step - 1 or flat[ncols::step].count("\n") != lines - 1:
-                for k in range(i, j):
-                    yield from one(first + k, texts[k], None)
-                i = j
-                continue
-            if getters is None:
+            if columns is None:
                 try:  # the columns as offsets into a line's fields (negative ones count from its end)
-                    getters = tuple(None if c is None else range(ncols)[c] for c in (
+                    columns = tuple(None if c is None else range(ncols)[c] for c in (
                         token_column, tag_column if has_tags and ncols > 1 else None, options.pred_column if has_pred else None))
                 except IndexError:
-                    getters = ()  # out of range: line by line, which says so
-            if not getters:
+                    columns = ()  # out of range: line by line, which says so
+            if (not columns or flat is None or len(flat) != lines * step - 1
+                    or flat[ncols::step].count("\n") != lines - 1):
                 for k in range(i, j):
                     yield from one(first + k, texts[k], None)
                 i = j
                 continue
             start = first + i
             raw = group
-            tokens = flat[getters[0] :: step]
-            if getters[1] is not None:
-                tags = flat[getters[1] :: step]
-            if getters[2] is not None:
-                preds = flat[getters[2] :: step]
+            tokens = flat[columns[0] :: step]
+            if columns[1] is not None:
+                tags = flat[columns[1] :: step]
+            if columns[2] is not None:
+                preds = flat[columns[2] :: step]
             yield flush()
             i = j
     if raw:

@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.schemes import allowed_transitions, as_tags, is_well_formed, scheme_of
+from ..core.schemes import allowed_transitions, as_tags, scheme_of
 
 __all__ = ["DECODERS", "Decoder"]
 
@@ -65,7 +65,6 @@ class Decoder:
             for count, items in by_count.items()
         ]
         with np.errstate(divide="ignore"):
-            self.log_allowed = np.where(self.allowed, 0.0, -np.inf)
             self.log_start = np.where(self.start, 0.0, -np.inf)
             self.log_end = np.where(self.end, 0.0, -np.inf)
 
@@ -77,23 +76,13 @@ class Decoder:
         other words get the tags they would get without it (the one place an ``O`` can stand
         inside an entity).
         """
-        n = probs.shape[0]
-        ids = np.full(n, self.outside if self.outside is not None else 0, dtype=np.int64)
-        scores = np.ones(n, dtype=np.float64)
-        known = ~np.isnan(probs[:, 0]) if n else np.zeros(0, dtype=bool)
-        p = probs[known]
-        if len(p):
-            best = p.argmax(-1)
-            if self.method == "viterbi" and self.constrained and not is_well_formed(best, self.allowed, self.start, self.end):
-                best = self._viterbi(p)
-            ids[known] = best
-            scores[known] = p[np.arange(len(best)), best]
+        ids, scores = self.decode_block(probs, [probs.shape[0]])
         return ids.tolist(), scores.tolist()
 
     def decode_block(self, probs: np.ndarray, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`decode` for consecutive sentences at once: ``probs`` holds their words' rows one
         sentence after another (``lengths`` words each); returns label ids and probabilities for
-        all words, equal to :meth:`decode` per sentence. The argmax and the scheme check run over
+        all words, each sentence decoded as it would be alone. The argmax and the scheme check run over
         the whole block in numpy; Viterbi only on the sentences whose argmax breaks the scheme."""
         n = probs.shape[0]
         ids = np.full(n, self.outside if self.outside is not None else 0, dtype=np.int64)
@@ -120,10 +109,11 @@ class Decoder:
         return ids, scores
 
     def _viterbi_many(self, p: np.ndarray, best: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
-        """:meth:`_viterbi` of many sentences of any lengths at once (sentence ``i`` is ``p[starts[i] :
-        starts[i] + lengths[i]]``; its path is written into ``best`` there): the same paths (tested).
+        """The best allowed label paths of many sentences of any lengths at once (sentence ``i`` is
+        ``p[starts[i] : starts[i] + lengths[i]]``; its path is written into ``best`` there): the same
+        path a sentence gets alone (tested, and against brute force).
 
-        Why not :meth:`_viterbi` per length: with a random model most sentences need Viterbi, and its
+        Why not one sentence length at a time: with a random model most sentences need Viterbi, and the
         numpy calls per time step per length were most of the decoding (measured: 0.14 of 0.18 s per
         CoNLL-2003 train). Here the sentences step together, longest first: at step ``t`` the first
         ``a`` (those longer than ``t``) advance and the others get back pointers to the label they
@@ -177,28 +167,3 @@ class Decoder:
             real = np.arange(n) < group_len[:, None]
             best[at[real]] = path[real]
             i += m
-
-    def _viterbi(self, p: np.ndarray) -> np.ndarray:
-        """The best allowed label path of one sentence (``p``: words x labels), or of several
-        sentences of the same length at once (``p``: sentences x words x labels)."""
-        if p.ndim == 2:
-            return self._viterbi(p[None])[0]
-        with np.errstate(divide="ignore"):
-            logp = np.log(np.maximum(p.astype(np.float64), 1e-30))  # no -inf from an underflowed 0
-        m, n, k = logp.shape
-        rows, labels = np.arange(m)[:, None], np.arange(k)
-        back = np.zeros((m, n, k), dtype=np.int64)
-        score = logp[:, 0] + self.log_start
-        for t in range(1, n):
-            cand = score[:, :, None] + self.log_allowed  # sentence x prev x next
-            back[:, t] = cand.argmax(1)
-            score = cand[rows, back[:, t], labels] + logp[:, t]
-        score = score + self.log_end
-        path = np.zeros((m, n), dtype=np.int64)
-        path[:, -1] = score.argmax(-1)
-        for t in range(n - 1, 0, -1):
-            path[:, t - 1] = back[np.arange(m), t, path[:, t]]
-        stuck = ~np.isfinite(score.max(-1))  # no allowed sequence at all (a label set without O or E- tags)
-        if stuck.any():
-            path[stuck] = p[stuck].argmax(-1)
-        return path
