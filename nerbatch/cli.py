@@ -237,6 +237,7 @@ def tagger_options_decorator(fn):
         click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="CPU threads for the model (default: torch's choice)."),
         click.option("--decode", type=click.Choice(["viterbi", "argmax"]), default="viterbi", show_default=True, help="viterbi: the most probable tag sequence that the model's tagging scheme allows (IOB2: no I-X after O or another type; IOB1 labels, O and I-X only: any); argmax: each word's most probable tag on its own."),
         click.option("--compile/--no-compile", "compile_model", default=None, help="Run a compiled copy of the model (AOTInductor; fp32/bf16 on the CPU; needs a C++ compiler), cached, faster to start and to run. Default: on where possible, built in the background on first use while tagging starts uncompiled; --compile waits for the build; env NERBATCH_COMPILE=0 turns it off."),
+        click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True, help="What runs the model. torch: PyTorch (eager, or the --compile copy). onnx: an fp32 copy exported to ONNX Runtime with its fused BERT operators (CPU; pip install 'nerbatch[int8]'; exported on first use, then cached): starts without importing torch or transformers, and runs a small model about twice as fast; tags as torch does up to float rounding. int8 runs on ONNX Runtime either way. Example: nerbatch tag big.conll -o out.conll -m model/ --runtime onnx --precision fp32"),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -246,7 +247,7 @@ def tagger_options_decorator(fn):
 def build_tagger_options(kw: dict, verbose: bool = False) -> tuple[str, dict]:
     """The model and the TaggerOptions fields given by the tagger options."""
     model = kw.pop("model")
-    fields = ("device", "precision", "batch_tokens", "max_batch", "max_length", "stride", "context", "threads", "decode")
+    fields = ("device", "precision", "batch_tokens", "max_batch", "max_length", "stride", "context", "threads", "decode", "runtime")
     options = {name: kw.pop(name) for name in fields}
     options.update(compile=kw.pop("compile_model"), verbose=verbose)
     return model, options

@@ -86,6 +86,8 @@ def model_identity(model: str) -> str:
 # -- cache entries: compiled packages and int8 models -------------------------------------------------
 
 ENTRY_FORMAT = 2  # bump when an entry's layout or the recipe of what it holds changes
+ONNX_KINDS = ("int8", "onnx")  # entries that ONNX Runtime runs: int8, and "onnx" (fp32, --runtime onnx)
+PACKAGE_FILES = {"int8": "model.int8.onnx", "onnx": "model.fp32.onnx"}  # else an AOTInductor "model.pt2"
 
 
 class CacheError(Exception):
@@ -101,7 +103,7 @@ class Entry:
 
     @property
     def package(self) -> str:
-        return os.path.join(self.folder, "model.int8.onnx" if self.precision == "int8" else "model.pt2")
+        return os.path.join(self.folder, PACKAGE_FILES.get(self.precision, "model.pt2"))
 
     @property
     def tokenizer(self) -> str:
@@ -117,11 +119,12 @@ def entry_key(model: str, precision: str) -> str:
     """The entry name for a local model folder at a precision, on this software and CPU.
 
     fp32/bf16 entries (``aoti-*``) hold an AOTInductor package, keyed by torch's version and the
-    CPU's instruction set; int8 entries (``int8-*``) hold the ONNX Runtime model, keyed by
-    onnxruntime's version (torch is not imported for them, so an int8 run that finds its entry
-    starts with neither torch nor transformers). Both are keyed by the folder's contents.
+    CPU's instruction set; int8 entries (``int8-*``) and ``precision`` "onnx" entries (``onnx-*``, the
+    fp32 copy of ``--runtime onnx``) hold an ONNX Runtime model, keyed by onnxruntime's version (torch
+    is not imported for them, so a run that finds its entry starts with neither torch nor
+    transformers). All are keyed by the folder's contents.
     """
-    if precision == "int8":
+    if precision in ONNX_KINDS:
         import platform
         from importlib.metadata import PackageNotFoundError, version
 
@@ -137,7 +140,7 @@ def entry_key(model: str, precision: str) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(versions).encode())
     h.update(content_stamp(model).encode())
-    return ("int8-" if precision == "int8" else "aoti-") + h.hexdigest()[:32]
+    return (f"{precision}-" if precision in ONNX_KINDS else "aoti-") + h.hexdigest()[:32]
 
 
 def find_entry(cache_dir: str, key: str, precision: str) -> Entry | None:

@@ -122,7 +122,7 @@ class ScoreSink(Protocol):
 def plan(jobs: list[FileJob], tagger: SentenceTagger, options: ReadOptions, run: RunOptions) -> list[PlannedJob]:
     """The run plan of :mod:`nerbatch.run.plan` for these jobs and this tagger's output-changing options."""
     o = tagger.options
-    fp = output_fingerprint(options, tagger.settings, o.precision, o.compile, o.decode, o.label_map)
+    fp = output_fingerprint(options, tagger.settings, o.precision, o.compile, o.decode, o.label_map, o.runtime)
     # what else changes an output (absent when unset, so outputs made before these existed stay current)
     more = {"min_score": run.min_score, "scores": run.scores or None, "raw_scores": getattr(o, "raw_scores", False) or None}
     fp.update({k: v for k, v in more.items() if v is not None})

@@ -56,9 +56,10 @@ class PlannedJob:
 
 
 def output_fingerprint(read_options, settings, precision: str, compile_model: bool | None, decode: str = "viterbi",
-                       label_map=None) -> dict:
+                       label_map=None, runtime: str = "torch") -> dict:
     """The options that change an output: reading, the model's settings, precision, compiling, decoding, a
-    label map (:class:`~nerbatch.core.labelmap.LabelMap`; only when there is one, so earlier outputs stay up to date).
+    label map (:class:`~nerbatch.core.labelmap.LabelMap`), the runtime (these two only when not the default,
+    so earlier outputs stay up to date).
 
     ``precision`` is the one used, never ``auto``: the tagger resolves that first (:mod:`nerbatch.tagging.precision`)."""
     from dataclasses import asdict
@@ -74,7 +75,8 @@ def output_fingerprint(read_options, settings, precision: str, compile_model: bo
         "precision": precision,
         "compile": compile_model,
         "decode": decode,
-    } | ({"label_map": label_map.fingerprint()} if label_map is not None else {})
+    } | ({"label_map": label_map.fingerprint()} if label_map is not None else {}) | (
+        {"runtime": runtime} if runtime != "torch" else {})
 
 
 def plan_run(jobs: list[FileJob], model: str, options: dict, resume: bool) -> list[PlannedJob]:

@@ -10,10 +10,11 @@ The tagging pipeline (:mod:`nerbatch.tagging.tagger`) only ever talks to a :clas
   (:mod:`nerbatch.tagging.decode`), the same for every back-end.
 
 Three implementations: :class:`TorchBackend` runs a torch callable (the eager transformers model,
-or the AOTInductor package of :mod:`nerbatch.tagging.compiled`), :class:`OnnxBackend` runs the ONNX Runtime
-int8 model of :mod:`nerbatch.tagging.int8`. :func:`load_backend` picks one for a model and the run's
-options, using the cache (:mod:`nerbatch.model.cache`) where it can: a cached compiled entry loads with
-torch alone, a cached int8 entry with neither torch nor transformers.
+or the AOTInductor package of :mod:`nerbatch.tagging.compiled`), :class:`OnnxBackend` runs an ONNX Runtime
+model: the int8 copy of :mod:`nerbatch.tagging.int8`, or the fp32 copy of :mod:`nerbatch.tagging.onnx_fp32`
+(``--runtime onnx``). :func:`load_backend` picks one for a model and the run's options, using the cache
+(:mod:`nerbatch.model.cache`) where it can: a cached compiled entry loads with torch alone, a cached
+ONNX entry with neither torch nor transformers.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .batching import DEFAULT_BATCH
 
 __all__ = [
     "Backend", "TorchBackend", "OnnxBackend", "load_backend", "compile_wanted", "batch_sizes",
-    "upgrade",
+    "upgrade", "onnx_kind", "RUNTIMES",
 ]
 
 
@@ -44,7 +45,7 @@ class Backend(Protocol):
     specials: Specials
     pad_id: int
     device: str  # "cpu", "cuda", "cuda:1"
-    kind: str  # "eager", "compiled" or "int8": for notices and the run's log
+    kind: str  # "eager", "compiled", "int8" or "onnx" (fp32 on ONNX Runtime): for notices and the run's log
     max_width: int  # longest row the model takes, in subwords
 
     def word_pieces(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]: ...
@@ -96,7 +97,7 @@ class TorchBackend:
 
 @dataclass
 class OnnxBackend:
-    """An ONNX Runtime session (int8) run on numpy arrays; torch is never imported."""
+    """An ONNX Runtime session (int8, or fp32 with ``--runtime onnx``) run on numpy arrays; torch is never imported."""
 
     session: object
     tokenizer: object
@@ -178,7 +179,7 @@ def _cached(model: str, precision: str, cache: str, threads: int | None, verbose
         return None
 
 
-_KIND = {"int8": "int8", "fp32": "compiled", "bf16": "compiled"}  # what a cache entry of a precision holds
+_KIND = {"int8": "int8", "onnx": "onnx", "fp32": "compiled", "bf16": "compiled"}  # what a cache entry of a precision holds
 
 
 def _from_entry(entry, threads: int | None):
@@ -193,10 +194,10 @@ def _from_entry(entry, threads: int | None):
         "pad_id": meta["pad_id"],
         "max_width": meta["max_width"],
     }
-    if meta["precision"] == "int8":
+    if meta["precision"] in ("int8", "onnx"):
         from .int8 import open_session
 
-        return OnnxBackend(session=open_session(entry.package, threads), **common)
+        return OnnxBackend(session=open_session(entry.package, threads), kind=_KIND[meta["precision"]], **common)
     model = compiled.CompiledModel(entry.package, meta)
     return TorchBackend(forward=model, device="cpu", kind="compiled", **common)
 
@@ -214,8 +215,12 @@ def load_backend(model: str, options, max_length: int | None = None, token_types
     precision = options.precision
     local = os.path.isdir(model)
     cache = options.cache_dir or default_cache_dir()
-    if precision == "int8" and options.device in ("auto", "cpu") and local:
-        found = _cached(model, "int8", cache, options.threads, options.verbose, token_types, max_length)
+    onnx = onnx_kind(options)  # "int8", "onnx" (fp32 on ONNX Runtime) or None (torch)
+    if onnx and options.device.startswith("cuda"):
+        what = "--precision int8" if onnx == "int8" else "--runtime onnx"
+        raise ModelError(f"{what} runs on the CPU only", hint="use --device cpu, or --runtime torch with bf16/fp16 on a GPU")
+    if onnx and local and options.device in ("auto", "cpu"):
+        found = _cached(model, onnx, cache, options.threads, options.verbose, token_types, max_length)
         if found is not None:
             return found
     import torch
@@ -224,15 +229,13 @@ def load_backend(model: str, options, max_length: int | None = None, token_types
         torch.set_num_threads(options.threads)
     dev = options.device
     if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = "cuda" if onnx is None and torch.cuda.is_available() else "cpu"
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError("--device cuda: no CUDA device is available", hint="use --device cpu")
     gpu = dev.startswith("cuda")
     if precision == "fp16" and not gpu:
         raise ModelError("--precision fp16 needs a GPU", hint="use fp32 or bf16 on CPU")
-    if precision == "int8" and gpu:
-        raise ModelError("--precision int8 runs on the CPU only", hint="use --device cpu, or bf16/fp16 on a GPU")
-    compile_it = compile_wanted(model, precision, options.compile, cuda=gpu)
+    compile_it = onnx is None and compile_wanted(model, precision, options.compile, cuda=gpu)
     pending = None
     if compile_it:
         found = _cached(model, precision, cache, options.threads, options.verbose, token_types, max_length)
@@ -270,14 +273,16 @@ def load_backend(model: str, options, max_length: int | None = None, token_types
             return _from_entry(entry, options.threads)
         except compiled.CompileError as exc:
             _notice(options.verbose, f"running the model uncompiled: {exc}")
-    if precision == "int8":
+    if onnx:
         from .int8 import open_session, quantize_int8
+        from .onnx_fp32 import onnx_fp32
 
         # the ONNX graph has a dynamic sequence axis: the entry takes any row the model does
-        path = quantize_int8(net.eval(), model if local else None, tokenizer, specials, cache, width, token_types)
+        build = quantize_int8 if onnx == "int8" else onnx_fp32
+        path = build(net.eval(), model if local else None, tokenizer, specials, cache, width, token_types)
         return OnnxBackend(
             session=open_session(path, options.threads), tokenizer=tokenizer, labels=labels, specials=specials,
-            pad_id=pad_id, max_width=width, positions=positions, tokenizer_max=tokenizer.model_max_length,
+            pad_id=pad_id, max_width=width, positions=positions, tokenizer_max=tokenizer.model_max_length, kind=onnx,
         )
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     net.to(device=torch.device(dev), dtype=dtype)
@@ -286,6 +291,29 @@ def load_backend(model: str, options, max_length: int | None = None, token_types
         forward=logits_of(net), tokenizer=tokenizer, labels=labels, specials=specials, pad_id=pad_id, device=dev,
         kind="eager", max_width=width, positions=positions, tokenizer_max=tokenizer.model_max_length, pending=pending,
     )
+
+
+RUNTIMES = ("torch", "onnx")
+ONNX_PRECISIONS = ("fp32", "int8")
+
+
+def onnx_kind(options) -> str | None:
+    """Which ONNX Runtime copy a run uses: "int8" (``--precision int8``, always ONNX Runtime), "onnx"
+    (fp32 with ``--runtime onnx``), else None (torch). Refuses what ONNX Runtime does not run here."""
+    runtime = getattr(options, "runtime", "torch")
+    if runtime not in RUNTIMES:
+        raise ModelError(f"unknown runtime {runtime!r}", hint=f"use one of {', '.join(RUNTIMES)}")
+    if options.precision == "int8":
+        return "int8"
+    if runtime == "torch":
+        return None
+    if options.precision not in ONNX_PRECISIONS:
+        raise ModelError(f"--runtime onnx runs fp32 or int8, not {options.precision}",
+                         hint="use --precision fp32 or int8 with --runtime onnx, or --runtime torch")
+    if options.compile:
+        raise ModelError("--compile builds a torch package; --runtime onnx runs its own exported copy",
+                         hint="drop --compile, or use --runtime torch")
+    return "onnx"
 
 
 def logits_of(net):

@@ -35,7 +35,7 @@ import warnings
 
 from ..errors import ModelError
 
-__all__ = ["quantize_int8", "build_int8", "open_session", "run_session", "export_onnx", "LogitsOnly", "quiet_logging", "require", "INSTALL_HINT"]
+__all__ = ["quantize_int8", "build_int8", "fingerprint", "open_session", "run_session", "export_onnx", "LogitsOnly", "quiet_logging", "require", "INSTALL_HINT"]
 
 INSTALL_HINT = "pip install onnxruntime onnx onnxscript"
 FORMAT_VERSION = 2  # bump when the export or quantization recipe changes (invalidates the cache)
@@ -58,7 +58,7 @@ def require():
     return mods["onnxruntime"], mods["onnx"]
 
 
-def _fingerprint(model, ort, onnx) -> str:
+def fingerprint(model, ort, onnx) -> str:
     """Hash of the weights, config and versions: the cache key."""
     import torch
 
@@ -197,8 +197,13 @@ def default_threads() -> int:
 
 
 def open_session(path: str, threads: int | None = None, spin: bool = False):
-    """An ONNX Runtime CPU session for ``path``."""
-    ort, _ = require()
+    """An ONNX Runtime CPU session for ``path``: onnxruntime alone is imported (onnx and onnxscript,
+    which only building a copy needs, took 1-2 s to import)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelError("running an ONNX copy of the model needs onnxruntime (not installed)",
+                         hint=f"{INSTALL_HINT}, or use --precision fp32/bf16 with --runtime torch") from None
     return cpu_session(ort, path, threads, spin)
 
 
@@ -259,7 +264,7 @@ def quantize_int8(
     from ..model import cache
 
     ort, onnx = require()
-    key = cache.entry_key(folder, "int8") if folder else "int8-" + _fingerprint(model, ort, onnx)
+    key = cache.entry_key(folder, "int8") if folder else "int8-" + fingerprint(model, ort, onnx)
     if cache_dir is not None:
         entry = cache.find_entry(cache_dir, key, "int8")
         if entry is not None:

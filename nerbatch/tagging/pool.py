@@ -25,8 +25,9 @@ worker runs torch with one intra-op thread, which is what one worker per core wa
 threads per worker are asked for (``--threads``, or more cores than workers) the workers are started with
 ``forkserver`` (a clean process that imports nerbatch once, then forks the workers). The slow
 imports (torch, transformers and the model's own module; for a cached compiled copy torch alone,
-for a cached int8 copy onnxruntime alone) happen once, before the workers start. For
-int8 the first worker loads the model before the others, so the ONNX copy is quantised once into the cache.
+for a cached ONNX Runtime copy, int8 or ``--runtime onnx``, onnxruntime alone) happen once, before the
+workers start. For an ONNX Runtime copy the first worker loads the model before the others, so the copy
+is exported once into the cache.
 
 **A GPU** runs one model: ``--workers`` above 1 is refused there (the model is never copied per
 worker onto a device).
@@ -68,7 +69,7 @@ class WorkerDied(NerbatchError):
 
 @dataclass(frozen=True)
 class WorkerBackend:
-    """What the reading process knows of the workers' back-end: its kind ("eager", "compiled", "int8")."""
+    """What the reading process knows of the workers' back-end: its kind ("eager", "compiled", "int8", "onnx")."""
 
     kind: str
 
@@ -131,19 +132,21 @@ def preload_modules(model: str, options) -> list[str]:
     int8 model: onnxruntime alone), else torch, transformers and the model's own module."""
     import json
 
-    precision = options.precision
+    from .backends import onnx_kind
+
+    onnx = onnx_kind(options)
     cached = _cached_kind(model, options)
-    if cached == "int8":
+    if cached in ("int8", "onnx"):
         return ["onnxruntime", "tokenizers"]
     if cached == "compiled":
         return ["torch", "tokenizers"]
-    names = ["transformers"] if precision == "int8" else ["torch", "transformers"]
-    if precision == "int8":
+    names = ["transformers"] if onnx else ["torch", "transformers"]
+    if onnx:
         names.append("onnxruntime")
     try:  # (named, not looked up in transformers' tables; one that is not there is skipped)
         with open(os.path.join(model, "config.json"), encoding="utf-8") as fh:
             model_type = json.load(fh).get("model_type")
-        if precision != "int8" and isinstance(model_type, str) and model_type.replace("-", "_").isidentifier():
+        if not onnx and isinstance(model_type, str) and model_type.replace("-", "_").isidentifier():
             name = model_type.replace("-", "_")
             names.append(f"transformers.models.{name}.modeling_{name}")
     except (OSError, ValueError, AttributeError):
@@ -152,17 +155,18 @@ def preload_modules(model: str, options) -> list[str]:
 
 
 def _cached_kind(model: str, options) -> str | None:
-    """"int8" or "compiled" when the workers will load a cached copy of ``model`` (see
+    """"int8", "onnx" or "compiled" when the workers will load a cached copy of ``model`` (see
     :func:`nerbatch.tagging.backends.load_backend`), else None."""
     if not os.path.isdir(model) or options.device not in ("auto", "cpu"):
         return None
     from ..model.cache import default_cache_dir, entry_key, find_entry
-    from .backends import compile_wanted
+    from .backends import compile_wanted, onnx_kind
 
     cache = options.cache_dir or default_cache_dir()
     try:
-        if options.precision == "int8":
-            return "int8" if find_entry(cache, entry_key(model, "int8"), "int8") else None
+        onnx = onnx_kind(options)
+        if onnx:
+            return onnx if find_entry(cache, entry_key(model, onnx), onnx) else None
         if compile_wanted(model, options.precision, options.compile):
             return "compiled" if find_entry(cache, entry_key(model, options.precision), options.precision) else None
     except Exception:  # noqa: BLE001 - anything odd: the workers import what they need
@@ -194,11 +198,13 @@ class TaggerPool:
     """
 
     def __init__(self, tagger, workers: int, threads: int | None = None) -> None:
+        from .backends import onnx_kind
+
         if workers < 2:
             raise ValueError("a pool has at least 2 workers")
         options = tagger.options
-        # (int8 runs on the CPU with or without a GPU, so that run need not import torch to look for one)
-        if str(options.device).startswith("cuda") or (options.device == "auto" and options.precision != "int8" and _cuda()):
+        # (ONNX Runtime runs on the CPU with or without a GPU, so that run need not import torch to look for one)
+        if str(options.device).startswith("cuda") or (options.device == "auto" and onnx_kind(options) is None and _cuda()):
             raise NerbatchError("--workers above 1 runs on the CPU: a GPU runs one copy of the model",
                                 hint="drop --workers, or pass --device cpu")
         self.tagger = tagger
@@ -230,9 +236,9 @@ class TaggerPool:
         ]
         for proc in self.procs:
             proc.start()
-        # int8: the first worker loads alone, so the ONNX copy is quantised once into the cache (a compiled copy
+        # ONNX Runtime: the first worker loads alone, so the copy is exported once into the cache (a compiled copy
         # is built once anyway: a second build joins the first); else all load at once
-        self.staggered = options.precision == "int8"
+        self.staggered = onnx_kind(options) is not None
         for control in self.controls[: 1 if self.staggered else workers]:
             control.put(self.message)
         self.started = 0

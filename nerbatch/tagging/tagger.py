@@ -48,7 +48,7 @@ from .align import (
     rows_of_features,
     split_blocks,
 )
-from .backends import batch_sizes, compile_wanted, load_backend, upgrade
+from .backends import RUNTIMES, batch_sizes, compile_wanted, load_backend, upgrade
 from .batching import BLOCK_BYTES, DEFAULT_BLOCK, background, chunked, plan_batches
 from .decode import DECODERS, Decoder
 from .precision import AUTO, resolve_precision
@@ -74,6 +74,7 @@ class TaggerOptions:
     block_bytes: int = BLOCK_BYTES  # ... fewer when they hold more data (nerbatch.record.sentence_bytes)
     threads: int | None = None  # torch intra-op threads on CPU
     compile: bool | None = None  # compiled CPU model (nerbatch.tagging.compiled); None: $NERBATCH_COMPILE, else auto
+    runtime: str = "torch"  # "onnx": fp32 on ONNX Runtime (nerbatch.tagging.onnx_fp32); int8 always runs there
     verbose: bool = False  # one-line notices on stderr (compiling, falling back)
     decode: str = "viterbi"  # "viterbi": the best tag sequence the label set's scheme allows; "argmax": each word on its own
     cache_dir: str | None = None  # where compiled and int8 copies are kept; None: nerbatch.model.cache.default_cache_dir()
@@ -133,6 +134,8 @@ class Tagger:
     def __init__(self, model: str, options: TaggerOptions = TaggerOptions()) -> None:
         if options.precision not in PRECISIONS and options.precision != AUTO:
             raise ModelError(f"unknown precision {options.precision!r}", hint=f"use one of {AUTO}, {', '.join(PRECISIONS)}")
+        if options.runtime not in RUNTIMES:
+            raise ModelError(f"unknown runtime {options.runtime!r}", hint=f"use one of {', '.join(RUNTIMES)}")
         if options.decode not in DECODERS:
             raise ModelError(f"unknown decoder {options.decode!r}", hint=f"use one of {', '.join(DECODERS)}")
         from ..io.remote import is_url
