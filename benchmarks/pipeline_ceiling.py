@@ -10,7 +10,7 @@ time, its start-up (the wall time of the same command on a one-sentence file: im
 start), sentences/s of the whole process and after start-up, and the ``--log-json`` stage seconds. What is
 measured is everything around the model: reading, word pieces, windows, batch plans, tensors, decoding, writing.
 
-    .venv/bin/python benchmarks/pipeline_ceiling.py [--data DIR] [--x5] [--repeat N] [--workers 1,2] [--compiled] [--keep DIR]
+    .venv/bin/python benchmarks/pipeline_ceiling.py [--data DIR] [--x5] [--repeat N] [--workers 1,2] [--compiled | --onnx] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -88,14 +88,15 @@ def write_data(src: Path, dst: Path, times: int) -> int:
 
 
 def run_tag(model: str, data: Path, out: Path, context: bool, log: Path, tree: Path = ROOT, workers: int = 1,
-            cache: Path | None = None) -> tuple[float, dict]:
+            cache: Path | None = None, onnx: bool = False) -> tuple[float, dict]:
     """One `nerbatch tag` as a whole process: (wall seconds, its --log-json record). ``cache``: run the
-    compiled copy from that cache folder (``--compile``), else ``--no-compile``."""
+    cached copy from that cache folder: the compiled one (``--compile``), or with ``onnx`` the ONNX Runtime
+    one (``--runtime onnx``); else ``--no-compile``."""
     if log.exists():
         log.unlink()
+    how = ["--runtime", "onnx"] if onnx else ["--compile"] if cache else ["--no-compile"]
     cmd = [
-        sys.executable, "-m", "nerbatch", "tag", str(data), "-o", str(out), "--model", model,
-        "--compile" if cache else "--no-compile",
+        sys.executable, "-m", "nerbatch", "tag", str(data), "-o", str(out), "--model", model, *how,
         "--precision", "fp32", "--context" if context else "--no-context", "--log-json", str(log), "--quiet",
     ] + (["--workers", str(workers)] if workers > 1 else [])
     env = dict(os.environ, PYTHONPATH=str(tree) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -124,6 +125,8 @@ def main() -> None:
     ap.add_argument("--compiled", action="store_true",
                     help="run the compiled copy of the model (--compile; built into a cache before the timed runs, as any "
                     "run after a model's first finds it) instead of --no-compile")
+    ap.add_argument("--onnx", action="store_true",
+                    help="run the model's ONNX Runtime copy (--runtime onnx; exported into a cache before the timed runs)")
     args = ap.parse_args()
     src = Path(args.data) / "train.txt"
     if not src.is_file():
@@ -146,6 +149,10 @@ def main() -> None:
             cache = work / "cache"
             run_tag(str(model), one, work / "one.conll", False, work / "log.jsonl", tree, 1, cache)
             print(f"compiled copy: {', '.join(p.name for p in cache.iterdir() if p.name.startswith('aoti-'))} (--compile)")
+        if args.onnx:  # exported once, untimed, as --compiled builds its copy
+            cache = work / "cache"
+            run_tag(str(model), one, work / "one.conll", False, work / "log.jsonl", tree, 1, cache, onnx=True)
+            print(f"ONNX Runtime copy: {', '.join(p.name for p in cache.iterdir() if p.name.startswith('onnx-'))} (--runtime onnx)")
         print("timings are indicative when other work shares the CPU")
         print(f"{'row':<36} {'wall s':>7} {'start s':>7} {'sent/s':>8} {'after start':>11}  stage seconds (summed over processes)")
         for workers in [int(w) for w in args.workers.split(",")]:
@@ -154,8 +161,8 @@ def main() -> None:
                     name = f"{fmt}, {'context' if context else 'no context'}, " + (f"--workers {workers}" if workers > 1 else "one process")
                     best = None
                     for _ in range(args.repeat):
-                        start, _ = run_tag(str(model), one, work / f"one.{fmt}", context, work / "log.jsonl", tree, workers, cache)
-                        wall, rec = run_tag(str(model), data, work / f"out.{fmt}", context, work / "log.jsonl", tree, workers, cache)
+                        start, _ = run_tag(str(model), one, work / f"one.{fmt}", context, work / "log.jsonl", tree, workers, cache, args.onnx)
+                        wall, rec = run_tag(str(model), data, work / f"out.{fmt}", context, work / "log.jsonl", tree, workers, cache, args.onnx)
                         if best is None or wall < best[0]:
                             best = (wall, start, rec)
                     wall, start, rec = best
@@ -163,7 +170,7 @@ def main() -> None:
                     split = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
                     sent = rec.get("sentences", n)
                     print(f"{name:<36} {wall:7.1f} {start:7.1f} {sent / wall:8,.0f} {sent / max(wall - start, 1e-9):11,.0f}  {split}"
-                          + (f" ({rec.get('backend')})" if args.compiled else ""))
+                          + (f" ({rec.get('backend')})" if cache else ""))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -426,39 +426,73 @@ class PieceCache:
     def __init__(self, pieces_of: Callable[[list[list[str]]], list[list[list[int]]]], limit: int = 200_000) -> None:
         self.pieces_of = pieces_of
         self.limit = limit
-        self.first: dict[str, tuple[int, ...]] = {}
-        self.later: dict[str, tuple[int, ...]] = {}
+        # word -> entry number; an entry's pieces are store[start[e] : start[e] + count[e]]. Flat arrays,
+        # not a tuple per word: a block's ids are then one gather (see flat) instead of a Python
+        # iteration over every subword (a sixth of the prepare stage for a character-level vocabulary)
+        self.first: dict[str, int] = {}
+        self.later: dict[str, int] = {}
+        self._clear()
+
+    def _clear(self) -> None:
+        import numpy as np
+
+        self.first.clear()
+        self.later.clear()
+        self.store = np.zeros(1 << 16, dtype=np.int64)
+        self.start = np.zeros(1 << 12, dtype=np.int64)
+        self.count = np.zeros(1 << 12, dtype=np.int64)
+        self.entries = 0
+        self.used = 0
+
+    def _add(self, pieces: list[list[int]]) -> int:
+        """Store each word's pieces as a new entry; returns the first entry's number."""
+        import numpy as np
+
+        n = len(pieces)
+        counts = np.fromiter(map(len, pieces), dtype=np.int64, count=n)
+        total = int(counts.sum())
+        while self.entries + n > len(self.start):
+            self.start = np.concatenate([self.start, np.zeros_like(self.start)])
+            self.count = np.concatenate([self.count, np.zeros_like(self.count)])
+        while self.used + total > len(self.store):
+            self.store = np.concatenate([self.store, np.zeros_like(self.store)])
+        first = self.entries
+        self.count[first : first + n] = counts
+        self.start[first : first + n] = self.used + np.cumsum(counts) - counts
+        self.store[self.used : self.used + total] = np.fromiter(chain.from_iterable(pieces), dtype=np.int64, count=total)
+        self.entries += n
+        self.used += total
+        return first
 
     def learn(self, sentences: Sequence[Sequence[str]], chunk: int = 512) -> None:
         if len(self.first) + len(self.later) > self.limit:
-            self.first.clear()
-            self.later.clear()
+            self._clear()
         new_first = list({toks[0] for toks in sentences if toks and toks[0] not in self.first})
         new_later = list(set(chain.from_iterable(sentences)).difference(self.later))  # first words too: looked up before being replaced
         if new_first:  # each alone: a sentence of one word
-            for w, pieces in zip(new_first, self.pieces_of([[w] for w in new_first]), strict=True):
-                self.first[w] = tuple(pieces[0])
+            e = self._add([pieces[0] for pieces in self.pieces_of([[w] for w in new_first])])
+            self.first.update(zip(new_first, range(e, e + len(new_first))))
         for i in range(0, len(new_later), chunk):  # after a filler word, in sentences of ``chunk`` words
             part = new_later[i : i + chunk]
             (pieces,) = self.pieces_of([[self.FILLER, *part]])
-            for w, p in zip(part, pieces[1:], strict=True):
-                self.later[w] = tuple(p)
+            if len(pieces) != len(part) + 1:
+                raise AssertionError(f"the tokenizer gave {len(pieces)} words for {len(part) + 1}")
+            e = self._add(pieces[1:])
+            self.later.update(zip(part, range(e, e + len(part))))
 
     def flat(self, sentences: Sequence[Sequence[str]]) -> tuple["np.ndarray", "np.ndarray"]:
         """``(ids, counts)``: the subword ids of every word of ``sentences`` in order, and each word's count."""
         import numpy as np
 
         self.learn(sentences)
-        words = list(chain.from_iterable(sentences))
-        pieces = list(map(self.later.__getitem__, words))
-        k = 0
-        first = self.first
-        for toks in sentences:  # a sentence's first word as it is encoded there
-            if toks:
-                pieces[k] = first[toks[0]]
-                k += len(toks)
-        counts = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-        ids = np.fromiter(chain.from_iterable(pieces), dtype=np.int64, count=int(counts.sum()))
+        n = sum(map(len, sentences))
+        entry = np.fromiter(map(self.later.__getitem__, chain.from_iterable(sentences)), dtype=np.int64, count=n)
+        lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
+        starts = np.cumsum(lengths) - lengths
+        heads = [toks[0] for toks in sentences if toks]  # a sentence's first word as it is encoded there
+        entry[starts[lengths > 0]] = np.fromiter(map(self.first.__getitem__, heads), dtype=np.int64, count=len(heads))
+        counts = self.count[entry]
+        ids = self.store[ragged_index(self.start[entry], counts)]
         return ids, counts
 
 

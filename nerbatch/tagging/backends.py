@@ -235,7 +235,8 @@ def load_backend(model: str, options, max_length: int | None = None, token_types
     gpu = dev.startswith("cuda")
     if precision == "fp16" and not gpu:
         raise ModelError("--precision fp16 needs a GPU", hint="use fp32 or bf16 on CPU")
-    compile_it = onnx is None and compile_wanted(model, precision, options.compile, cuda=gpu)
+    # (int8 is never compiled: an explicit --compile with it is refused there; --runtime onnx's was, in onnx_kind)
+    compile_it = onnx != "onnx" and compile_wanted(model, precision, options.compile, cuda=gpu)
     pending = None
     if compile_it:
         found = _cached(model, precision, cache, options.threads, options.verbose, token_types, max_length)

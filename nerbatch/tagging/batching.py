@@ -7,6 +7,7 @@ the tagger restores input order per block before anything is written.
 from __future__ import annotations
 
 import queue
+from collections import deque
 import threading
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -32,31 +33,45 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, max_batch: int, batch_
     Against filling each batch up to the budget in sorted order (the usual greedy plan), this
     cuts the padding on CoNLL-2003 test from 12% to 3.9% of the model input (2,048-sentence blocks).
     """
-    import numpy as np
-
     n = len(lengths)
     if n == 0:
         return []
     order = sorted(range(n), key=lengths.__getitem__)
-    ls = np.fromiter((lengths[i] for i in order), dtype=np.int64, count=n)
-    best = np.zeros(n + 1, dtype=np.int64)
-    back = np.zeros(n + 1, dtype=np.int64)
+    widths = [lengths[i] for i in order]
     max_batch = max(1, max_batch)
-    positions = np.arange(n + 1, dtype=np.int64)
-    widths = ls.tolist()
+    best = [0] * (n + 1)  # the cheapest plan of the first j sorted rows
+    back = [0] * (n + 1)  # where its last batch starts
+    # A batch of sorted rows k .. j-1 costs best[k] + width * (j - k) + batch_cost, width being row j-1's
+    # length: the best k minimises best[k] - width * k over the window [j - rows, j) of allowed starts.
+    # Rows of one width (most of a block: lengths are small integers) share the width and the window
+    # size, so the window slides and a monotonic queue of (k, value) gives its first minimum in O(1)
+    # (a numpy argmin over the window for every row took 3-4 us a row); a new width rebuilds the queue.
+    window: deque[tuple[int, int]] = deque()
+    width = -1
     for j in range(1, n + 1):
-        width = widths[j - 1]  # the longest row of any batch ending at sorted position j
-        lo = j - min(max_batch, max(1, max_tokens // max(1, width)), j)
-        # a batch of rows lo+k .. j-1 costs best[lo+k] + width * (j - lo - k) + batch_cost: the terms
-        # that do not depend on k are added after the argmin (integers: the same minimum, found sooner)
-        part = best[lo:j] - width * positions[lo:j]
-        k = int(part.argmin())  # first minimum: the largest batch among equal costs
-        best[j] = part[k] + width * j + batch_cost
-        back[j] = lo + k
+        w = widths[j - 1]
+        lo = max(0, j - min(max_batch, max(1, max_tokens // max(1, w))))
+        if w != width:
+            width = w
+            window.clear()
+            for k in range(lo, j - 1):
+                v = best[k] - w * k
+                while window and window[-1][1] > v:  # (equal values stay: the first minimum, the largest batch)
+                    window.pop()
+                window.append((k, v))
+        v = best[j - 1] - w * (j - 1)
+        while window and window[-1][1] > v:
+            window.pop()
+        window.append((j - 1, v))
+        while window[0][0] < lo:
+            window.popleft()
+        k, v = window[0]
+        best[j] = v + w * j + batch_cost
+        back[j] = k
     batches: list[list[int]] = []
     j = n
     while j > 0:
-        i = int(back[j])
+        i = back[j]
         batches.append(order[i:j])
         j = i
     batches.reverse()
