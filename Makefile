@@ -48,6 +48,7 @@ bench: install
 	# the work around the model (a near-free model on CoNLL-2003 train x5), and Ray workers against the local engine
 	$(BIN)/python benchmarks/pipeline_ceiling.py --x5
 	$(BIN)/python benchmarks/pipeline_ceiling.py --x5 --tokenizer minilm
+	$(BIN)/python benchmarks/pipeline_ceiling.py --x5 --onnx
 	$(BIN)/python benchmarks/ray_io.py --times 5 --workers 2
 
 clean:

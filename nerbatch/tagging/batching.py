@@ -7,8 +7,8 @@ the tagger restores input order per block before anything is written.
 from __future__ import annotations
 
 import queue
-from collections import deque
 import threading
+from collections import deque
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")

@@ -35,7 +35,7 @@ import warnings
 
 from ..errors import ModelError
 
-__all__ = ["quantize_int8", "build_int8", "fingerprint", "open_session", "run_session", "export_onnx", "LogitsOnly", "quiet_logging", "require", "INSTALL_HINT"]
+__all__ = ["quantize_int8", "cached_copy", "build_int8", "fingerprint", "open_session", "run_session", "export_onnx", "LogitsOnly", "quiet_logging", "require", "INSTALL_HINT"]
 
 INSTALL_HINT = "pip install onnxruntime onnx onnxscript"
 FORMAT_VERSION = 2  # bump when the export or quantization recipe changes (invalidates the cache)
@@ -255,7 +255,17 @@ def build_int8(model, path: str, token_types: bool = False) -> None:
 def quantize_int8(
     model, folder: str | None, tokenizer, specials, cache_dir: str | None, max_width: int, token_types: bool = False
 ) -> str:
-    """The int8 ONNX file for ``model``, built once and kept as a cache entry (see :mod:`nerbatch.model.cache`).
+    """The int8 ONNX file for ``model``, built once and kept as a cache entry (see :func:`cached_copy`)."""
+    return cached_copy("int8", build_int8, model, folder, tokenizer, specials, cache_dir, max_width, token_types)
+
+
+def cached_copy(
+    kind: str, build, model, folder: str | None, tokenizer, specials, cache_dir: str | None, max_width: int,
+    token_types: bool = False,
+) -> str:
+    """The ONNX file of ``kind`` ("int8", or "onnx": the fp32 copy of :mod:`nerbatch.tagging.onnx_fp32`) for
+    ``model``, made by ``build(model, path, token_types)`` once and kept as a cache entry (see
+    :mod:`nerbatch.model.cache`; what ``build`` returns, if anything, is recorded as the entry's ``graph``).
 
     ``folder``: the model folder the weights came from (the entry is keyed by its contents), or None
     for a hub id (keyed by a hash of the weights). ``cache_dir`` None, or one that cannot be written:
@@ -264,20 +274,23 @@ def quantize_int8(
     from ..model import cache
 
     ort, onnx = require()
-    key = cache.entry_key(folder, "int8") if folder else "int8-" + fingerprint(model, ort, onnx)
+    key = cache.entry_key(folder, kind) if folder else f"{kind}-" + fingerprint(model, ort, onnx)
     if cache_dir is not None:
-        entry = cache.find_entry(cache_dir, key, "int8")
+        entry = cache.find_entry(cache_dir, key, kind)
         if entry is not None:
             return entry.package
-        meta = cache.entry_meta(folder or getattr(model.config, "_name_or_path", "?"), "int8", tokenizer, model, specials, max_width)
+        meta = cache.entry_meta(folder or getattr(model.config, "_name_or_path", "?"), kind, tokenizer, model, specials, max_width)
         meta["token_types"] = token_types
+
+        def write(dst: str) -> None:
+            made = build(model, dst, token_types)
+            if made:
+                meta["graph"] = made
+
         try:
-            return cache.save_entry(
-                cache_dir, key, "int8", tokenizer, meta, lambda dst: build_int8(model, dst, token_types)
-            ).package
+            return cache.save_entry(cache_dir, key, kind, tokenizer, meta, write).package
         except cache.CacheError:
             pass  # an unwritable cache: build without it
-    tmp = tempfile.mkdtemp(prefix="nerbatch-int8-")
-    path = os.path.join(tmp, "model.int8.onnx")
-    build_int8(model, path, token_types)
+    path = os.path.join(tempfile.mkdtemp(prefix=f"nerbatch-{kind}-"), os.path.basename(cache.Entry("", kind).package))
+    build(model, path, token_types)
     return path

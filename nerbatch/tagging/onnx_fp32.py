@@ -28,11 +28,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 
 from ..errors import ModelError
-from .int8 import LogitsOnly, fingerprint, export_onnx, quiet_logging, require
+from .int8 import LogitsOnly, cached_copy, export_onnx, quiet_logging, require
 
 __all__ = ["onnx_fp32", "build_fp32", "TOLERANCE", "INSTALL_HINT"]
 
@@ -129,27 +128,6 @@ def build_fp32(model, path: str, token_types: bool = False) -> str:
 def onnx_fp32(
     model, folder: str | None, tokenizer, specials, cache_dir: str | None, max_width: int, token_types: bool = False
 ) -> str:
-    """The fp32 ONNX file for ``model``, built once and kept as a cache entry (``onnx-*``, see
-    :mod:`nerbatch.model.cache`); ``folder`` None (a hub id) or an unwritable cache: built in a
-    temporary folder. As :func:`nerbatch.tagging.int8.quantize_int8` does for int8."""
-    from ..model import cache
-
-    ort, onnx = require()
-    key = cache.entry_key(folder, "onnx") if folder else "onnx-" + fingerprint(model, ort, onnx)
-    if cache_dir is not None:
-        entry = cache.find_entry(cache_dir, key, "onnx")
-        if entry is not None:
-            return entry.package
-        meta = cache.entry_meta(folder or getattr(model.config, "_name_or_path", "?"), "onnx", tokenizer, model, specials, max_width)
-        meta["token_types"] = token_types
-
-        def write(dst: str) -> None:
-            meta["graph"] = build_fp32(model, dst, token_types)
-
-        try:
-            return cache.save_entry(cache_dir, key, "onnx", tokenizer, meta, write).package
-        except cache.CacheError:
-            pass  # an unwritable cache: build without it
-    path = os.path.join(tempfile.mkdtemp(prefix="nerbatch-onnx-"), "model.fp32.onnx")
-    build_fp32(model, path, token_types)
-    return path
+    """The fp32 ONNX file for ``model``, built once and kept as a cache entry (``onnx-*``; see
+    :func:`nerbatch.tagging.int8.cached_copy`, as for the int8 copy)."""
+    return cached_copy("onnx", build_fp32, model, folder, tokenizer, specials, cache_dir, max_width, token_types)
