@@ -246,7 +246,7 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["modernbert", "deberta-v2"])
-def test_compiled_and_int8_keep_every_word_and_the_tags(name, family, cache):
+def test_compiled_int8_and_onnx_keep_every_word_and_the_tags(name, family, cache):
     from nerbatch.tagging.compiled import compiler_available
 
     pytest.importorskip("onnxruntime", reason="int8 needs the 'int8' extra (onnxruntime)")
@@ -257,6 +257,9 @@ def test_compiled_and_int8_keep_every_word_and_the_tags(name, family, cache):
         assert compiled.backend.kind == "compiled"
         assert compiled.backend.word_pieces([s.tokens for s in ref]) == eager.backend.word_pieces([s.tokens for s in ref])
         assert [s.pred for s in got] == [s.pred for s in ref]
+    onnx, fp32 = tag(model, precision="fp32", runtime="onnx")  # the fp32 ONNX Runtime copy: fused where it checks out
+    assert onnx.backend.kind == "onnx"
+    assert [s.pred for s in fp32] == [s.pred for s in ref]
     first, int8 = tag(model, precision="int8")
     again, cached = tag(model, precision="int8")  # from the cache entry: its own tokenizer.json, no transformers
     assert first.backend.kind == again.backend.kind == "int8"
