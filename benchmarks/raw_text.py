@@ -419,7 +419,7 @@ def entity_scores_on_raw(tagger, docs: list[GoldDocument], conll_path: Path, wor
     boundary that moves an entity's edge counts as a false positive and a miss.
     """
     from nerbatch.io import read
-    from nerbatch.io.jsonl import entities
+    from nerbatch.io.jsonl import entities_json
 
     golds = [s for doc in docs for s in doc.sentences]
     words = sum(len(s.tokens) for s in golds)
@@ -472,7 +472,7 @@ def entity_scores_on_raw(tagger, docs: list[GoldDocument], conll_path: Path, wor
             starts.update(a for a, _ in sent.spans)
             ends.update(b for _, b in sent.spans)
             raw_tokens += len(sent.tokens)
-            for ent in entities(sent):  # what `nerbatch tag -o out.jsonl` writes
+            for ent in json.loads(entities_json(sent)):  # what `nerbatch tag -o out.jsonl` writes
                 assert sent.text[ent["char_start"] : ent["char_end"]] == ent["text"]
                 pred[d].add((ent["label"], ent["char_start"], ent["char_end"]))
         # gold entities the raw tokens cannot give at all: an edge that is no token edge

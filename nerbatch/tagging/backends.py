@@ -183,6 +183,7 @@ _KIND = {"int8": "int8", "onnx": "onnx", "fp32": "compiled", "bf16": "compiled"}
 
 
 def _from_entry(entry, threads: int | None):
+    from ..model.cache import ONNX_KINDS
     from . import compiled
 
     meta = entry.meta
@@ -194,7 +195,7 @@ def _from_entry(entry, threads: int | None):
         "pad_id": meta["pad_id"],
         "max_width": meta["max_width"],
     }
-    if meta["precision"] in ("int8", "onnx"):
+    if meta["precision"] in ONNX_KINDS:
         from .int8 import open_session
 
         return OnnxBackend(session=open_session(entry.package, threads), kind=_KIND[meta["precision"]], **common)
@@ -301,12 +302,9 @@ ONNX_PRECISIONS = ("fp32", "int8")
 def onnx_kind(options) -> str | None:
     """Which ONNX Runtime copy a run uses: "int8" (``--precision int8``, always ONNX Runtime), "onnx"
     (fp32 with ``--runtime onnx``), else None (torch). Refuses what ONNX Runtime does not run here."""
-    runtime = getattr(options, "runtime", "torch")
-    if runtime not in RUNTIMES:
-        raise ModelError(f"unknown runtime {runtime!r}", hint=f"use one of {', '.join(RUNTIMES)}")
     if options.precision == "int8":
         return "int8"
-    if runtime == "torch":
+    if options.runtime == "torch":
         return None
     if options.precision not in ONNX_PRECISIONS:
         raise ModelError(f"--runtime onnx runs fp32 or int8, not {options.precision}",

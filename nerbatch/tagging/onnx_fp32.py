@@ -33,9 +33,8 @@ import warnings
 from ..errors import ModelError
 from .int8 import LogitsOnly, cached_copy, export_onnx, quiet_logging, require
 
-__all__ = ["onnx_fp32", "build_fp32", "TOLERANCE", "INSTALL_HINT"]
+__all__ = ["onnx_fp32", "build_fp32", "TOLERANCE"]
 
-INSTALL_HINT = "pip install 'nerbatch[int8]' (onnxruntime, onnx, onnxscript)"
 TOLERANCE = 1e-3  # largest |logit| difference from the torch model on the check batch
 
 

@@ -132,11 +132,12 @@ def preload_modules(model: str, options) -> list[str]:
     int8 model: onnxruntime alone), else torch, transformers and the model's own module."""
     import json
 
+    from ..model.cache import ONNX_KINDS
     from .backends import onnx_kind
 
     onnx = onnx_kind(options)
     cached = _cached_kind(model, options)
-    if cached in ("int8", "onnx"):
+    if cached in ONNX_KINDS:
         return ["onnxruntime", "tokenizers"]
     if cached == "compiled":
         return ["torch", "tokenizers"]

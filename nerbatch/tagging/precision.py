@@ -628,7 +628,7 @@ def resolve_precision(model: str, options, *, cache_dir: str | None = None,
     :class:`PrecisionChoice` saying why."""
     if options.precision != AUTO:
         return options, PrecisionChoice(options.precision, options.precision, options.precision)
-    if getattr(options, "runtime", "torch") != "onnx" and _gpu(options.device):  # (ONNX Runtime: the CPU)
+    if options.runtime != "onnx" and _gpu(options.device):  # (ONNX Runtime: the CPU)
         import torch
 
         if not torch.cuda.is_available():  # --device cuda without one: loading the model says so
@@ -644,7 +644,7 @@ def resolve_precision(model: str, options, *, cache_dir: str | None = None,
     exact = int8 and int8_exact()
     excluded = {"int8": "no VNNI (int8 products saturate)"} if int8 and not exact else {}
     candidates = ("bf16", "int8") if exact else ("bf16",)
-    if getattr(options, "runtime", "torch") == "onnx":  # ONNX Runtime runs fp32 and int8 only
+    if options.runtime == "onnx":  # ONNX Runtime runs fp32 and int8 only
         candidates = tuple(c for c in candidates if c != "bf16")
         excluded["bf16"] = "--runtime onnx"
     p, why = choose(m, candidates, excluded, recorded_f1(model))
