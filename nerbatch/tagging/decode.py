@@ -52,16 +52,22 @@ class Decoder:
         self.allowed, self.start, self.end = allowed_transitions(self.labels)
         self.constrained = not (self.allowed.all() and self.start.all() and self.end.all())
         self.outside = self.labels.index("O") if "O" in self.labels else None
-        # the labels that may precede each label, by how many they are: (labels x their predecessors, or None
-        # for "every label"; those labels); a label that nothing may precede is left out (-inf, pointing at 0)
+        # each step of Viterbi takes every label's best allowed predecessor: for the labels any label may precede
+        # (O and B-X in IOB2) the best of all (``self.free``); for the others (I-X: after B-X or I-X) the best of
+        # their few predecessors, compared slot by slot (``self.groups``: the labels with that many predecessors,
+        # and per slot the column of each one's predecessor, a slice where the columns are evenly spaced);
+        # a label that nothing may precede keeps -inf
+        k = len(self.labels)
         by_count: dict[int, list[tuple[int, list[int]]]] = {}
-        for j in range(len(self.labels)):
+        for j in range(k):
             prev = np.flatnonzero(self.allowed[:, j]).tolist()
-            if prev:
-                by_count.setdefault(len(prev), []).append((j, prev))
-        self.predecessors = [
-            (None if count == len(self.labels) else np.asarray([prev for _, prev in items], dtype=np.int64),
-             np.asarray([j for j, _ in items], dtype=np.int64))
+            by_count.setdefault(len(prev), []).append((j, prev))
+        self.free = _columns([j for j, _ in by_count.pop(k, [])])
+        by_count.pop(0, None)
+        self.groups = [
+            (_columns([j for j, _ in items]), [(_columns([prev[s] for _, prev in items]),
+                                                 np.asarray([prev[s] for _, prev in items], dtype=np.int32))
+                                                for s in range(count)])
             for count, items in by_count.items()
         ]
         with np.errstate(divide="ignore"):
@@ -111,59 +117,79 @@ class Decoder:
     def _viterbi_many(self, p: np.ndarray, best: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
         """The best allowed label paths of many sentences of any lengths at once (sentence ``i`` is
         ``p[starts[i] : starts[i] + lengths[i]]``; its path is written into ``best`` there): the same
-        path a sentence gets alone (tested, and against brute force).
+        path a sentence gets alone (tested, against a textbook Viterbi and against brute force).
 
         Why not one sentence length at a time: with a random model most sentences need Viterbi, and the
-        numpy calls per time step per length were most of the decoding (measured: 0.14 of 0.18 s per
-        CoNLL-2003 train). Here the sentences step together, longest first: at step ``t`` the first
-        ``a`` (those longer than ``t``) advance and the others get back pointers to the label they
-        ended on, so each path reads back from the last step through its own end. And the step itself
-        takes each label's best allowed predecessor from the labels that may precede it (a few groups:
-        in IOB2 all labels may precede ``O`` and ``B-X``, only ``B-X``/``I-X`` precede ``I-X``), not from
-        a sentences x labels x labels sum. Groups of sentences hold at most :data:`VITERBI_CELLS` back pointers.
+        numpy calls per time step per length were most of the decoding. Here the sentences step together,
+        longest first: at step ``t`` the first ``a`` (those longer than ``t``) advance and the others get
+        back pointers to the label they ended on, so each path reads back from the last step through its
+        own end. The step takes each label's best allowed predecessor without a sentences x labels x labels
+        sum: one max over all labels for the labels any label may precede, and a slot-by-slot comparison
+        over strided columns for the others (in IOB2, ``I-X`` after ``B-X`` or ``I-X``): a dozen numpy calls a
+        step on contiguous rows (``(steps, sentences, labels)`` layout; measured 3x faster than gathering the
+        predecessors with fancy indexing). Ties go to the lower label id, as ``argmax`` breaks them. Groups
+        of sentences hold at most :data:`VITERBI_CELLS` back pointers.
         """
         order = np.argsort(-lengths, kind="stable")
         lengths, starts = lengths[order], starts[order]
         k = p.shape[1]
-        labels = np.arange(k)
+        labels = np.arange(k, dtype=np.int32)
+        with np.errstate(divide="ignore"):  # each word's log-probabilities once, taken by the steps that need them
+            logp = np.log(np.maximum(p.astype(np.float64), 1e-30))
         i = 0
         while i < len(order):
             n = int(lengths[i])
             m = max(1, min(len(order) - i, VITERBI_CELLS // max(1, n * k)))
             group_len, group_start = lengths[i : i + m], starts[i : i + m]
-            at = group_start[:, None] + np.minimum(np.arange(n), group_len[:, None] - 1)  # (padding: the last word again)
-            with np.errstate(divide="ignore"):
-                logp = np.log(np.maximum(p[at].astype(np.float64), 1e-30))
-            back = np.empty((m, n, k), dtype=np.int32)
-            back[:, 0] = labels
-            score = logp[:, 0] + self.log_start
+            at = group_start[None, :] + np.minimum(np.arange(n)[:, None], group_len[None, :] - 1)  # steps x sentences
+            back = np.empty((n, m, k), dtype=np.int32)
+            back[0] = labels
+            score = logp[at[0]] + self.log_start
             active = np.searchsorted(-group_len, -np.arange(n), "left")  # rows longer than t: a prefix
             step = np.full((m, k), -np.inf)
             pointers = np.zeros((m, k), dtype=np.int32)
             for t in range(1, n):
                 a = int(active[t])
-                before = score[:a]
-                for prev, nexts in self.predecessors:
-                    if prev is None:  # any label may come before these
-                        step[:a, nexts] = before.max(1)[:, None]
-                        pointers[:a, nexts] = before.argmax(1)[:, None]
-                    else:  # sentences x these labels x their predecessors
-                        sub = before[:, prev]
-                        j = sub.argmax(2)
-                        step[:a, nexts] = sub.max(2)
-                        pointers[:a, nexts] = prev[np.arange(len(nexts)), j]
-                score[:a] = step[:a] + logp[:a, t]
-                back[:a, t] = pointers[:a]
-                back[a:, t] = labels  # ended: stay on the label it ended with
+                before, new, ptr = score[:a], step[:a], pointers[:a]
+                if self.free is not None:
+                    new[:, self.free] = before.max(1)[:, None]
+                    ptr[:, self.free] = before.argmax(1)[:, None]
+                for nexts, slots in self.groups:
+                    cols, ids = slots[0]
+                    top = before[:, cols]
+                    at_top = np.broadcast_to(ids, top.shape)
+                    for cols, ids in slots[1:]:
+                        other = before[:, cols]
+                        better = other > top  # (a tie stays with the earlier, lower label)
+                        top = np.where(better, other, top)
+                        at_top = np.where(better, ids, at_top)
+                    new[:, nexts] = top
+                    ptr[:, nexts] = at_top
+                np.add(new, logp[at[t, :a]], out=score[:a])
+                back[t, :a] = ptr
+                back[t, a:] = labels  # ended: stay on the label it ended with
             score = score + self.log_end
-            path = np.empty((m, n), dtype=np.int64)
-            path[:, -1] = score.argmax(-1)
+            path = np.empty((n, m), dtype=np.int64)
+            path[-1] = score.argmax(-1)
             rows = np.arange(m)
             for t in range(n - 1, 0, -1):
-                path[:, t - 1] = back[rows, t, path[:, t]]
+                path[t - 1] = back[t, rows, path[t]]
             stuck = ~np.isfinite(score.max(-1))  # no allowed sequence at all (a label set without O or E- tags)
             if stuck.any():
-                path[stuck] = p[at[stuck]].argmax(-1)
-            real = np.arange(n) < group_len[:, None]
+                path[:, stuck] = p[at[:, stuck]].argmax(-1)
+            real = np.arange(n)[:, None] < group_len[None, :]
             best[at[real]] = path[real]
             i += m
+
+
+def _columns(ids: list[int]):
+    """Label columns as a slice where they are evenly spaced and ascending (a view, not a copy), else
+    an index array; None for no columns."""
+    if not ids:
+        return None
+    if len(ids) == 1:
+        return slice(ids[0], ids[0] + 1)
+    gap = ids[1] - ids[0]
+    if gap > 0 and all(b - a == gap for a, b in zip(ids, ids[1:])):
+        return slice(ids[0], ids[-1] + 1, gap)
+    return np.asarray(ids, dtype=np.int64)

@@ -167,3 +167,63 @@ def test_many_sentences_at_once_decode_as_one_at_a_time(lengths, seed, labels, c
         _block_decodes_as_sentences(Decoder(labels), sents, lengths)
     finally:
         decode.VITERBI_CELLS = saved
+
+
+def _textbook_viterbi(dec: Decoder, p: np.ndarray) -> list[int]:
+    """One sentence's best allowed path, the plain way: a labels x labels max at every word, ties to the lower
+    label id (as argmax breaks them); a sentence with no allowed path gets its argmax. NaN rows (words
+    without subwords) get O and are left out of the path."""
+    known = np.flatnonzero(~np.isnan(p[:, 0]))
+    out = [dec.outside if dec.outside is not None else 0] * len(p)
+    if not len(known):
+        return out
+    with np.errstate(divide="ignore"):
+        logp = np.log(np.maximum(p[known].astype(np.float64), 1e-30))
+        trans = np.where(dec.allowed, 0.0, -np.inf)
+    score = logp[0] + dec.log_start
+    back = []
+    for t in range(1, len(known)):
+        cand = score[:, None] + trans  # previous label x next label
+        back.append(cand.argmax(0))
+        score = cand.max(0) + logp[t]
+    score = score + dec.log_end
+    if not np.isfinite(score.max()):
+        path = p[known].argmax(-1).tolist()
+    else:
+        path = [int(score.argmax())]
+        for pointers in reversed(back):
+            path.append(int(pointers[path[-1]]))
+        path.reverse()
+    for i, label in zip(known.tolist(), path):
+        out[i] = label
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=60), st.integers(0, 2**32 - 1),
+       st.sampled_from([LABELS, IOBES, ["B-PER", "I-PER", "B-LOC", "I-LOC"], IO, ["O", "I-PER", "B-LOC", "I-LOC", "B-PER"]]),
+       st.sampled_from([1 << 19, 64]), st.booleans())
+def test_block_viterbi_equals_the_textbook_viterbi(lengths, seed, labels, cells, ties):
+    """The block decoder's paths are the textbook Viterbi's, label for label, for IOB2, IOBES, a label set without O,
+    IO labels and labels in an odd order, with exact ties (probabilities on a coarse grid, and saturated ones
+    that all become log(1e-30)) broken the same way."""
+    import nerbatch.tagging.decode as decode
+
+    rng = np.random.default_rng(seed)
+    dec = Decoder(labels)
+    sents = []
+    for n in lengths:
+        p = _probs(rng.normal(0, 40 if ties else 2, (n, len(labels))))
+        if ties:
+            p = np.round(p * 4) / 4  # a coarse grid: many equal probabilities, zeros among them
+        p[rng.random(n) < 0.05] = np.nan
+        sents.append(p.astype(np.float32))
+    saved, decode.VITERBI_CELLS = decode.VITERBI_CELLS, cells
+    try:
+        ids, _ = dec.decode_block(np.concatenate(sents), lengths)
+    finally:
+        decode.VITERBI_CELLS = saved
+    k = 0
+    for p in sents:
+        assert ids[k : k + len(p)].tolist() == _textbook_viterbi(dec, p)
+        k += len(p)
