@@ -25,11 +25,12 @@ import json
 import math
 import re
 import sys
+from itertools import accumulate
 from json.decoder import JSONDecodeError, scanstring
 from typing import Any, Iterator
 
 from ..core.calibration import entity_scores
-from ..core.record import RECORD_DOC, RecordParts, Sentence, token_offsets
+from ..core.record import RECORD_DOC, RecordParts, Sentence
 from ..core.spans import SPAN_KEYS, Gold, SpanError, gold_spans
 from ..errors import InputError
 from .base import ReadOptions, Slice, Writer, check_sentences, decoded_lines
@@ -334,6 +335,7 @@ class Encoded(str):
 
 
 _STRING = json.encoder.encode_basestring  # what _ENCODER (ensure_ascii=False) encodes a str with
+_ENTITY_HEADS: dict[str, str] = {}  # an entity's JSON text up to its start, per label (a few labels; bounded)
 
 
 def entities_json(sentence: Sentence) -> Encoded:
@@ -345,17 +347,27 @@ def entities_json(sentence: Sentence) -> Encoded:
     found = entity_scores(sentence.pred or [], sentence.scores)
     if not found:
         return Encoded("[]")
-    spans = sentence.spans or token_offsets(sentence.tokens)
-    text = sentence.text if sentence.text is not None else " ".join(sentence.tokens)
+    tokens = sentence.tokens
+    text = sentence.text if sentence.text is not None else " ".join(tokens)
+    spans = sentence.spans
+    # without spans the text is the tokens joined by spaces: token i starts at (letters before it) + i
+    before = None if spans else list(accumulate(map(len, tokens), initial=0))
     out = []
     for label, start, end, score in found:
-        cs, ce = spans[start][0], spans[end - 1][1]
+        if before is None:
+            cs, ce = spans[start][0], spans[end - 1][1]
+        else:
+            cs, ce = before[start] + start, before[end] + end - 1
         if score is None:
             tail = ""
         else:  # (the encoder writes a float as float.__repr__ does, a non-finite one as null in dumps)
             tail = f', "score": {float.__repr__(score) if math.isfinite(score) else "null"}'
-        out.append(f'{{"label": {_STRING(label)}, "start": {start}, "end": {end}, "char_start": {cs}, '
-                   f'"char_end": {ce}, "text": {_STRING(text[cs:ce])}{tail}}}')
+        head = _ENTITY_HEADS.get(label)
+        if head is None:
+            head = f'{{"label": {_STRING(label)}, "start": '
+            if len(_ENTITY_HEADS) < 4096:
+                _ENTITY_HEADS[label] = head
+        out.append(f'{head}{start}, "end": {end}, "char_start": {cs}, "char_end": {ce}, "text": {_STRING(text[cs:ce])}{tail}}}')
     return Encoded("[" + ", ".join(out) + "]")
 
 
@@ -510,7 +522,8 @@ class JsonlWriter(Writer):
             return
         sentence = joined
         line = output_line(sentence)
-        if _ANY_BREAK.search(line) is not None:  # (searching is 5x cheaper than translating every line)
+        # (searching is 5x cheaper than translating every line; an ASCII line can hold only the CR)
+        if ("\r" in line or not line.isascii()) and _ANY_BREAK.search(line) is not None:
             line = line.translate(_LINE_BREAKS)
         try:
             self.out.write(line + "\n")
