@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import decimal
+import functools
 import json
 import math
 import re
@@ -335,7 +336,12 @@ class Encoded(str):
 
 
 _STRING = json.encoder.encode_basestring  # what _ENCODER (ensure_ascii=False) encodes a str with
-_ENTITY_HEADS: dict[str, str] = {}  # an entity's JSON text up to its start, per label (a few labels; bounded)
+
+
+@functools.lru_cache(maxsize=4096)
+def _entity_head(label: str) -> str:
+    """An entity's JSON text up to its start: the same for every entity of a label (a few labels)."""
+    return f'{{"label": {_STRING(label)}, "start": '
 
 
 def entities_json(sentence: Sentence) -> Encoded:
@@ -362,12 +368,7 @@ def entities_json(sentence: Sentence) -> Encoded:
             tail = ""
         else:  # (the encoder writes a float as float.__repr__ does, a non-finite one as null in dumps)
             tail = f', "score": {float.__repr__(score) if math.isfinite(score) else "null"}'
-        head = _ENTITY_HEADS.get(label)
-        if head is None:
-            head = f'{{"label": {_STRING(label)}, "start": '
-            if len(_ENTITY_HEADS) < 4096:
-                _ENTITY_HEADS[label] = head
-        out.append(f'{head}{start}, "end": {end}, "char_start": {cs}, "char_end": {ce}, "text": {_STRING(text[cs:ce])}{tail}}}')
+        out.append(f'{_entity_head(label)}{start}, "end": {end}, "char_start": {cs}, "char_end": {ce}, "text": {_STRING(text[cs:ce])}{tail}}}')
     return Encoded("[" + ", ".join(out) + "]")
 
 

@@ -291,6 +291,6 @@ def cached_copy(
             return cache.save_entry(cache_dir, key, kind, tokenizer, meta, write).package
         except cache.CacheError:
             pass  # an unwritable cache: build without it
-    path = os.path.join(tempfile.mkdtemp(prefix=f"nerbatch-{kind}-"), os.path.basename(cache.Entry("", kind).package))
+    path = os.path.join(tempfile.mkdtemp(prefix=f"nerbatch-{kind}-"), cache.PACKAGE_FILES[kind])
     build(model, path, token_types)
     return path

@@ -123,3 +123,23 @@ def test_cli_second_run_starts_with_onnxruntime_alone_and_workers_give_the_same_
     assert run(tmp_path / "workers.conll", "--workers", "2") == ([], "onnx")
     first = (tmp_path / "first.conll").read_bytes()
     assert first and first == (tmp_path / "second.conll").read_bytes() == (tmp_path / "workers.conll").read_bytes()
+
+
+def test_without_a_cache_the_copy_is_built_in_a_temporary_folder(tiny_model):
+    """No cache folder (a hub id, or an unwritable cache): the fp32 copy is built under its package name in
+    a temporary folder, and ONNX Runtime opens it."""
+    from transformers import AutoModelForTokenClassification
+
+    from nerbatch.model.cache import PACKAGE_FILES
+    from nerbatch.tagging.int8 import open_session
+    from nerbatch.tagging.onnx_fp32 import onnx_fp32
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model)
+    path = onnx_fp32(model, None, None, None, None, 64)
+    try:
+        assert os.path.basename(path) == PACKAGE_FILES["onnx"] and os.path.getsize(path) > 0
+        assert {i.name for i in open_session(path, 1).get_inputs()} >= {"input_ids", "attention_mask"}
+    finally:
+        import shutil
+
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
