@@ -281,7 +281,8 @@ def cli() -> None:
 @click.option("--log-json", default=None, help="Append one JSON record per file (counts, seconds, status) to this file, for monitoring.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: this process. ray: Ray actors read, tag and write the files (pip install 'nerbatch[ray]'); same outputs.")
 @click.option("--address", default=None, help="With --engine ray: join this cluster ('auto' or ray://HOST:10001); default starts a local Ray.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes that tag. Local engine: this process reads and writes, N worker processes (one model copy each, on the CPU) do word pieces, the model and decoding; same outputs, for when one process cannot keep the cores busy (see the 'bound by' stage on the summary line) [default: 1, none]. With --engine ray: tagger actors (default: one per GPU, else one per CPU).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes that tag. Local engine: this process reads and writes, N worker processes do word pieces, batches and decoding; on the CPU each also runs its own model copy, on a GPU (or with --one-model) they feed the one model in this process. Same outputs, for when one process cannot keep the cores or the GPU busy (see the 'bound by' stage on the summary line) [default: on a GPU, up to 4 feeding workers with a core each to spare; else 1, none]. With --engine ray: tagger actors (default: one per GPU, else one per CPU).")
+@click.option("--one-model", "one_model", is_flag=True, default=None, help="With --workers on the CPU: one copy of the model, in this process (with all its threads), fed by the workers, instead of a copy per worker: for a model too large to copy N times. Always so on a GPU.")
 @click.option("--label-map", "label_map", default=None, help="Rename, merge or drop predicted entity types: a JSON object {\"SOURCE\": \"TARGET\"} or a two-column file (SOURCE<TAB>TARGET a line), TARGET O drops the type; or the name of a shipped map (ontonotes-conll, wnut17-conll). Applied in every output format; adjacent entities merged into one type stay two.")
 @click.option("--part-size", type=ByteSize(), default=None, help="With --engine ray: an input larger than this (CoNLL, JSONL, Parquet) is cut into parts that the workers tag at once, written as a folder named after the output (part-00000.conll, ... and parts.json) that every command reads as one file. Takes K, M, G suffixes. [default: 256M]")
 @click.option("--min-score", type=FiniteFloat(0, 1), default=None, help="Entities scored below this (0 to 1) become O; the output stays well-formed IOB2. With a calibrated model (nerbatch.json holds a map: `train` with --dev, or `nerbatch calibrate`) a score is the estimated probability that the entity is right.")
@@ -289,7 +290,7 @@ def cli() -> None:
 @click.option("--scores", "conll_scores", is_flag=True, help="CoNLL output: add a column after the tag with the word's score (an entity's words carry the entity's score). JSONL, Parquet and HTML carry scores anyway.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (for cron).")
 @user_errors
-def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, engine, address, workers, part_size, min_score, review_path, conll_scores, quiet, label_map, **kw):
+def tag(inputs, output, output_format, report_path, report_json, resume, checkpoint_every, on_error, log_json, engine, address, workers, one_model, part_size, min_score, review_path, conll_scores, quiet, label_map, **kw):
     """Tag INPUTS (files, or - for stdin) and write one output per input.
 
     CoNLL output repeats each input line with one predicted-tag column appended (so a file with gold
@@ -303,6 +304,7 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
       nerbatch tag news.txt -o news.html --model model/
       cat sentences.txt | nerbatch tag - --model model/
       nerbatch tag big.conll -o big.out.conll --model model/ --workers 2
+      nerbatch tag big.conll -o big.jsonl --model model/ --device cuda --workers 6
       nerbatch tag corpus/*.parquet -o tagged/ --model model/ --engine ray --workers 4
       nerbatch tag news.txt -o news.jsonl --model ontonotes-model/ --label-map ontonotes-conll
     """
@@ -319,7 +321,7 @@ def tag(inputs, output, output_format, report_path, report_json, resume, checkpo
         tagger_options=TaggerOptions(**tagger_options, label_map=load_label_map(label_map) if label_map else None),
         report=report_path, report_json=report_json,
         resume=resume, checkpoint_every=checkpoint_every, on_error=on_error, log_json=log_json, engine=engine,
-        address=address, workers=workers, part_size=part_size, progress=not quiet,
+        address=address, workers=workers, one_model=one_model or None, part_size=part_size, progress=not quiet,
         notify=None if quiet else (lambda text: click.echo(f"nerbatch: {text}", err=True)),
         min_score=min_score, review=review_path, scores=conll_scores,
     )

@@ -57,6 +57,7 @@ def tag_files(
     engine: str = "local",
     address: str | None = None,
     workers: int | None = None,
+    one_model: bool | None = None,
     part_size: int | None = None,
     progress: bool = False,
     notify: Callable[[str], None] | None = None,
@@ -77,7 +78,10 @@ def tag_files(
     ones from their checkpoint. ``on_error="skip"``: a bad record is left out and logged in
     ``OUTPUT.rejects.jsonl`` (``result.summary.skipped`` counts them). ``engine="ray"`` runs the model
     on Ray (``address``, ``workers``; an input of more than ``part_size`` bytes, default
-    :data:`nerbatch.io.split.PART_SIZE`, is cut into parts written to a parts folder). ``min_score``: entities
+    :data:`nerbatch.io.split.PART_SIZE`, is cut into parts written to a parts folder). ``workers`` (local
+    engine): processes that do the CPU work of tagging; ``one_model``: the model runs once, in this process, and
+    the workers feed it (word pieces, batches, decoding; the default on a GPU), else each worker runs a copy of it
+    (the default on the CPU; :mod:`nerbatch.tagging.pool`). ``min_score``: entities
     scored below it (0 to 1) become ``O``; ``review``: with it, the dropped and borderline entities go to this
     JSONL file, in the span format ``train`` reads (:mod:`nerbatch.run.review`). ``scores``: CoNLL outputs get a
     word-score column. A model without a calibration map (:mod:`nerbatch.core.calibration`) says so in one note.
@@ -96,6 +100,9 @@ def tag_files(
     if on_error not in ("fail", "skip"):
         raise InputError(f"unknown on_error {on_error!r}", hint="use fail or skip")
     _check_thresholds(min_score, review)
+    if one_model and (engine != "local" or workers is None or workers < 2):
+        raise InputError("--one-model goes with the local engine's --workers N (2 or more): the workers feed the one model",
+                         hint="add --workers N, or drop --one-model")
     notes: list[str] = []
 
     def note(text: str) -> None:
@@ -144,11 +151,15 @@ def tag_files(
                         path=job.output, hint="tag with --engine ray again, or choose another -o",
                     )
             runner = tagger
+            planned = plan(jobs, tagger, read_options, run)  # what is up to date, resumed or fresh
+            if workers is None and any(p.status != "up to date" for p in planned):
+                from ..tagging.pool import default_workers
+
+                workers = default_workers(tagger.options)  # a GPU gets feeding workers, the CPU one process
             if workers is not None and workers > 1:  # the tagger's work in worker processes
                 from ..tagging.pool import TaggerPool
 
-                runner = pool = TaggerPool(tagger, workers, threads=tagger.options.threads)
-            planned = plan(jobs, runner, read_options, run)  # what is up to date, resumed or fresh
+                runner = pool = TaggerPool(tagger, workers, threads=tagger.options.threads, feed=one_model)
             summary = run_local(planned, runner, options=read_options, scores=sink, progress=progress, run=run)
         if uncalibrated:  # said after the run, so that an error stays the only line
             note(f"{tagger.model_name} has no calibration map: entity scores are the mean of their words' probabilities, "

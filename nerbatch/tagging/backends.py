@@ -33,7 +33,7 @@ from .align import Specials, word_pieces
 from .batching import DEFAULT_BATCH
 
 __all__ = [
-    "Backend", "TorchBackend", "OnnxBackend", "load_backend", "compile_wanted", "batch_sizes",
+    "Backend", "TorchBackend", "OnnxBackend", "FeedBackend", "load_backend", "compile_wanted", "batch_sizes",
     "upgrade", "onnx_kind", "RUNTIMES",
 ]
 
@@ -122,6 +122,40 @@ class OnnxBackend:
         picked = logits[rows, cols].astype(np.float32)
         picked = np.exp(picked - picked.max(-1, keepdims=True))
         return (picked / picked.sum(-1, keepdims=True)).astype(np.float32)
+
+
+@dataclass
+class FeedBackend:
+    """What a feeding worker (:mod:`nerbatch.tagging.pool`, one model in the reading process) has of
+    that process's back-end: its tokenizer, specials, labels and device (for the same batch plans), no
+    model. Made with :meth:`of`, pickled to the workers; its tokenizer is the Rust tokenizer alone where
+    there is one (:class:`~nerbatch.tagging.compiled.RawTokenizer`: a worker never imports transformers)."""
+
+    tokenizer: object
+    labels: list[str]
+    specials: Specials
+    pad_id: int
+    max_width: int
+    device: str
+    kind: str  # the model's back-end kind, in the reading process
+    positions: int = 512
+    tokenizer_max: int = 512
+
+    @classmethod
+    def of(cls, backend) -> "FeedBackend":
+        from .compiled import RawTokenizer
+
+        tokenizer = backend.tokenizer
+        if not isinstance(tokenizer, RawTokenizer) and getattr(tokenizer, "backend_tokenizer", None) is not None:
+            tokenizer = RawTokenizer.of(tokenizer)
+        return cls(tokenizer, list(backend.labels), backend.specials, backend.pad_id, backend.max_width,
+                   str(backend.device), backend.kind, backend.positions, backend.tokenizer_max)
+
+    def word_pieces(self, batch: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        return word_pieces(self.tokenizer, batch)
+
+    def predict(self, ids, mask, rows, cols, types=None):
+        raise RuntimeError("a feeding worker has no model: the reading process runs it")
 
 
 # -- choosing a back-end ----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ and runs the model uncompiled (same tags up to float rounding).
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import shutil
@@ -138,6 +139,19 @@ class RawTokenizer:
         self._tok.no_truncation()
         self._tok.no_padding()
         self.pad_token_id = pad_token_id
+
+    @classmethod
+    def of(cls, tokenizer) -> "RawTokenizer":
+        """The Rust tokenizer behind a transformers fast tokenizer, set to give the ids that
+        :func:`nerbatch.tagging.align.word_pieces` gets from the transformers one (special tokens in the
+        text split or not as it splits them)."""
+        raw = cls.__new__(cls)
+        raw._tok = copy.deepcopy(tokenizer.backend_tokenizer)
+        raw._tok.no_truncation()
+        raw._tok.no_padding()
+        raw._tok.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+        raw.pad_token_id = tokenizer.pad_token_id
+        return raw
 
     @property
     def backend_tokenizer(self):

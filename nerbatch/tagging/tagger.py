@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Sequence
 
 from ..core.calibration import calibrate_scores
 from ..core.labelmap import LabelMap, tag_types
@@ -52,6 +52,9 @@ from .backends import RUNTIMES, batch_sizes, compile_wanted, load_backend, upgra
 from .batching import BLOCK_BYTES, DEFAULT_BLOCK, background, chunked, plan_batches
 from .decode import DECODERS, Decoder
 from .precision import AUTO, resolve_precision
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "Tagger", "TaggerOptions", "PreparedBlock", "PRECISIONS", "NERBATCH_CONFIG", "read_model_config",
@@ -89,6 +92,27 @@ class PreparedBlock:
     sentences: list[Sentence]
     rows: Rows
     batches: list[list[int]] = field(default_factory=list)
+
+
+class ModelInputs(NamedTuple):
+    """One batch as the model takes it (int64 ``(rows, width)`` arrays: ids, attention mask, the casing
+    type ids or None) and its word positions: ``(rows[i], cols[i])`` is block word ``words[i]``'s first subword."""
+
+    ids: "np.ndarray"
+    mask: "np.ndarray"
+    types: "np.ndarray | None"
+    rows: "np.ndarray"
+    cols: "np.ndarray"
+    words: "np.ndarray"
+
+
+def _word_starts(sents: Sequence[Sentence]) -> "np.ndarray":
+    """Each sentence's first word in a block's words, and the block's word count last."""
+    import numpy as np
+
+    start = np.zeros(len(sents) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter((len(s.tokens) for s in sents), dtype=np.int64, count=len(sents)), out=start[1:])
+    return start
 
 
 def round4(scores) -> list[float]:
@@ -234,7 +258,12 @@ class Tagger:
             return
         max_length = self._settings.max_length if self._settings else self.options.max_length
         casing = self._settings is not None and self._settings.casing == "shape"
-        backend = load_backend(self.model_name, self.options, max_length=max_length, token_types=casing)
+        self.use_backend(load_backend(self.model_name, self.options, max_length=max_length, token_types=casing))
+
+    def use_backend(self, backend) -> None:
+        """Run with ``backend`` (what :meth:`load` loads; a feeding worker's
+        :class:`~nerbatch.tagging.backends.FeedBackend`): the settings of a hub id come from it, the
+        batch sizes from its device."""
         if self._settings is None:
             self._settings = settings_for(
                 self.model_name, list(backend.labels), backend.positions, backend.tokenizer_max, {},
@@ -361,32 +390,69 @@ class Tagger:
     def run(self, prepared: PreparedBlock) -> list[Sentence]:
         """Predict every batch of a prepared block, then decode the block's words at once (each
         sentence's ``pred``, ``scores``)."""
+        inputs = (self.model_inputs(prepared.rows, batch) for batch in prepared.batches)  # one batch's arrays at a time
+        return self.finish(prepared, self.predict_block(inputs, prepared.sentences))
+
+    def model_inputs(self, block: Rows, batch: Sequence[int]) -> "ModelInputs":
+        """What the model takes for one batch of a block's rows, and where its word positions go."""
+        import numpy as np
+
+        t0 = time.perf_counter()
+        backend = self.backend
+        rows = np.asarray(batch, dtype=np.int64)
+        ids, mask = block.matrix(rows, backend.specials, backend.pad_id)
+        row_a, cols_a, words = block.take(rows)
+        self.tokens_seen += int(mask.sum())
+        self.padded_tokens += ids.size
+        types = None
+        if self.settings.casing == "shape":
+            ids, types = casing.split(ids)
+        self.stage_seconds["prepare"] += time.perf_counter() - t0
+        return ModelInputs(ids, mask, types, row_a, cols_a, words)
+
+    def predict_block(self, inputs: Iterable["ModelInputs"], sents: Sequence[Sentence]) -> "np.ndarray":
+        """The label probabilities of every word of a prepared block's sentences (words x labels,
+        float32), from the model run on each batch's inputs (:meth:`model_inputs`); each word predicted
+        once (checked)."""
         import numpy as np
 
         if getattr(self.backend, "pending", None) is not None:  # a compiled copy building in the background
             compiled_backend = upgrade(self.backend, self.options)
             if compiled_backend is not None:
                 self.backend = compiled_backend
-        sents = prepared.sentences
-        lengths = np.fromiter((len(s.tokens) for s in sents), dtype=np.int64, count=len(sents))
-        start = np.zeros(len(sents) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=start[1:])
-        labels = self.labels
-        probs = np.full((int(start[-1]), len(labels)), np.nan, dtype=np.float32)  # every word of the block
+        start = _word_starts(sents)
+        probs = np.full((int(start[-1]), len(self.labels)), np.nan, dtype=np.float32)  # every word of the block
         seen = np.zeros(len(probs), dtype=np.int64)
-        for batch in prepared.batches:
-            rows = np.asarray(batch, dtype=np.int64)
-            batch_probs, words = self.predict_rows(prepared.rows, rows)
+        for batch in inputs:
+            batch_probs = self.predict_inputs(batch)
             t0 = time.perf_counter()
-            probs[words] = batch_probs
-            np.add.at(seen, words, 1)  # (``seen[words] += 1`` would count a word twice in one batch once)
+            probs[batch.words] = batch_probs
+            np.add.at(seen, batch.words, 1)  # (``seen[words] += 1`` would count a word twice in one batch once)
             self.stage_seconds["decode"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
         if (seen > 1).any():  # the core invariant: each word predicted at most once
             w = int(np.argmax(seen > 1))
             k = int(np.searchsorted(start, w, "right")) - 1
             raise AssertionError(f"{sents[k].path}:{sents[k].line}: word {w - int(start[k])} predicted twice")
-        ids, scores = self.decoder.decode_block(probs, lengths)
+        return probs
+
+    def predict_inputs(self, batch: "ModelInputs"):
+        """The back-end's label probabilities at one batch's word positions (positions x labels)."""
+        t1 = time.perf_counter()
+        probs = self.backend.predict(batch.ids, batch.mask, batch.rows, batch.cols, batch.types)
+        t2 = time.perf_counter()
+        self.forward_seconds += t2 - t1
+        self.stage_seconds["model"] += t2 - t1
+        return probs
+
+    def finish(self, prepared: PreparedBlock, probs) -> list[Sentence]:
+        """Decode a prepared block's word probabilities (:meth:`predict_block`) into each sentence's
+        ``pred`` and ``scores``: the best tag sequences, calibrated scores, the label map."""
+        import numpy as np
+
+        t0 = time.perf_counter()
+        sents = prepared.sentences
+        start = _word_starts(sents)
+        ids, scores = self.decoder.decode_block(probs, np.diff(start))
         names = np.array(self.decoder.tags, dtype=object)[ids].tolist()  # the labels as NER tags (LOC -> I-LOC)
         rounded = round4(scores)
         bounds = start.tolist()
@@ -411,22 +477,8 @@ class Tagger:
     def predict_rows(self, block: Rows, rows):
         """The label probabilities at the word positions of the given rows of a block (float32 numpy,
         one row per position, row after row) and the block word each belongs to."""
-        t0 = time.perf_counter()
-        backend = self.backend
-        ids, mask = block.matrix(rows, backend.specials, backend.pad_id)
-        row_a, cols_a, words = block.take(rows)
-        self.tokens_seen += int(mask.sum())
-        self.padded_tokens += ids.size
-        types = None
-        if self.settings.casing == "shape":
-            ids, types = casing.split(ids)
-        t1 = time.perf_counter()
-        probs = backend.predict(ids, mask, row_a, cols_a, types)
-        t2 = time.perf_counter()
-        self.forward_seconds += t2 - t1
-        self.stage_seconds["model"] += t2 - t1
-        self.stage_seconds["prepare"] += t1 - t0
-        return probs, words
+        batch = self.model_inputs(block, rows)
+        return self.predict_inputs(batch), batch.words
 
     def tag_block(
         self,

@@ -1,6 +1,7 @@
-"""`nerbatch tag --workers N` (local engine): the tagger's work in worker processes gives the same bytes as
-one process in every format, with document context across blocks, `--min-score`, rejects; a killed run
-(or a killed worker) resumes to the same bytes."""
+"""`nerbatch tag --workers N` (local engine): the tagger's work in worker processes, each with a model copy
+or feeding the one model of the reading process (`--one-model`, the way a GPU runs), gives the same bytes
+as one process in every format, with document context across blocks, `--min-score`, rejects; a killed
+run (or a killed worker) resumes to the same bytes."""
 
 from __future__ import annotations
 
@@ -46,13 +47,14 @@ def _tag_all(out: Path, model: str, workers: int | None, **kw):
     return results
 
 
+@pytest.mark.parametrize("one_model", [False, True], ids=["model copies", "feeding workers"])
 @pytest.mark.parametrize("which", ["plain", "context"])
-def test_same_bytes_as_one_process_in_every_format(tiny_model, context_model, tmp_path, which):
+def test_same_bytes_as_one_process_in_every_format(tiny_model, context_model, tmp_path, which, one_model):
     """Blocks of 8 sentences, so the blocks of a file go to both workers and come back out of order;
     with document context most sentences borrow context from a neighbour in another block."""
     model = context_model if which == "context" else tiny_model
     one = _tag_all(tmp_path / "one", model, None)
-    two = _tag_all(tmp_path / "two", model, 2)
+    two = _tag_all(tmp_path / "two", model, 2, one_model=one_model or None)
     assert _outputs(tmp_path / "one") == _outputs(tmp_path / "two")
     assert len(_outputs(tmp_path / "two")) == len(INPUTS)
     for a, b in zip(one, two, strict=True):
@@ -66,16 +68,16 @@ def test_min_score_review_and_rejects_are_the_same(tiny_model, tmp_path):
     good = (SAMPLE / "test.conll").read_bytes()
     src.write_bytes(good + b"\nbad\xff O\n\n" + good)  # a sentence with undecodable bytes: rejected
     runs = {}
-    for workers in (None, 2):
-        out = tmp_path / f"w{workers}"
+    for name, workers, one_model in (("one", None, None), ("copies", 2, None), ("feeding", 2, True)):
+        out = tmp_path / name
         out.mkdir()
         options = TaggerOptions(device="cpu", precision="fp32", block=16)
         tag_files([str(src)], str(out / "o.conll"), model=tiny_model, tagger_options=options, workers=workers,
-                  min_score=0.3, review=str(out / "review.jsonl"), on_error="skip")
-        runs[workers] = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if not p.name.startswith(".")}
-    assert runs[None] == runs[2]
-    assert "review.jsonl" in runs[2] and runs[2]["o.conll"]
-    assert b"invalid utf-8" in runs[2]["o.conll.rejects.jsonl"]
+                  one_model=one_model, min_score=0.3, review=str(out / "review.jsonl"), on_error="skip")
+        runs[name] = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if not p.name.startswith(".")}
+    assert runs["one"] == runs["copies"] == runs["feeding"]
+    assert "review.jsonl" in runs["one"] and runs["one"]["o.conll"]
+    assert b"invalid utf-8" in runs["one"]["o.conll.rejects.jsonl"]
 
 
 def test_a_loaded_tagger_in_this_process_does_not_hang_the_workers(tiny_model, tmp_path):
@@ -111,16 +113,17 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-@pytest.mark.parametrize("kill", ["the run", "the workers"])
+@pytest.mark.parametrize("kill", ["the run", "the workers", "the feeding workers"])
 def test_killed_then_resumed_gives_the_same_bytes(tiny_model, tmp_path, kill):
     src = tmp_path / "big.conll"
-    src.write_text((SAMPLE / "test.conll").read_text(encoding="utf-8") * 12, encoding="utf-8")
+    # (feeding workers are done with a block soon after the model is: a longer file, so the kill finds them busy)
+    src.write_text((SAMPLE / "test.conll").read_text(encoding="utf-8") * (40 if "feeding" in kill else 12), encoding="utf-8")
     ref = tmp_path / "ref.conll"
     base = ["--model", tiny_model, "-q", "--checkpoint-every", "97", "--precision", "fp32", "--batch-tokens", "512"]
     done = subprocess.run(nerbatch("tag", str(src), "-o", str(ref), *base), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "out.conll"
-    args = nerbatch("tag", str(src), "-o", str(out), *base, "--workers", "2")
+    args = nerbatch("tag", str(src), "-o", str(out), *base, "--workers", "2", *(["--one-model"] if "feeding" in kill else []))
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     manifest = tmp_path / ".out.conll.nerbatch.json"
     deadline = time.time() + 240
@@ -156,12 +159,48 @@ def test_killed_then_resumed_gives_the_same_bytes(tiny_model, tmp_path, kill):
     assert json.loads(log.read_text().splitlines()[-1])["status"].startswith("resumed after ")
 
 
-def test_workers_on_a_gpu_device_are_refused(tiny_model, tmp_path):
-    from nerbatch.errors import NerbatchError
+def test_workers_on_a_gpu_feed_the_one_model_loaded_first(tiny_model, tmp_path):
+    """A GPU runs one model, in the reading process, fed by the workers: the model loads before any
+    worker starts, so a missing device is the one-line error one process gives, and nothing is written."""
+    from nerbatch.errors import ModelError
+    from nerbatch.tagging.pool import on_gpu
 
-    with pytest.raises(NerbatchError, match="--workers above 1 runs on the CPU"):
-        tag_files([str(SAMPLE / "test.conll")], str(tmp_path / "o.conll"), model=tiny_model,
-                  tagger_options=TaggerOptions(device="cuda", precision="fp32"), workers=2)
+    options = TaggerOptions(device="cuda", precision="fp32")
+    assert on_gpu(options) and not on_gpu(TaggerOptions(device="cpu"))
+    if Tagger(tiny_model, options).compile_wanted(cuda=True):  # pragma: no cover - never, with fp32 eager asked
+        pytest.skip("compiling")
+    import torch
+
+    if torch.cuda.is_available():  # pragma: no cover - a GPU machine runs the CUDA path instead
+        pytest.skip("a GPU is here")
+    messages = []
+    for workers in (None, 2):
+        with pytest.raises(ModelError, match="no CUDA device is available") as info:
+            tag_files([str(SAMPLE / "test.conll")], str(tmp_path / f"o{workers}.conll"), model=tiny_model,
+                      tagger_options=options, workers=workers)
+        messages.append(str(info.value))
+        assert not (tmp_path / f"o{workers}.conll").exists()
+    assert messages[0] == messages[1]
+
+
+def test_a_gpu_gets_feeding_workers_by_default_and_the_cpu_one_process(monkeypatch):
+    from nerbatch.tagging import pool
+
+    gpu, cpu = TaggerOptions(device="cuda"), TaggerOptions(device="cpu")
+    for cores, want in ((1, 1), (2, 1), (3, 2), (5, 4), (64, pool.GPU_FEEDERS)):
+        monkeypatch.setattr(pool, "usable_cores", lambda cores=cores: cores)
+        assert (pool.default_workers(gpu), pool.default_workers(cpu)) == (want, 1)
+
+
+def test_one_model_without_workers_is_a_usage_error(tiny_model, tmp_path):
+    from nerbatch.errors import InputError
+
+    for kw in ({}, {"workers": 1}, {"workers": 2, "engine": "ray"}):
+        with pytest.raises(InputError, match="--one-model goes with the local engine's --workers"):
+            tag_files([str(SAMPLE / "test.conll")], str(tmp_path / "o.conll"), model=tiny_model, one_model=True, **kw)
+    done = subprocess.run(nerbatch("tag", str(SAMPLE / "test.conll"), "-o", str(tmp_path / "o.conll"), "--model", tiny_model,
+                                   "--one-model"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--one-model goes with" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.conll").exists()
 
 
@@ -220,7 +259,8 @@ def test_int8_workers_give_the_bytes_of_one_int8_process(tiny_model, tmp_path):
     assert done.stdout.strip() == "[]" and again.read_bytes() == ref.read_bytes()
 
 
-def test_a_stream_given_up_on_leaves_nothing_for_the_next(tiny_model):
+@pytest.mark.parametrize("one_model", [False, True], ids=["model copies", "feeding workers"])
+def test_a_stream_given_up_on_leaves_nothing_for_the_next(tiny_model, one_model):
     """A file that fails after a few sentences leaves blocks in flight; the next file's sentences get their
     own tags, not the late results of those blocks."""
     from nerbatch.io import read
@@ -231,9 +271,13 @@ def test_a_stream_given_up_on_leaves_nothing_for_the_next(tiny_model):
     first = [s for s in read(str(SAMPLE / "test.conll")) if s.tokens]
     second = [s for s in read(str(SAMPLE / "dev.conll")) if s.tokens]
     want = [(s.pred, s.scores) for s in tagger.tag_sentences([s for s in read(str(SAMPLE / "dev.conll")) if s.tokens])]
-    with TaggerPool(tagger, 2, threads=1) as pool:
+    with TaggerPool(tagger, 2, threads=1, feed=one_model) as pool:
+        assert pool.feed == one_model
         stream = pool.tag_sentences(first)
         next(stream)
         stream.close()  # given up on with blocks still in flight
+        start = pool.next
         got = [(s.pred, s.scores) for s in pool.tag_sentences(second)]
+        assert all(k < start for k in (*pool.owner, *pool.cores))  # (feeding) every block of the second let go
+    assert sum(pool.load) == len(pool.owner)
     assert got == want and len(got) == len(second)
