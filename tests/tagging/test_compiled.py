@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -41,18 +42,31 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def built(tiny_model, tmp_path_factory):
-    """The tiny model's fp32 package, built once for the tests that start from a cached entry
-    (entries are keyed by the folder's contents, so a copy of one serves any copy of the model)."""
-    import shutil
-
-    folder = tmp_path_factory.mktemp("built-cache")
+def first_build(tiny_model, tmp_path_factory):
+    """The tiny model tagged eagerly, then compiled (fp32) into an empty cache folder, once for the
+    module: what test_compiled_fp32_tags_like_eager_and_is_cached checks, and the entry that the
+    tests starting from a cached entry copy (see ``built``). ``listing``: the cache folder right after
+    the build."""
+    folder = tmp_path_factory.mktemp("first-build") / "cache"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NERBATCH_CACHE_DIR", str(folder))
-        t = Tagger(tiny_model, TaggerOptions(device="cpu", compile=True))
-        t.load()
-        assert t.compiled
-    entries = [p for p in folder.iterdir() if p.name.startswith("aoti-")]
+        mp.delenv("NERBATCH_COMPILE", raising=False)
+        eager, ref = tag(tiny_model, compile=False)
+        made_by_eager = folder.exists()
+        compiled, first = tag(tiny_model, compile=True)
+        listing = sorted(folder.iterdir())
+    return SimpleNamespace(cache=folder, eager=eager, ref=ref, made_by_eager=made_by_eager, compiled=compiled, first=first,
+                           listing=listing)
+
+
+@pytest.fixture(scope="module")
+def built(first_build):
+    """The tiny model's fp32 package (the one first_build made), for the tests that start from a cached
+    entry (entries are keyed by the folder's contents, so a copy of one serves any copy of the model)."""
+    import shutil
+
+    assert first_build.compiled.compiled
+    entries = [p for p in first_build.listing if p.name.startswith("aoti-")]
     assert len(entries) == 1
 
     def warm(cache: Path) -> Path:
@@ -62,14 +76,16 @@ def built(tiny_model, tmp_path_factory):
     return warm
 
 
-def test_compiled_fp32_tags_like_eager_and_is_cached(tiny_model, cache):
-    eager, ref = tag(tiny_model, compile=False)
-    assert not eager.compiled and not cache.exists()
-    built, first = tag(tiny_model, compile=True)
+def test_compiled_fp32_tags_like_eager_and_is_cached(tiny_model, first_build, monkeypatch):
+    eager, ref, cache = first_build.eager, first_build.ref, first_build.cache
+    assert not eager.compiled and not first_build.made_by_eager
+    built, first = first_build.compiled, first_build.first
     assert built.compiled
-    entries = [p for p in cache.iterdir() if p.name.startswith("aoti-")]
+    entries = [p for p in first_build.listing if p.name.startswith("aoti-")]
     assert len(entries) == 1 and (entries[0] / "model.pt2").is_file()
-    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    assert not [p for p in first_build.listing if p.name.startswith(".")]  # no temporary folder left
+    monkeypatch.setenv("NERBATCH_CACHE_DIR", str(cache))
+    monkeypatch.delenv("NERBATCH_COMPILE", raising=False)
     loaded, second = tag(tiny_model)  # auto: the cached entry
     assert loaded.compiled
     for a, b, c in zip(ref, first, second, strict=True):
