@@ -133,12 +133,15 @@ def test_the_driver_reads_no_input_and_writes_no_output(ray_outputs, corpus):
     assert moved["wchar"] < outputs / 20, moved
 
 
-def test_with_document_context_the_cuts_fall_between_documents(ray_local, context_model, corpus, tmp_path):
+def test_with_document_context_the_cuts_fall_between_documents(ray_local, context_model, tmp_path):
     """A model with document context: CoNLL cut at -DOCSTART- lines, JSONL where the doc_id changes,
     into JSONL output too (sentences numbered within each document, as by the local engine)."""
+    # half the corpus's big inputs (about 240 kB each: five parts of PART bytes, cut at documents)
     news = tmp_path / "news.conll"
-    news.write_bytes((corpus / "big.conll").read_bytes())
-    inputs = [str(news), str(corpus / "big.jsonl")]
+    news.write_text((SAMPLE / "train.conll").read_text(encoding="utf-8") * 5, encoding="utf-8")
+    records = tmp_path / "big.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in _records(4)), encoding="utf-8")
+    inputs = [str(news), str(records)]
     local_jobs = plan_jobs(inputs, str(tmp_path / "local") + os.sep, output_fmt="jsonl")
     tag_files(local_jobs, Tagger(context_model, OPTIONS), progress=False)
     ray_jobs = plan_jobs(inputs, str(tmp_path / "ray") + os.sep, output_fmt="jsonl")
@@ -186,10 +189,10 @@ def test_a_parts_folder_is_one_input_to_tag_and_evaluate(ray_outputs, tiny_model
         pytest.fail("no parts folder to read")
 
 
-def test_a_report_and_rejects_with_parts_are_those_of_the_local_engine(ray_local, tiny_model, corpus, tmp_path):
+def test_a_report_and_rejects_with_parts_are_those_of_the_local_engine(ray_local, tiny_model, tmp_path):
     """--report (each worker's scores merged in job order), --on-error skip (the rejects of each part
     beside it, concatenated: the local rejects file) and --log-json, on a big input with bad lines."""
-    text = (corpus / "big.conll").read_text(encoding="utf-8").split("\n\n")
+    text = ((SAMPLE / "train.conll").read_text(encoding="utf-8") * 5).split("\n\n")  # half of big.conll: five parts
     for k in (5, 90, 170):
         text[k] = text[k].replace("\n", "\nBROKEN LINE\n", 1)
     src = tmp_path / "in"
@@ -220,7 +223,7 @@ def test_a_killed_run_resumes_from_its_parts_and_checkpoints(ray_local, tiny_mod
     """SIGKILL the driver mid-run (its workers die with it), then --resume: the parts that were
     complete are left alone, the others are tagged (from their checkpoints), the result is the local output."""
     big = tmp_path / "big.conll"
-    big.write_text((corpus / "big.conll").read_text(encoding="utf-8") * 2, encoding="utf-8")
+    big.write_bytes((corpus / "big.conll").read_bytes())  # ten parts, tagged one at a time by one worker
     out = tmp_path / "out.conll"
     args = [sys.executable, "-m", "nerbatch", "tag", str(big), "-o", str(out), "--model", tiny_model, "--device", "cpu",
             "--precision", "fp32", "--engine", "ray", "--address", ray.get_runtime_context().gcs_address,
