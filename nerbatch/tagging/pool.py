@@ -389,6 +389,7 @@ class TaggerPool:
         self.load = [0] * workers  # feeding: blocks each worker holds
         self.owner: dict[int, int] = {}  # feeding: block -> the worker that holds it
         self.cores: dict[int, list[Sentence]] = {}  # feeding: the core sentences of the blocks in flight
+        self.turn = 0  # the worker whose message is read first when several are waiting
         for c in COUNTERS:
             setattr(self, c, 0 if c != "forward_seconds" else 0.0)
         self.stage_seconds = {"prepare": 0.0, "model": 0.0, "decode": 0.0}
@@ -422,12 +423,16 @@ class TaggerPool:
         once its pipe has given all it holds (the block it held is lost)."""
         from multiprocessing.connection import wait
 
+        n = len(self.readers)
         while True:
-            for reader in wait(self.readers, timeout=POLL):
+            ready = [self.readers.index(r) for r in wait(self.readers, timeout=POLL)]
+            for i in sorted(ready, key=lambda i: (i - self.turn) % n):  # the workers in turn, none left waiting
                 try:
-                    return reader.recv()
+                    msg = self.readers[i].recv()
                 except (EOFError, OSError):  # its pipe ended: the worker is gone (maybe in mid-message)
-                    self._died(self.procs[self.readers.index(reader)])
+                    self._died(self.procs[i])
+                self.turn = i + 1
+                return msg
             for proc in self.procs:  # (a pipe whose write end some other process still holds)
                 if proc.exitcode is not None:
                     self._died(proc)
