@@ -11,7 +11,7 @@ import pytest
 
 # The compiled-model path (nerbatch.tagging.compiled) builds a package per model with a C++ compiler, about
 # 10 s even for the tiny models here; most tests build a fresh model, so it is off by default in the
-# suite and tests/tagging/test_compiled.py turns it on. Quantized/compiled caches go to a throw-away folder.
+# suite and tests/tagging/test_compiled*.py turn it on. Quantized/compiled caches go to a throw-away folder.
 os.environ.setdefault("NERBATCH_COMPILE", "0")
 os.environ.setdefault("NERBATCH_PRECISION_RATES", '{"fp32": 1}')  # auto precision = fp32, whatever this CPU measures
 # `train`'s dev F1 per precision builds an int8 copy of every trained model (about 10 s); tests/test_precision.py turns it on

@@ -137,15 +137,6 @@ def test_workers_start_from_the_cached_package_without_transformers(tiny_model, 
     assert out.read_bytes() == ref.read_bytes() and out.stat().st_size > 0
 
 
-def test_bf16_compiled_keeps_every_word(tiny_model, cache):
-    t, out = tag(tiny_model, compile=True, precision="bf16")
-    assert t.compiled
-    src = sentences(long_words=300)
-    assert [s.tokens for s in out] == [s.tokens for s in src]
-    assert all(len(s.pred) == len(s.tokens) == len(s.scores) for s in out)
-    assert all(p in t.labels for s in out for p in s.pred)
-
-
 def test_damaged_entry_is_rebuilt(tiny_model, cache, built):
     entry = built(cache)
     first, ref = tag(tiny_model, compile=True)
@@ -209,40 +200,3 @@ def test_cli_compile_flags(tiny_model, cache, tmp_path):
     assert res.exit_code == 2
     assert "--compile applies to a local model folder in fp32 or bf16 on the CPU" in res.output
     assert not Path(str(out) + ".rejects.jsonl").exists()
-
-
-def test_a_first_run_does_not_wait_for_a_slow_build(tiny_model, cache, monkeypatch):
-    """Auto compile: the build runs in another process (here slowed by a test hook); tagging starts
-    at once with the eager model, and a second tagger joins the running build instead of starting one."""
-    import time
-
-    monkeypatch.setenv("NERBATCH_TEST_BUILD_DELAY", "120")
-    t0 = time.monotonic()
-    first, out = tag(tiny_model)
-    assert time.monotonic() - t0 < 100 and not first.compiled
-    assert all(len(s.pred) == len(s.tokens) for s in out)
-    pending = first.backend.pending
-    try:
-        assert pending is not None and pending.process is not None and pending.running()
-        second = Tagger(tiny_model, TaggerOptions(device="cpu"))
-        second.load()
-        assert second.backend.pending is not None and second.backend.pending.process is None  # joined, not a new build
-        assert second.backend.pending.running()
-    finally:
-        pending.process.kill()
-        pending.process.wait()
-    assert not pending.running() and pending.ready() is None
-
-
-def test_the_background_build_is_swapped_in_when_ready(tiny_model, cache, monkeypatch):
-    # normal priority: beside other busy test workers a nice-19 build may not get the CPU for minutes
-    monkeypatch.setenv("NERBATCH_BUILD_NICE", "0")
-    eager, ref = tag(tiny_model, compile=False)
-    t = Tagger(tiny_model, TaggerOptions(device="cpu"))
-    t.load()
-    assert t.backend.kind == "eager"
-    entry = t.backend.pending.wait(timeout=600)
-    assert entry is not None, "the background build failed"
-    out = list(t.tag_sentences(sentences(long_words=300)))
-    assert t.compiled  # swapped in at the first block after the entry appeared
-    assert [s.pred for s in out] == [s.pred for s in ref]
