@@ -187,6 +187,7 @@ import sys, time, os
 from nerbatch.run.manifest import OutputLock
 from nerbatch.errors import LockedError
 target, go, release = sys.argv[1], sys.argv[2], sys.argv[3]
+print("ready", flush=True)  # imports done: from here on only waiting for the go file
 while not os.path.exists(go):
     time.sleep(0.001)
 lock = OutputLock(target)
@@ -215,7 +216,7 @@ def test_many_processes_against_one_stale_lock_exactly_one_runs(tmp_path):
             subprocess.Popen([sys.executable, str(script), str(target), str(go), str(release)], stdout=subprocess.PIPE, text=True)
             for _ in range(8)
         ]
-        time.sleep(1.0)  # all started and waiting
+        assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 8  # all started and waiting
         go.write_text("")
         results = [p.stdout.readline().strip() for p in procs]  # each has tried once
         release.write_text("")
