@@ -154,6 +154,23 @@ class RawTokenizer:
         return raw
 
     @property
+    def split_special_tokens(self) -> bool:
+        """Whether special-token text in the words ("[SEP]") is split like any text (as transformers names it)."""
+        return self._tok.encode_special_tokens
+
+    def __getstate__(self) -> dict:  # (a tokenizers.Tokenizer pickles as its JSON, which leaves that setting out)
+        return {"json": self._tok.to_str(), "pad_token_id": self.pad_token_id, "split": self._tok.encode_special_tokens}
+
+    def __setstate__(self, state: dict) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_str(state["json"])
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        self._tok.encode_special_tokens = state["split"]
+        self.pad_token_id = state["pad_token_id"]
+
+    @property
     def backend_tokenizer(self):
         """The ``tokenizers.Tokenizer`` (as transformers' fast tokenizers name it)."""
         return self._tok

@@ -51,3 +51,23 @@ def test_batch_word_pieces_equal_each_sentence_alone(kind, tiny_model):
     assert any(p == [] for p in got[2]) == (kind == "wordpiece")  # byte-level BPE gives every character bytes
     assert all(all(isinstance(i, int) for i in p) for ws in got for p in ws)
     assert word_pieces(tok, [[], []]) == [[], []]
+
+
+@pytest.mark.parametrize("split_special", [False, True])
+@pytest.mark.parametrize("kind", ["wordpiece", "byte-level"])
+def test_a_feeding_workers_raw_tokenizer_gives_the_pieces_of_the_transformers_one(kind, split_special, tiny_model):
+    """A feeding worker (nerbatch.tagging.pool) holds the Rust tokenizer alone (RawTokenizer.of, pickled to it):
+    the same pieces as the transformers tokenizer it came from, special-token text ("[SEP]") included, split or
+    kept as that tokenizer splits it."""
+    import pickle
+
+    from transformers import AutoTokenizer
+
+    from nerbatch.tagging.compiled import RawTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model) if kind == "wordpiece" else byte_level_tokenizer()
+    tok.split_special_tokens = split_special
+    raw = pickle.loads(pickle.dumps(RawTokenizer.of(tok)))
+    batch = [*SENTENCES, ["Anna", "[SEP]", "lives", "[CLS]", "in", "[MASK]"]]
+    assert word_pieces(raw, batch) == word_pieces(tok, batch)
+    assert byte_level(raw) == byte_level(tok) and raw.pad_token_id == tok.pad_token_id
