@@ -113,15 +113,37 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+KILL_BASE = ["-q", "--checkpoint-every", "97", "--precision", "fp32", "--batch-tokens", "512"]
+
+
+@pytest.fixture(scope="module")
+def one_process_output(tiny_model, tmp_path_factory):
+    """``one_process_output(times)``: the bytes of one uninterrupted process (no --workers) tagging the sample
+    test set ``times`` over, run once per ``times`` for the module (the killed-run tests share it)."""
+    made: dict[int, bytes] = {}
+
+    def get(times: int) -> bytes:
+        if times not in made:
+            folder = tmp_path_factory.mktemp(f"one-process-x{times}")
+            src, ref = folder / "big.conll", folder / "ref.conll"
+            src.write_text((SAMPLE / "test.conll").read_text(encoding="utf-8") * times, encoding="utf-8")
+            done = subprocess.run(nerbatch("tag", str(src), "-o", str(ref), "--model", tiny_model, *KILL_BASE),
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+            made[times] = ref.read_bytes()
+        return made[times]
+
+    return get
+
+
 @pytest.mark.parametrize("kill", ["the run", "the workers", "the feeding workers"])
-def test_killed_then_resumed_gives_the_same_bytes(tiny_model, tmp_path, kill):
+def test_killed_then_resumed_gives_the_same_bytes(tiny_model, tmp_path, kill, one_process_output):
     src = tmp_path / "big.conll"
     # (feeding workers are done with a block soon after the model is: a longer file, so the kill finds them busy)
-    src.write_text((SAMPLE / "test.conll").read_text(encoding="utf-8") * (40 if "feeding" in kill else 12), encoding="utf-8")
-    ref = tmp_path / "ref.conll"
-    base = ["--model", tiny_model, "-q", "--checkpoint-every", "97", "--precision", "fp32", "--batch-tokens", "512"]
-    done = subprocess.run(nerbatch("tag", str(src), "-o", str(ref), *base), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    times = 40 if "feeding" in kill else 12
+    src.write_text((SAMPLE / "test.conll").read_text(encoding="utf-8") * times, encoding="utf-8")
+    ref = one_process_output(times)  # the same input tagged by one process (shared by the kills of the same input)
+    base = ["--model", tiny_model, *KILL_BASE]
     out = tmp_path / "out.conll"
     args = nerbatch("tag", str(src), "-o", str(out), *base, "--workers", "2", *(["--one-model"] if "feeding" in kill else []))
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -155,7 +177,7 @@ def test_killed_then_resumed_gives_the_same_bytes(tiny_model, tmp_path, kill):
     log = tmp_path / "log.jsonl"
     resumed = subprocess.run(args + ["--resume", "--log-json", str(log)], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert out.read_bytes() == ref.read_bytes()
+    assert out.read_bytes() == ref
     assert json.loads(log.read_text().splitlines()[-1])["status"].startswith("resumed after ")
 
 
