@@ -48,6 +48,7 @@ the model is on its device, as torch's ``DataLoader`` forks its workers.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import queue
@@ -369,14 +370,23 @@ class TaggerPool:
         self.method = method  # how the workers were started
         self.controls = [ctx.Queue() for _ in range(workers)]
         self.procs, self.readers = [], []  # each worker's result pipe (_Sender): this process holds the read end only
-        for i, control in enumerate(self.controls):
-            reader, writer = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=target, args=(*first_args, control, writer, os.getpid(), *((i,) if self.feed else ())),
-                               daemon=True, name=f"nerbatch-{'feeder' if self.feed else 'tagger'}-{i}")
-            proc.start()
-            writer.close()  # (before the next worker starts, so that it does not hold this one's write end either)
-            self.procs.append(proc)
-            self.readers.append(reader)
+        # A forked worker must never collect what it inherits: freeing an object of a library whose threads held
+        # a lock at the fork (an ONNX Runtime session left by an earlier run) can hang the child. Frozen
+        # objects are never collected, and the child keeps the freeze (Python's advice for fork without exec)
+        thawed = gc.get_freeze_count() == 0
+        gc.freeze()
+        try:
+            for i, control in enumerate(self.controls):
+                reader, writer = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=target, args=(*first_args, control, writer, os.getpid(), *((i,) if self.feed else ())),
+                                   daemon=True, name=f"nerbatch-{'feeder' if self.feed else 'tagger'}-{i}")
+                proc.start()
+                writer.close()  # (before the next worker starts, so that it does not hold this one's write end either)
+                self.procs.append(proc)
+                self.readers.append(reader)
+        finally:
+            if thawed:
+                gc.unfreeze()
         # ONNX Runtime: the first worker loads alone, so the copy is exported once into the cache (a compiled copy
         # is built once anyway: a second build joins the first); else all load at once
         self.staggered = not self.feed and onnx_kind(options) is not None
