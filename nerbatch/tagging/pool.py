@@ -54,7 +54,7 @@ import os
 import queue
 import signal
 import traceback
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
@@ -130,27 +130,39 @@ class _Sender:
         self.thread.join(timeout=30)
 
 
+def _start(control, parent: int, results: _Sender):
+    """A worker's tagger, from the first message on its control queue: ``(model, options)`` loads the
+    model (a model-copy worker), ``(model, options, FeedBackend)`` runs with the reading process's
+    tokenizer and no model (a feeding worker). Says "ready" (with the back-end's kind) or the error;
+    None when told to stop, when the reading process is gone, or after an error."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the reading process's to handle
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # no Rust thread pool after a fork (and no warning about it)
+    msg = _receive(control, parent)
+    if msg is None:
+        return None
+    try:
+        from ..core.collector import for_this_process
+        from .tagger import Tagger
+
+        tagger = Tagger(*msg[:2])
+        if len(msg) > 2:
+            tagger.use_backend(msg[2])
+        else:
+            tagger.load()
+        for_this_process()
+        results.put(("ready", None, tagger.backend.kind))
+        return tagger
+    except BaseException as exc:  # noqa: BLE001 - any failure travels back to be raised there
+        results.put(("error", None, _portable(exc)))
+        return None
+
+
 def _worker(tasks, control, conn, parent: int) -> None:
     """A worker's loop: wait for its model, then tag blocks from ``tasks`` until told to stop."""
     results = _Sender(conn)
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the reading process's to handle
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # no Rust thread pool after a fork (and no warning about it)
-        msg = _receive(control, parent)
-        if msg is None:
-            return
-        try:
-            from ..core.collector import for_this_process
-            from .tagger import Tagger
-
-            tagger = Tagger(*msg)
-            tagger.load()
-            for_this_process()
-            results.put(("ready", None, tagger.backend.kind))
-        except BaseException as exc:  # noqa: BLE001 - any failure travels back to be raised there
-            results.put(("error", None, _portable(exc)))
-            return
-        while True:
+        tagger = _start(control, parent, results)
+        while tagger is not None:
             msg = _receive(tasks, parent)
             if msg is None:
                 return
@@ -181,25 +193,9 @@ def _feeder(control, conn, parent: int, wid: int) -> None:
     back, the block's decoding."""
     results = _Sender(conn)
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        msg = _receive(control, parent)
-        if msg is None:
-            return
-        try:
-            from ..core.collector import for_this_process
-            from .tagger import Tagger
-
-            model, options, backend = msg
-            tagger = Tagger(model, options)
-            tagger.use_backend(backend)
-            for_this_process()
-            results.put(("ready", None, backend.kind))
-        except BaseException as exc:  # noqa: BLE001
-            results.put(("error", None, _portable(exc)))
-            return
+        tagger = _start(control, parent, results)
         held: dict[int, tuple] = {}  # blocks whose inputs went to the model: (prepared blocks, core, counters, stages)
-        while True:
+        while tagger is not None:
             msg = _receive(control, parent)
             if msg is None:
                 return
@@ -396,9 +392,7 @@ class TaggerPool:
         # what the first worker ready runs; feeding workers: this process's model
         self.backend: WorkerBackend | None = WorkerBackend(tagger.backend.kind) if self.feed else None
         self.next = 0
-        self.load = [0] * workers  # feeding: blocks each worker holds
-        self.owner: dict[int, int] = {}  # feeding: block -> the worker that holds it
-        self.cores: dict[int, list[Sentence]] = {}  # feeding: the core sentences of the blocks in flight
+        self.held: dict[int, tuple[int, list[Sentence]]] = {}  # feeding: block -> (the worker holding it, its core)
         self.turn = 0  # the worker whose message is read first when several are waiting
         for c in COUNTERS:
             setattr(self, c, 0 if c != "forward_seconds" else 0.0)
@@ -475,11 +469,10 @@ class TaggerPool:
             self.next += 1
             items = [(s.tokens, s.doc_id, s.index, s.line) for s in (*left, *core, *right)]
             path = core[0].path if core else ""
-            if self.feed:  # to the feeding worker that holds the fewest blocks
-                w = min(range(self.workers), key=self.load.__getitem__)
-                self.load[w] += 1
-                self.owner[k] = w
-                self.cores[k] = core
+            if self.feed:  # to the feeding worker that holds the fewest blocks (a few: two per worker)
+                load = Counter(w for w, _ in self.held.values())
+                w = min(range(self.workers), key=load.__getitem__)
+                self.held[k] = (w, core)
                 self.controls[w].put(("block", k, path, items, len(left), len(core), left_cut, right_cut))
             else:
                 self.tasks.put((k, path, items, len(left), len(core), left_cut, right_cut))
@@ -538,7 +531,7 @@ class TaggerPool:
         to the worker that holds the block, for decoding."""
         tagger = self.tagger
         forward, stages = tagger.forward_seconds, dict(tagger.stage_seconds)
-        core, at, probs = self.cores[k], 0, []
+        core, at, probs = self.held[k][1], 0, []
         for n, batches in inputs:  # each prepared block of the block's core, in order
             probs.append(tagger.predict_block(batches, core[at : at + n]))
             at += n
@@ -549,10 +542,7 @@ class TaggerPool:
 
     def _release(self, k: int) -> None:
         """Feeding: block ``k`` is no longer held by its worker."""
-        w = self.owner.pop(k, None)
-        if w is not None:
-            self.load[w] -= 1
-            self.cores.pop(k, None)
+        self.held.pop(k, None)
 
     def close(self) -> None:
         """Stop the workers (those busy are terminated)."""

@@ -474,12 +474,6 @@ class Tagger:
             self._decoder = Decoder(self.labels, self.options.decode)
         return self._decoder
 
-    def predict_rows(self, block: Rows, rows):
-        """The label probabilities at the word positions of the given rows of a block (float32 numpy,
-        one row per position, row after row) and the block word each belongs to."""
-        batch = self.model_inputs(block, rows)
-        return self.predict_inputs(batch), batch.words
-
     def tag_block(
         self,
         core: Sequence[Sentence],

@@ -69,8 +69,8 @@ def _probs(tagger: Tagger, words: list[str]):
     import numpy as np
 
     (block,) = tagger.prepare([Sentence(tokens=words, path="<t>", line=1)])
-    probs, order = tagger.predict_rows(block.rows, np.arange(len(block.rows)))
-    return probs[np.argsort(order)]  # one row per word, in word order
+    batch = tagger.model_inputs(block.rows, np.arange(len(block.rows)))
+    return tagger.predict_inputs(batch)[np.argsort(batch.words)]  # one row per word, in word order
 
 
 def test_the_shape_reaches_the_model(shaped_model):
